@@ -1,0 +1,1292 @@
+//! Broker configuration: the TOML file format and the validated domain types.
+//!
+//! Two layers: the file-shaped structs (private, `deny_unknown_fields`, every value that is checked
+//! semantically wrapped in [`toml::Spanned`] so errors can point at its line) are validated into the
+//! domain types ([`Config`], [`Listener`], [`Limits`], [`LogConfig`]) the broker uses.
+//!
+//! # File format
+//!
+//! Every key is optional; an empty file is [`Config::default()`]. `examples/wasp.toml` documents every
+//! key set to its default. Values measured in seconds are integers with a `_secs` suffix.
+//!
+//! ```toml
+//! allow_anonymous = true             # accept clients without a user name
+//!
+//! [[listeners]]                      # repeatable; omit every [[listeners]] for the default listener
+//! name = "default"                   # required, unique, non-empty
+//! bind = "127.0.0.1:1883"            # required, IP:PORT (no host names); port 0 picks a free port
+//! protocol = "tcp"                   # optional; only "tcp" for now
+//!
+//! [limits]
+//! max_connections = 100000           # >= 1
+//! max_packet_size = 1048576          # bytes, 2..=268435460
+//! receive_maximum = 1024             # 1..=65535
+//! max_inflight = 1024                # 1..=65535
+//! max_queued_messages = 10000        # >= 1
+//! max_keep_alive_secs = 65535        # 1..=65535
+//! connect_timeout_secs = 10          # 1..=3600
+//! topic_alias_maximum = 64           # 0..=65535, 0 disables topic aliases
+//! max_session_expiry_secs = 4294967295  # 0..=4294967295
+//! maximum_qos = 2                    # 0, 1 or 2
+//!
+//! [sys]
+//! interval_secs = 10                 # 0..=86400, 0 turns $SYS topics off
+//!
+//! [log]
+//! level = "info"                     # an EnvFilter directive; RUST_LOG overrides it
+//! format = "text"                    # "text" or "compact"
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use wasp_mqtt::QoS;
+
+/// Largest `limits.max_packet_size`: a 268,435,455-byte Remaining Length plus a 5-byte fixed header.
+pub const MAX_PACKET_SIZE_LIMIT: u32 = 268_435_460;
+
+/// The validated broker configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where to accept connections; never empty, names and (non-zero-port) addresses unique.
+    pub listeners: Vec<Listener>,
+    /// Resource and protocol limits.
+    pub limits: Limits,
+    /// Whether clients without a user name may connect.
+    pub allow_anonymous: bool,
+    /// How often `$SYS` topics are published; `None`: `$SYS` topics are off.
+    pub sys_interval: Option<Duration>,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Unique name, used in logs and errors.
+    pub name: String,
+    /// Address to bind.
+    pub bind: SocketAddr,
+    /// Transport.
+    pub kind: ListenerKind,
+}
+
+/// A listener's transport (file key `protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ListenerKind {
+    /// Plain MQTT over TCP (`protocol = "tcp"`).
+    Tcp,
+}
+
+/// Resource and protocol limits (file table `[limits]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum simultaneous client connections.
+    pub max_connections: usize,
+    /// Maximum total size of an inbound packet, in bytes (2..=268,435,460).
+    pub max_packet_size: u32,
+    /// QoS>0 PUBLISHes a client may have unacknowledged towards us (our v5 Receive Maximum).
+    pub receive_maximum: u16,
+    /// Our outbound in-flight window per client (also capped by the client's Receive Maximum).
+    pub max_inflight: u16,
+    /// Per session: messages waiting (client offline, or beyond the in-flight window).
+    pub max_queued_messages: usize,
+    /// Seconds; a client asking for more (or 0) gets this as v5 Server Keep Alive.
+    pub max_keep_alive: u16,
+    /// Time allowed to receive CONNECT after accepting a connection.
+    pub connect_timeout: Duration,
+    /// Client-to-broker topic aliases accepted (v5); 0 disables them.
+    pub topic_alias_maximum: u16,
+    /// Seconds; caps the client's Session Expiry Interval (`u32::MAX`: never expires).
+    pub max_session_expiry: u32,
+    /// Highest QoS the broker grants.
+    pub maximum_qos: QoS,
+}
+
+/// Logging settings (file table `[log]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A `tracing_subscriber::EnvFilter` directive such as `"info"` or `"warn,wasp=debug"`;
+    /// the `RUST_LOG` environment variable, when set, takes precedence.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// Log line format (file key `log.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LogFormat {
+    /// `tracing_subscriber`'s default full format (`format = "text"`).
+    #[default]
+    Text,
+    /// The compact single-line format (`format = "compact"`).
+    Compact,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listeners: vec![Listener::default()],
+            limits: Limits::default(),
+            allow_anonymous: true,
+            sys_interval: Some(Duration::from_secs(10)),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for Listener {
+    /// The listener `"default"` on `127.0.0.1:1883`, TCP.
+    fn default() -> Self {
+        Self {
+            name: "default".to_owned(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            kind: ListenerKind::Tcp,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            max_packet_size: 1_048_576,
+            receive_maximum: 1024,
+            max_inflight: 1024,
+            max_queued_messages: 10_000,
+            max_keep_alive: 65_535,
+            connect_timeout: Duration::from_secs(10),
+            topic_alias_maximum: 64,
+            max_session_expiry: u32::MAX,
+            maximum_qos: QoS::ExactlyOnce,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a configuration file's text; `source` names the file in error messages.
+    pub fn from_toml_str(text: &str, source: &str) -> Result<Config, ConfigError> {
+        let ctx = Ctx { file: source, text };
+        let file: FileConfig = toml::from_str(text).map_err(|e| ctx.toml_error(e))?;
+        ctx.validate(file)
+    }
+
+    /// Reads, parses and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text, &path.display().to_string())
+    }
+}
+
+/// Where in a configuration file an error is: `file:line`, or just `file` when the line is unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The file name given to [`Config::from_toml_str`] / [`Config::load`].
+    pub file: String,
+    /// 1-based line number.
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}", self.file),
+            None => f.write_str(&self.file),
+        }
+    }
+}
+
+/// A configuration file that cannot be read, parsed or validated. The message names the file, the line,
+/// the key and how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read configuration file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML.
+    #[error("{at}: invalid TOML: {message}")]
+    Syntax {
+        /// Where.
+        at: Location,
+        /// The TOML parser's description.
+        message: String,
+    },
+    /// A key the broker does not know (often a typo).
+    #[error("{at}: unknown key `{key}` in {table}: expected one of {expected}")]
+    UnknownKey {
+        /// Where.
+        at: Location,
+        /// The unknown key.
+        key: String,
+        /// The table it is in, e.g. `[[listeners]]`, `[limits]` or `the top level`.
+        table: String,
+        /// The keys allowed there, comma-separated.
+        expected: String,
+    },
+    /// A required key is absent.
+    #[error("{at}: missing key `{key}` in {table}: {hint}")]
+    MissingKey {
+        /// Where (the table that lacks the key).
+        at: Location,
+        /// The missing key.
+        key: String,
+        /// The table it is missing from.
+        table: String,
+        /// How to fix it.
+        hint: String,
+    },
+    /// A value of the wrong TOML type (e.g. a string where an integer belongs).
+    #[error("{at}: {key} has the wrong type: {message}")]
+    WrongType {
+        /// Where.
+        at: Location,
+        /// Dotted key path, e.g. `limits.max_packet_size`.
+        key: String,
+        /// What was found and what was expected.
+        message: String,
+    },
+    /// A well-typed value that is not acceptable (out of range, duplicate, unparsable address...).
+    #[error("{at}: {message}")]
+    Invalid {
+        /// Where.
+        at: Location,
+        /// Dotted key path, e.g. `limits.max_packet_size`.
+        key: String,
+        /// The complete explanation, starting with the key and ending with how to fix it.
+        message: String,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// File layer
+// ---------------------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    allow_anonymous: Option<bool>,
+    listeners: Option<Spanned<Vec<Spanned<FileListener>>>>,
+    limits: Option<FileLimits>,
+    sys: Option<FileSys>,
+    log: Option<FileLog>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileListener {
+    name: Spanned<String>,
+    bind: Spanned<String>,
+    protocol: Option<Spanned<String>>,
+}
+
+/// Integers are read as `i128` so that negative and oversized values get a range message, not a type error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_connections: Option<Spanned<i128>>,
+    max_packet_size: Option<Spanned<i128>>,
+    receive_maximum: Option<Spanned<i128>>,
+    max_inflight: Option<Spanned<i128>>,
+    max_queued_messages: Option<Spanned<i128>>,
+    max_keep_alive_secs: Option<Spanned<i128>>,
+    connect_timeout_secs: Option<Spanned<i128>>,
+    topic_alias_maximum: Option<Spanned<i128>>,
+    max_session_expiry_secs: Option<Spanned<i128>>,
+    maximum_qos: Option<Spanned<i128>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSys {
+    interval_secs: Option<Spanned<i128>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLog {
+    level: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------------------------------------
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn at(&self, span: Option<Range<usize>>) -> Location {
+        let line = span.map(|span| {
+            let end = span.start.min(self.text.len());
+            self.text.as_bytes()[..end]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1
+        });
+        Location {
+            file: self.file.to_owned(),
+            line,
+        }
+    }
+
+    fn invalid(&self, span: Range<usize>, key: &str, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            at: self.at(Some(span)),
+            key: key.to_owned(),
+            message,
+        }
+    }
+
+    /// Classifies an error from the toml crate (syntax, unknown key, missing key, wrong type).
+    fn toml_error(&self, error: toml::de::Error) -> ConfigError {
+        let at = self.at(error.span());
+        // One line: the toml crate's messages rarely span lines, but the CLI prints ours on one.
+        let message = error.message().trim().replace('\n', "; ");
+        let path = key_path(&error);
+        if let Some(rest) = message.strip_prefix("unknown field `")
+            && let Some((key, rest)) = rest.split_once('`')
+        {
+            return ConfigError::UnknownKey {
+                at,
+                key: key.to_owned(),
+                table: table_name(&path),
+                expected: expected_keys(rest),
+            };
+        }
+        if let Some(rest) = message.strip_prefix("missing field `")
+            && let Some((key, _)) = rest.split_once('`')
+        {
+            return ConfigError::MissingKey {
+                at,
+                hint: missing_hint(&path, key),
+                key: key.to_owned(),
+                table: table_name(&path),
+            };
+        }
+        if path.is_empty() {
+            // Name what the parser choked on when it is short, e.g. "duplicate key `maximum_qos`".
+            let snippet = error
+                .span()
+                .and_then(|span| self.text.get(span))
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && s.len() <= 40 && !s.contains('\n'));
+            let message = match snippet {
+                Some(snippet) => format!("{message} at `{snippet}`"),
+                None => message,
+            };
+            return ConfigError::Syntax { at, message };
+        }
+        // Speak TOML, not Rust: the file-layer struct names and integer widths are ours to hide.
+        let mut message = message
+            .replace("expected i128", "expected an integer")
+            .replace("expected a sequence", "expected an array");
+        if let Some(i) = message.find("expected struct File") {
+            message.truncate(i);
+            message.push_str("expected a table");
+        }
+        ConfigError::WrongType {
+            at,
+            key: path,
+            message,
+        }
+    }
+
+    fn validate(&self, file: FileConfig) -> Result<Config, ConfigError> {
+        let listeners = match file.listeners {
+            None => vec![Listener::default()],
+            Some(listeners) => self.listeners(listeners)?,
+        };
+        let limits = match file.limits {
+            None => Limits::default(),
+            Some(limits) => self.limits(limits)?,
+        };
+        let default = Config::default();
+        let sys_interval = match file.sys.and_then(|sys| sys.interval_secs) {
+            None => default.sys_interval,
+            Some(secs) => {
+                let secs: u64 = self.int(&secs, "sys.interval_secs", 0, 86_400, " seconds")?;
+                (secs > 0).then(|| Duration::from_secs(secs))
+            }
+        };
+        let log = match file.log {
+            None => LogConfig::default(),
+            Some(log) => self.log(log)?,
+        };
+        Ok(Config {
+            listeners,
+            limits,
+            allow_anonymous: file.allow_anonymous.unwrap_or(default.allow_anonymous),
+            sys_interval,
+            log,
+        })
+    }
+
+    fn listeners(
+        &self,
+        listeners: Spanned<Vec<Spanned<FileListener>>>,
+    ) -> Result<Vec<Listener>, ConfigError> {
+        if listeners.get_ref().is_empty() {
+            return Err(self.invalid(
+                listeners.span(),
+                "listeners",
+                "listeners is empty: add at least one [[listeners]] table with a name and a bind \
+                 address, or remove the key to get the default listener on 127.0.0.1:1883"
+                    .to_owned(),
+            ));
+        }
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut binds: HashMap<SocketAddr, (String, usize)> = HashMap::new();
+        let mut out = Vec::with_capacity(listeners.get_ref().len());
+        for listener in listeners.into_inner() {
+            let listener = listener.into_inner();
+            let name_span = listener.name.span();
+            let name = listener.name.into_inner();
+            if name.trim().is_empty() {
+                return Err(self.invalid(
+                    name_span,
+                    "listeners.name",
+                    "listeners.name is empty: give the listener a name such as \"default\""
+                        .to_owned(),
+                ));
+            }
+            let line = self.at(Some(name_span.clone())).line.unwrap_or_default();
+            if let Some(first) = names.insert(name.clone(), line) {
+                return Err(self.invalid(
+                    name_span,
+                    "listeners.name",
+                    format!(
+                        "listeners.name = {name:?} is already used by the listener on line {first}: \
+                         give every listener a unique name"
+                    ),
+                ));
+            }
+
+            let bind_span = listener.bind.span();
+            let text = listener.bind.get_ref().trim();
+            let bind: SocketAddr = text.parse().map_err(|_| {
+                self.invalid(
+                    bind_span.clone(),
+                    "listeners.bind",
+                    format!(
+                        "listeners.bind = {text:?} is not a socket address: use IP:PORT such as \
+                         \"127.0.0.1:1883\", \"0.0.0.0:1883\" or \"[::]:1883\" (host names are not resolved)"
+                    ),
+                )
+            })?;
+            // Port 0 asks the OS for a free port: several such listeners on one IP do not clash.
+            if bind.port() != 0 {
+                let line = self.at(Some(bind_span.clone())).line.unwrap_or_default();
+                if let Some((other, first)) = binds.insert(bind, (name.clone(), line)) {
+                    return Err(self.invalid(
+                        bind_span,
+                        "listeners.bind",
+                        format!(
+                            "listeners.bind = \"{bind}\" is already used by listener {other:?} on line \
+                             {first}: give every listener its own address or port"
+                        ),
+                    ));
+                }
+            }
+
+            let kind = match &listener.protocol {
+                None => ListenerKind::Tcp,
+                Some(protocol) => match protocol.get_ref().as_str() {
+                    "tcp" => ListenerKind::Tcp,
+                    other => {
+                        return Err(self.invalid(
+                            protocol.span(),
+                            "listeners.protocol",
+                            format!(
+                                "listeners.protocol = {other:?} is not supported: use \"tcp\" (the only \
+                                 protocol for now)"
+                            ),
+                        ));
+                    }
+                },
+            };
+            out.push(Listener { name, bind, kind });
+        }
+        Ok(out)
+    }
+
+    fn limits(&self, file: FileLimits) -> Result<Limits, ConfigError> {
+        let d = Limits::default();
+        let maximum_qos = match &file.maximum_qos {
+            None => d.maximum_qos,
+            Some(qos) => u8::try_from(*qos.get_ref())
+                .ok()
+                .and_then(QoS::from_u8)
+                .ok_or_else(|| {
+                    self.invalid(
+                        qos.span(),
+                        "limits.maximum_qos",
+                        format!(
+                            "limits.maximum_qos = {} is out of range: use 0 (at most once), 1 (at least \
+                             once) or 2 (exactly once)",
+                            qos.get_ref()
+                        ),
+                    )
+                })?,
+        };
+        let u16_max = i128::from(u16::MAX);
+        let usize_max = i128::try_from(usize::MAX).unwrap_or(i128::MAX);
+        Ok(Limits {
+            max_connections: self
+                .opt(
+                    &file.max_connections,
+                    "limits.max_connections",
+                    1,
+                    usize_max,
+                    "",
+                )?
+                .unwrap_or(d.max_connections),
+            max_packet_size: self
+                .opt(
+                    &file.max_packet_size,
+                    "limits.max_packet_size",
+                    2,
+                    MAX_PACKET_SIZE_LIMIT.into(),
+                    " bytes",
+                )?
+                .unwrap_or(d.max_packet_size),
+            receive_maximum: self
+                .opt(
+                    &file.receive_maximum,
+                    "limits.receive_maximum",
+                    1,
+                    u16_max,
+                    "",
+                )?
+                .unwrap_or(d.receive_maximum),
+            max_inflight: self
+                .opt(&file.max_inflight, "limits.max_inflight", 1, u16_max, "")?
+                .unwrap_or(d.max_inflight),
+            max_queued_messages: self
+                .opt(
+                    &file.max_queued_messages,
+                    "limits.max_queued_messages",
+                    1,
+                    usize_max,
+                    "",
+                )?
+                .unwrap_or(d.max_queued_messages),
+            max_keep_alive: self
+                .opt(
+                    &file.max_keep_alive_secs,
+                    "limits.max_keep_alive_secs",
+                    1,
+                    u16_max,
+                    " seconds",
+                )?
+                .unwrap_or(d.max_keep_alive),
+            connect_timeout: self
+                .opt(
+                    &file.connect_timeout_secs,
+                    "limits.connect_timeout_secs",
+                    1,
+                    3600,
+                    " seconds",
+                )?
+                .map_or(d.connect_timeout, Duration::from_secs),
+            topic_alias_maximum: self
+                .opt(
+                    &file.topic_alias_maximum,
+                    "limits.topic_alias_maximum",
+                    0,
+                    u16_max,
+                    "",
+                )?
+                .unwrap_or(d.topic_alias_maximum),
+            max_session_expiry: self
+                .opt(
+                    &file.max_session_expiry_secs,
+                    "limits.max_session_expiry_secs",
+                    0,
+                    u32::MAX.into(),
+                    " seconds",
+                )?
+                .unwrap_or(d.max_session_expiry),
+            maximum_qos,
+        })
+    }
+
+    fn log(&self, file: FileLog) -> Result<LogConfig, ConfigError> {
+        let d = LogConfig::default();
+        let level = match file.level {
+            None => d.level,
+            Some(level) => {
+                let text = level.get_ref().trim();
+                if text.is_empty() {
+                    return Err(self.invalid(
+                        level.span(),
+                        "log.level",
+                        "log.level is empty: use a level such as \"info\", or directives such as \
+                         \"warn,wasp=debug\""
+                            .to_owned(),
+                    ));
+                }
+                if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(text) {
+                    return Err(self.invalid(
+                        level.span(),
+                        "log.level",
+                        format!(
+                            "log.level = {text:?} is not a valid filter ({e}): use a level (error, warn, \
+                             info, debug, trace) or directives such as \"warn,wasp=debug\""
+                        ),
+                    ));
+                }
+                text.to_owned()
+            }
+        };
+        let format = match file.format {
+            None => d.format,
+            Some(format) => {
+                match format.get_ref().as_str() {
+                    "text" => LogFormat::Text,
+                    "compact" => LogFormat::Compact,
+                    other => {
+                        return Err(self.invalid(
+                        format.span(),
+                        "log.format",
+                        format!("log.format = {other:?} is not supported: use \"text\" or \"compact\""),
+                    ));
+                    }
+                }
+            }
+        };
+        Ok(LogConfig { level, format })
+    }
+
+    /// [`Self::int`] for an optional value; `None` when absent.
+    fn opt<T: TryFrom<i128>>(
+        &self,
+        value: &Option<Spanned<i128>>,
+        key: &str,
+        min: i128,
+        max: i128,
+        unit: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        value
+            .as_ref()
+            .map(|v| self.int(v, key, min, max, unit))
+            .transpose()
+    }
+
+    /// Checks an integer against `min..=max` and converts it (a `max` that `T` cannot hold is capped
+    /// by the conversion).
+    fn int<T: TryFrom<i128>>(
+        &self,
+        value: &Spanned<i128>,
+        key: &str,
+        min: i128,
+        max: i128,
+        unit: &str,
+    ) -> Result<T, ConfigError> {
+        let v = *value.get_ref();
+        match T::try_from(v) {
+            Ok(t) if (min..=max).contains(&v) => Ok(t),
+            _ => {
+                // A bound beyond what TOML integers can say is not worth printing for a too-small value.
+                let fix = if v < min && max >= i128::from(i64::MAX) {
+                    format!("use a value of at least {min}{unit}")
+                } else {
+                    format!("use a value from {min} to {max}{unit}")
+                };
+                Err(self.invalid(
+                    value.span(),
+                    key,
+                    format!("{key} = {v} is out of range: {fix}"),
+                ))
+            }
+        }
+    }
+}
+
+/// The dotted key path of a toml error (e.g. `limits.max_packet_size`), empty for the top level.
+///
+/// The toml crate keeps the path private but prints it as a last line "in `a.b`" when the error carries
+/// no input text.
+fn key_path(error: &toml::de::Error) -> String {
+    let mut error = error.clone();
+    error.set_input(None);
+    let text = error.to_string();
+    text.lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("in `")?.strip_suffix('`'))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `[[listeners]]`, `[limits]` or `the top level`, for a table's dotted path.
+fn table_name(path: &str) -> String {
+    match path {
+        "" => "the top level".to_owned(),
+        "listeners" => "[[listeners]]".to_owned(),
+        other => format!("[{other}]"),
+    }
+}
+
+/// Turns serde's ", expected one of `a`, `b`" / ", expected `a` or `b`" into "a, b".
+fn expected_keys(rest: &str) -> String {
+    let Some(list) = rest
+        .trim_start_matches(',')
+        .trim()
+        .strip_prefix("expected ")
+    else {
+        return "(none: this table takes no keys)".to_owned();
+    };
+    list.trim_start_matches("one of ")
+        .replace(" or ", ", ")
+        .replace('`', "")
+}
+
+fn missing_hint(table: &str, key: &str) -> String {
+    match (table, key) {
+        ("listeners", "name") => {
+            "every listener needs a unique name, e.g. name = \"default\"".to_owned()
+        }
+        ("listeners", "bind") => {
+            "every listener needs an address, e.g. bind = \"127.0.0.1:1883\"".to_owned()
+        }
+        _ => format!("add `{key} = ...`"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../examples/wasp.toml");
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, "wasp.toml")
+    }
+
+    /// The error message for `text`, asserting it names `wasp.toml:{line}` and contains `key`.
+    #[track_caller]
+    fn error(text: &str, line: usize, key: &str) -> String {
+        let message = match parse(text) {
+            Ok(config) => panic!("expected an error, got {config:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            message.starts_with(&format!("wasp.toml:{line}: ")),
+            "wrong line in {message:?}"
+        );
+        assert!(message.contains(key), "{key:?} not in {message:?}");
+        message
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::default();
+        assert_eq!(
+            c.listeners,
+            vec![Listener {
+                name: "default".into(),
+                bind: "127.0.0.1:1883".parse().unwrap(),
+                kind: ListenerKind::Tcp,
+            }]
+        );
+        assert!(c.allow_anonymous);
+        assert_eq!(c.sys_interval, Some(Duration::from_secs(10)));
+        let l = &c.limits;
+        assert_eq!(l.max_connections, 100_000);
+        assert_eq!(l.max_packet_size, 1_048_576);
+        assert_eq!(l.receive_maximum, 1024);
+        assert_eq!(l.max_inflight, 1024);
+        assert_eq!(l.max_queued_messages, 10_000);
+        assert_eq!(l.max_keep_alive, 65_535);
+        assert_eq!(l.connect_timeout, Duration::from_secs(10));
+        assert_eq!(l.topic_alias_maximum, 64);
+        assert_eq!(l.max_session_expiry, u32::MAX);
+        assert_eq!(l.maximum_qos, QoS::ExactlyOnce);
+        assert_eq!(c.log.level, "info");
+        assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn empty_file_is_default() {
+        assert_eq!(parse("").unwrap(), Config::default());
+        assert_eq!(
+            parse("# nothing\n\n[limits]\n[sys]\n[log]\n").unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn example_file_is_default() {
+        let c = parse(EXAMPLE).unwrap();
+        // Field by field first, for a readable failure, then the whole.
+        assert_eq!(c.listeners, Config::default().listeners);
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.allow_anonymous, Config::default().allow_anonymous);
+        assert_eq!(c.sys_interval, Config::default().sys_interval);
+        assert_eq!(c.log, LogConfig::default());
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn example_file_sets_every_key() {
+        // Every key the file layer knows appears, uncommented, in the example.
+        let keys = [
+            "allow_anonymous",
+            "[[listeners]]",
+            "name",
+            "bind",
+            "protocol",
+            "[limits]",
+            "max_connections",
+            "max_packet_size",
+            "receive_maximum",
+            "max_inflight",
+            "max_queued_messages",
+            "max_keep_alive_secs",
+            "connect_timeout_secs",
+            "topic_alias_maximum",
+            "max_session_expiry_secs",
+            "maximum_qos",
+            "[sys]",
+            "interval_secs",
+            "[log]",
+            "level",
+            "format",
+        ];
+        for key in keys {
+            assert!(
+                EXAMPLE.lines().any(|l| l.trim_start().starts_with(key)),
+                "{key} missing from examples/wasp.toml"
+            );
+        }
+    }
+
+    #[test]
+    fn full_file() {
+        let text = r#"
+allow_anonymous = false
+
+[[listeners]]
+name = "public"
+bind = "0.0.0.0:1883"
+protocol = "tcp"
+
+[[listeners]]
+name = "local-v6"
+bind = "[::1]:11883"
+
+[limits]
+max_connections = 5
+max_packet_size = 2
+receive_maximum = 65535
+max_inflight = 1
+max_queued_messages = 1
+max_keep_alive_secs = 60
+connect_timeout_secs = 3
+topic_alias_maximum = 0
+max_session_expiry_secs = 0
+maximum_qos = 1
+
+[sys]
+interval_secs = 0
+
+[log]
+level = "warn,wasp=debug"
+format = "compact"
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(
+            c,
+            Config {
+                listeners: vec![
+                    Listener {
+                        name: "public".into(),
+                        bind: "0.0.0.0:1883".parse().unwrap(),
+                        kind: ListenerKind::Tcp
+                    },
+                    Listener {
+                        name: "local-v6".into(),
+                        bind: "[::1]:11883".parse().unwrap(),
+                        kind: ListenerKind::Tcp
+                    },
+                ],
+                limits: Limits {
+                    max_connections: 5,
+                    max_packet_size: 2,
+                    receive_maximum: 65535,
+                    max_inflight: 1,
+                    max_queued_messages: 1,
+                    max_keep_alive: 60,
+                    connect_timeout: Duration::from_secs(3),
+                    topic_alias_maximum: 0,
+                    max_session_expiry: 0,
+                    maximum_qos: QoS::AtLeastOnce,
+                },
+                allow_anonymous: false,
+                sys_interval: None,
+                log: LogConfig {
+                    level: "warn,wasp=debug".into(),
+                    format: LogFormat::Compact
+                },
+            }
+        );
+    }
+
+    #[test]
+    fn partial_tables_keep_other_defaults() {
+        let c = parse("[limits]\nmax_inflight = 7\n[sys]\ninterval_secs = 60\n").unwrap();
+        assert_eq!(c.limits.max_inflight, 7);
+        assert_eq!(
+            c.limits,
+            Limits {
+                max_inflight: 7,
+                ..Limits::default()
+            }
+        );
+        assert_eq!(c.sys_interval, Some(Duration::from_secs(60)));
+        assert_eq!(c.listeners, Config::default().listeners);
+        // Inline tables and dotted keys are ordinary TOML and work too.
+        let c = parse("limits = { maximum_qos = 0 }\nlog.level = \"debug\"\n").unwrap();
+        assert_eq!(c.limits.maximum_qos, QoS::AtMostOnce);
+        assert_eq!(c.log.level, "debug");
+    }
+
+    #[test]
+    fn upper_bounds_are_inclusive() {
+        let c = parse(
+            "[limits]\nmax_packet_size = 268435460\nmax_session_expiry_secs = 4294967295\n\
+             max_keep_alive_secs = 65535\nconnect_timeout_secs = 3600\ntopic_alias_maximum = 65535\n\
+             [sys]\ninterval_secs = 86400\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_packet_size, MAX_PACKET_SIZE_LIMIT);
+        assert_eq!(c.limits.max_session_expiry, u32::MAX);
+        assert_eq!(c.limits.topic_alias_maximum, u16::MAX);
+        assert_eq!(c.limits.connect_timeout, Duration::from_secs(3600));
+        assert_eq!(c.sys_interval, Some(Duration::from_secs(86_400)));
+    }
+
+    #[test]
+    fn out_of_range_values() {
+        let m = error(
+            "\n\n[limits]\nmax_packet_size = 0\n",
+            4,
+            "limits.max_packet_size",
+        );
+        assert_eq!(
+            m,
+            "wasp.toml:4: limits.max_packet_size = 0 is out of range: use a value from 2 to 268435460 bytes"
+        );
+        error(
+            "[limits]\nmax_packet_size = 268435461\n",
+            2,
+            "limits.max_packet_size",
+        );
+        error(
+            "[limits]\nmax_connections = 0\n",
+            2,
+            "limits.max_connections",
+        );
+        error(
+            "[limits]\nmax_connections = -1\n",
+            2,
+            "limits.max_connections",
+        );
+        error(
+            "[limits]\nreceive_maximum = 0\n",
+            2,
+            "limits.receive_maximum",
+        );
+        error(
+            "[limits]\nreceive_maximum = 65536\n",
+            2,
+            "limits.receive_maximum",
+        );
+        error("[limits]\nmax_inflight = 0\n", 2, "limits.max_inflight");
+        error(
+            "[limits]\nmax_queued_messages = 0\n",
+            2,
+            "limits.max_queued_messages",
+        );
+        error(
+            "[limits]\nmax_keep_alive_secs = 0\n",
+            2,
+            "limits.max_keep_alive_secs",
+        );
+        error(
+            "[limits]\nmax_keep_alive_secs = 65536\n",
+            2,
+            "limits.max_keep_alive_secs",
+        );
+        error(
+            "[limits]\nconnect_timeout_secs = 0\n",
+            2,
+            "limits.connect_timeout_secs",
+        );
+        error(
+            "[limits]\nconnect_timeout_secs = 3601\n",
+            2,
+            "limits.connect_timeout_secs",
+        );
+        error(
+            "[limits]\ntopic_alias_maximum = -1\n",
+            2,
+            "limits.topic_alias_maximum",
+        );
+        error(
+            "[limits]\ntopic_alias_maximum = 65536\n",
+            2,
+            "limits.topic_alias_maximum",
+        );
+        error(
+            "[limits]\nmax_session_expiry_secs = -1\n",
+            2,
+            "limits.max_session_expiry_secs",
+        );
+        error(
+            "[limits]\nmax_session_expiry_secs = 4294967296\n",
+            2,
+            "limits.max_session_expiry_secs",
+        );
+        // Beyond TOML's 64-bit integers: still a range message, not a type error.
+        let m = error(
+            "[limits]\nmax_session_expiry_secs = 99999999999999999999\n",
+            2,
+            "out of range",
+        );
+        assert!(m.contains("limits.max_session_expiry_secs"), "{m}");
+        let m = error("[limits]\nmaximum_qos = 3\n", 2, "limits.maximum_qos");
+        assert!(
+            m.contains("use 0 (at most once), 1 (at least once) or 2 (exactly once)"),
+            "{m}"
+        );
+        error("[limits]\nmaximum_qos = -1\n", 2, "limits.maximum_qos");
+        error("[sys]\ninterval_secs = -1\n", 2, "sys.interval_secs");
+        error("[sys]\ninterval_secs = 86401\n", 2, "sys.interval_secs");
+    }
+
+    #[test]
+    fn range_error_is_the_invalid_variant() {
+        match parse("[limits]\nmax_inflight = 0\n") {
+            Err(ConfigError::Invalid { at, key, .. }) => {
+                assert_eq!(
+                    at,
+                    Location {
+                        file: "wasp.toml".into(),
+                        line: Some(2)
+                    }
+                );
+                assert_eq!(key, "limits.max_inflight");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn listener_errors() {
+        let m = error("listeners = []\n", 1, "listeners");
+        assert!(m.contains("at least one [[listeners]]"), "{m}");
+
+        let two_names = "[[listeners]]\nname = \"a\"\nbind = \"127.0.0.1:1\"\n\n\
+                         [[listeners]]\nname = \"a\"\nbind = \"127.0.0.1:2\"\n";
+        let m = error(two_names, 6, "listeners.name");
+        assert!(
+            m.contains("\"a\" is already used by the listener on line 2"),
+            "{m}"
+        );
+
+        let two_binds = "[[listeners]]\nname = \"a\"\nbind = \"127.0.0.1:1\"\n\n\
+                         [[listeners]]\nname = \"b\"\nbind = \"127.0.0.1:1\"\n";
+        let m = error(two_binds, 7, "listeners.bind");
+        assert!(
+            m.contains("already used by listener \"a\" on line 3"),
+            "{m}"
+        );
+
+        let m = error(
+            "[[listeners]]\nname = \"a\"\nbind = \"localhost:1883\"\n",
+            3,
+            "listeners.bind",
+        );
+        assert!(m.contains("not a socket address"), "{m}");
+        error(
+            "[[listeners]]\nname = \"a\"\nbind = \"127.0.0.1\"\n",
+            3,
+            "listeners.bind",
+        );
+        error(
+            "[[listeners]]\nname = \"\"\nbind = \"127.0.0.1:1\"\n",
+            2,
+            "listeners.name",
+        );
+        let m = error(
+            "[[listeners]]\nname = \"a\"\nbind = \"127.0.0.1:1\"\nprotocol = \"ws\"\n",
+            4,
+            "listeners.protocol",
+        );
+        assert!(m.contains("use \"tcp\""), "{m}");
+    }
+
+    #[test]
+    fn port_zero_listeners_may_share_an_ip() {
+        let c = parse(
+            "[[listeners]]\nname = \"a\"\nbind = \"127.0.0.1:0\"\n\
+             [[listeners]]\nname = \"b\"\nbind = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners[1].bind.port(), 0);
+    }
+
+    #[test]
+    fn missing_required_listener_keys() {
+        let m = error(
+            "[[listeners]]\nname = \"a\"\nbind = \"127.0.0.1:1\"\n\n[[listeners]]\nbind = \"127.0.0.1:2\"\n",
+            5,
+            "`name`",
+        );
+        assert!(m.contains("missing key `name` in [[listeners]]"), "{m}");
+        let m = error("[[listeners]]\nname = \"a\"\n", 1, "`bind`");
+        assert!(m.contains("bind = \"127.0.0.1:1883\""), "{m}");
+    }
+
+    #[test]
+    fn log_errors() {
+        error("[log]\nlevel = \"\"\n", 2, "log.level");
+        let m = error("[log]\nlevel = \"wasp=loud\"\n", 2, "log.level");
+        assert!(m.contains("not a valid filter"), "{m}");
+        let m = error("[log]\nformat = \"json\"\n", 2, "log.format");
+        assert!(m.contains("\"text\" or \"compact\""), "{m}");
+    }
+
+    #[test]
+    fn unknown_keys() {
+        let m = error(
+            "allow_anonymous = true\nallow_anonymus = false\n",
+            2,
+            "`allow_anonymus`",
+        );
+        assert_eq!(
+            m,
+            "wasp.toml:2: unknown key `allow_anonymus` in the top level: expected one of \
+             allow_anonymous, listeners, limits, sys, log"
+        );
+        let m = error(
+            "[[listeners]]\nname = \"a\"\nlisen = \"127.0.0.1:1\"\n",
+            3,
+            "`lisen`",
+        );
+        assert_eq!(
+            m,
+            "wasp.toml:3: unknown key `lisen` in [[listeners]]: expected one of name, bind, protocol"
+        );
+        let m = error(
+            "[limits]\nmax_inflight = 1\nmax_packets = 2\n",
+            3,
+            "`max_packets`",
+        );
+        assert!(m.contains("in [limits]"), "{m}");
+        assert!(m.contains("max_packet_size"), "{m}");
+        let m = error("\n[sys]\ninterval = 5\n", 3, "`interval`");
+        assert!(
+            m.ends_with("in [sys]: expected one of interval_secs"),
+            "{m}"
+        );
+        let m = error("log.colour = true\n", 1, "`colour`");
+        assert!(m.contains("in [log]: expected one of level, format"), "{m}");
+        assert!(matches!(
+            parse("[limits]\nfoo = 1\n"),
+            Err(ConfigError::UnknownKey { .. })
+        ));
+    }
+
+    #[test]
+    fn type_errors() {
+        let m = error(
+            "[limits]\n\nmax_packet_size = \"1MB\"\n",
+            3,
+            "limits.max_packet_size",
+        );
+        assert!(m.contains("wrong type"), "{m}");
+        assert!(m.contains("expected an integer"), "{m}");
+        let m = error("allow_anonymous = \"yes\"\n", 1, "allow_anonymous");
+        assert!(m.contains("expected a boolean"), "{m}");
+        error(
+            "[[listeners]]\nname = 1\nbind = \"127.0.0.1:1\"\n",
+            2,
+            "listeners.name",
+        );
+        error("[limits]\nmax_inflight = 1.5\n", 2, "limits.max_inflight");
+        let m = error("\nlimits = 3\n", 2, "limits has the wrong type");
+        assert!(m.ends_with("expected a table"), "{m}");
+        let m = error("listeners = 3\n", 1, "listeners has the wrong type");
+        assert!(m.ends_with("expected an array"), "{m}");
+        assert!(matches!(
+            parse("[log]\nlevel = 3\n"),
+            Err(ConfigError::WrongType { .. })
+        ));
+    }
+
+    #[test]
+    fn syntax_errors() {
+        let m = error("allow_anonymous = true\n[limits\n", 2, "invalid TOML");
+        assert!(matches!(
+            parse("allow_anonymous = true\n[limits\n"),
+            Err(ConfigError::Syntax { .. })
+        ));
+        assert!(!m.contains('\n'), "one line: {m:?}");
+        error(
+            "[limits]\nmax_inflight = 1\nmax_inflight = 2\n",
+            3,
+            "duplicate key at `max_inflight`",
+        );
+        error("[limits]\n\n[limits]\n", 3, "duplicate key at `limits`");
+    }
+
+    #[test]
+    fn load_reads_files_and_names_them() {
+        let dir = std::env::temp_dir().join(format!("wasp-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("broker.toml");
+        std::fs::write(&path, "[limits]\nmax_inflight = 5\n").unwrap();
+        assert_eq!(Config::load(&path).unwrap().limits.max_inflight, 5);
+
+        std::fs::write(&path, "[limits]\nmax_inflight = 0\n").unwrap();
+        let m = Config::load(&path).unwrap_err().to_string();
+        assert!(m.starts_with(&format!("{}:2: ", path.display())), "{m}");
+
+        let missing = dir.join("absent.toml");
+        let e = Config::load(&missing).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e:?}");
+        assert!(e.to_string().contains("absent.toml"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
