@@ -1,0 +1,407 @@
+//! The broker's shared state and the routing of messages.
+//!
+//! [`Broker`] owns the session registry, the subscription tree, the retained store and the counters. It is
+//! shared (`Arc`) by every connection task. Routing runs on the publishing connection's task: it matches
+//! the topic in the subscription tree under a read lock and appends a [`Delivery`] to each subscriber's
+//! session queue, so fan-out work spreads over all cores and a slow subscriber only fills its own queue.
+//!
+//! Lock choices, each held for short, non-async sections only (`parking_lot`):
+//! - the subscription tree and the retained store are behind `RwLock`s: every PUBLISH reads them, only
+//!   SUBSCRIBE/UNSUBSCRIBE (and retained PUBLISHes) write;
+//! - the session registry is behind a `Mutex`: it is touched only on connect, disconnect and expiry;
+//! - counters are relaxed atomics.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use wasp_mqtt::QoS;
+use wasp_mqtt::topic::Filter;
+
+use crate::config::Config;
+use crate::retained::RetainedStore;
+use crate::router::SubscriptionTree;
+use crate::session::{Delivery, Enqueued, Message, Session, SubscriptionEntry};
+
+/// A subscription as the tree stores it: the subscriber's session and what it asked for.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// The subscribing session.
+    pub session: Arc<Session>,
+    /// Options and identifier.
+    pub entry: SubscriptionEntry,
+}
+
+/// Broker-wide counters, published in `$SYS`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// PUBLISH packets received from clients.
+    pub messages_received: AtomicU64,
+    /// PUBLISH packets sent to clients.
+    pub messages_sent: AtomicU64,
+    /// Bytes read from client sockets.
+    pub bytes_received: AtomicU64,
+    /// Bytes written to client sockets.
+    pub bytes_sent: AtomicU64,
+    /// Messages dropped (queue full, QoS 0 to an offline session, too large for the client).
+    pub messages_dropped: AtomicU64,
+    /// Clients with an open, accepted connection.
+    pub clients_connected: AtomicUsize,
+    /// Open sockets (including ones that have not sent CONNECT yet).
+    pub sockets_open: AtomicUsize,
+}
+
+/// The per-client-identifier slot of the registry: the session (if any) and the lease a connection holds
+/// while it serves the client.
+#[derive(Debug, Default)]
+pub struct ClientSlot {
+    /// Held by the connection serving this client id; a newcomer takes it over (session takeover).
+    pub lease: Arc<tokio::sync::Mutex<()>>,
+    /// Tells the current connection to end because another one takes over.
+    pub kick: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// The session, while it exists.
+    pub session: Mutex<Option<Arc<Session>>>,
+    /// Incremented each time a connection takes the lease: timers (will delay, session expiry) compare it
+    /// to know whether the client came back meanwhile.
+    pub epoch: AtomicU64,
+}
+
+/// The shared state of a running broker.
+pub struct Broker {
+    /// The validated configuration.
+    pub config: Config,
+    /// Counters.
+    pub stats: Stats,
+    /// When the broker started.
+    pub started: Instant,
+    subscriptions: RwLock<SubscriptionTree<Arc<str>, Subscriber>>,
+    retained: RwLock<RetainedStore<Arc<Message>>>,
+    clients: Mutex<HashMap<Arc<str>, Arc<ClientSlot>>>,
+}
+
+impl Broker {
+    /// A broker with no sessions, subscriptions or retained messages.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            stats: Stats::default(),
+            started: Instant::now(),
+            subscriptions: RwLock::new(SubscriptionTree::new()),
+            retained: RwLock::new(RetainedStore::new()),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The registry slot of a client id, created if missing.
+    pub fn client_slot(&self, client_id: &Arc<str>) -> Arc<ClientSlot> {
+        self.clients
+            .lock()
+            .entry(client_id.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// True if `slot` is still the registry's slot for `client_id` (it may have been removed meanwhile).
+    pub fn is_current_slot(&self, client_id: &str, slot: &Arc<ClientSlot>) -> bool {
+        self.clients
+            .lock()
+            .get(client_id)
+            .is_some_and(|s| Arc::ptr_eq(s, slot))
+    }
+
+    /// Removes the slot of `client_id` if it is `slot` and holds no session. The caller holds the lease, so
+    /// no connection serves it; a connection waiting for the lease notices the slot is gone and retries.
+    pub fn remove_slot_if_unused(&self, client_id: &str, slot: &Arc<ClientSlot>) {
+        let mut clients = self.clients.lock();
+        if clients.get(client_id).is_some_and(|s| Arc::ptr_eq(s, slot))
+            && slot.session.lock().is_none()
+        {
+            clients.remove(client_id);
+        }
+    }
+
+    /// Number of sessions (connected or not).
+    pub fn session_count(&self) -> usize {
+        self.clients
+            .lock()
+            .values()
+            .filter(|slot| slot.session.lock().is_some())
+            .count()
+    }
+
+    /// Adds (or replaces) a subscription of `session` to `filter` (already validated). Returns true if the
+    /// session already had a subscription to this exact filter.
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        filter: &str,
+        entry: SubscriptionEntry,
+    ) -> bool {
+        let (plain, group) = split_shared(filter);
+        let sub = Subscriber {
+            session: session.clone(),
+            entry,
+        };
+        let existed_in_tree = self
+            .subscriptions
+            .write()
+            .insert(plain, group, session.client_id.clone(), sub)
+            .is_some();
+        let existed_in_session = session
+            .state
+            .lock()
+            .subscriptions
+            .insert(filter.to_owned(), entry)
+            .is_some();
+        existed_in_tree || existed_in_session
+    }
+
+    /// Removes a subscription; returns true if it existed.
+    pub fn unsubscribe(&self, session: &Arc<Session>, filter: &str) -> bool {
+        let existed = session.state.lock().subscriptions.remove(filter).is_some();
+        if existed {
+            self.remove_from_tree(session, filter);
+        }
+        existed
+    }
+
+    fn remove_from_tree(&self, session: &Arc<Session>, filter: &str) {
+        let (plain, group) = split_shared(filter);
+        let mut tree = self.subscriptions.write();
+        // Only remove the entry if it belongs to this very session (a newer session of the same client id
+        // may have subscribed to the same filter since).
+        if let Some(old) = tree.remove(plain, group, &session.client_id)
+            && !Arc::ptr_eq(&old.session, session)
+        {
+            tree.insert(plain, group, session.client_id.clone(), old);
+        }
+    }
+
+    /// Ends a session: removes its subscriptions from the tree and forgets its queue.
+    pub fn discard_session(&self, session: &Arc<Session>) {
+        let filters: Vec<String> = {
+            let mut state = session.state.lock();
+            state.queue.clear();
+            state.inflight.clear();
+            state.incoming_qos2.clear();
+            state.subscriptions.drain().map(|(f, _)| f).collect()
+        };
+        for filter in filters {
+            self.remove_from_tree(session, &filter);
+        }
+    }
+
+    /// Number of subscriptions in the tree.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.read().len()
+    }
+
+    /// Number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.retained.read().len()
+    }
+
+    /// Routes a message: updates the retained store if the message is retained, then queues it for every
+    /// matching subscription. Returns the number of subscriptions it was queued for.
+    pub fn publish(&self, message: Message) -> usize {
+        let message = Arc::new(message);
+        if message.retain {
+            let mut retained = self.retained.write();
+            if message.payload.is_empty() {
+                retained.set(&message.topic, None);
+            } else {
+                retained.set(&message.topic, Some(message.clone()));
+            }
+        }
+        self.route(&message)
+    }
+
+    fn route(&self, message: &Arc<Message>) -> usize {
+        let mut targets: Vec<Delivery> = Vec::new();
+        let mut sessions: Vec<Arc<Session>> = Vec::new();
+        {
+            let tree = self.subscriptions.read();
+            tree.for_each_match(
+                &message.topic,
+                |_| true,
+                |client_id, sub| {
+                    let options = sub.entry.options;
+                    if options.no_local && message.origin.as_deref() == Some(&**client_id) {
+                        return;
+                    }
+                    targets.push(Delivery {
+                        message: message.clone(),
+                        qos: message.qos.min(options.qos),
+                        retain: options.retain_as_published && message.retain,
+                        subscription_id: sub.entry.id,
+                    });
+                    sessions.push(sub.session.clone());
+                },
+            );
+        }
+        let mut queued = 0;
+        for (session, delivery) in sessions.into_iter().zip(targets) {
+            match session.enqueue(delivery) {
+                Enqueued::Queued => queued += 1,
+                Enqueued::DroppedOffline | Enqueued::DroppedFull => {
+                    self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        queued
+    }
+
+    /// Queues the retained messages matching `filter` for `session` (on subscribe), with the RETAIN flag set
+    /// and the QoS lowered to `qos`. Expired messages are skipped.
+    pub fn send_retained(
+        &self,
+        session: &Session,
+        filter: &str,
+        qos: QoS,
+        subscription_id: Option<u32>,
+    ) {
+        let now = Instant::now();
+        let mut matches = Vec::new();
+        self.retained.read().for_each_match(filter, |_, m| {
+            if !m.is_expired(now) {
+                matches.push(m.clone());
+            }
+        });
+        for message in matches {
+            let delivery = Delivery {
+                qos: message.qos.min(qos),
+                message,
+                retain: true,
+                subscription_id,
+            };
+            if session.enqueue(delivery) != Enqueued::Queued {
+                self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Drops expired retained messages; returns how many.
+    pub fn expire_retained(&self) -> usize {
+        let now = Instant::now();
+        self.retained.write().retain(|m| !m.is_expired(now))
+    }
+
+    /// Uptime.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// Splits `$share/group/filter` into (`filter`, `Some(group)`); anything else into (`filter`, `None`).
+/// The filter must already have been validated with [`wasp_mqtt::topic::parse_filter`].
+pub fn split_shared(filter: &str) -> (&str, Option<&str>) {
+    match wasp_mqtt::topic::parse_filter(filter) {
+        Ok(Filter::Shared { group, filter }) => (filter, Some(group)),
+        _ => (filter, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use wasp_mqtt::{Properties, SubscriptionOptions};
+
+    use super::*;
+
+    fn message(topic: &str, retain: bool, payload: &'static [u8]) -> Message {
+        Message {
+            topic: topic.into(),
+            payload: Bytes::from_static(payload),
+            qos: QoS::AtLeastOnce,
+            retain,
+            properties: Properties::default(),
+            expires_at: None,
+            origin: Some("pub".into()),
+        }
+    }
+
+    fn online(id: &str) -> Arc<Session> {
+        let s = Arc::new(Session::new(id.into(), 0, 100));
+        s.set_online(true);
+        s
+    }
+
+    fn entry(qos: QoS) -> SubscriptionEntry {
+        SubscriptionEntry {
+            options: SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
+            id: None,
+        }
+    }
+
+    #[test]
+    fn publish_reaches_matching_sessions_at_the_granted_qos() {
+        let broker = Broker::new(Config::default());
+        let a = online("a");
+        let b = online("b");
+        broker.subscribe(&a, "x/+", entry(QoS::AtMostOnce));
+        broker.subscribe(&b, "y/#", entry(QoS::ExactlyOnce));
+        assert_eq!(broker.publish(message("x/1", false, b"m")), 1);
+        let queued = a.state.lock().queue.pop_front().unwrap();
+        assert_eq!(queued.qos, QoS::AtMostOnce);
+        assert!(b.state.lock().queue.is_empty());
+    }
+
+    #[test]
+    fn no_local_skips_the_publisher() {
+        let broker = Broker::new(Config::default());
+        let p = online("pub");
+        let mut e = entry(QoS::AtLeastOnce);
+        e.options.no_local = true;
+        broker.subscribe(&p, "t", e);
+        assert_eq!(broker.publish(message("t", false, b"m")), 0);
+    }
+
+    #[test]
+    fn retained_set_replace_and_delete() {
+        let broker = Broker::new(Config::default());
+        broker.publish(message("r", true, b"1"));
+        broker.publish(message("r", true, b"2"));
+        assert_eq!(broker.retained_count(), 1);
+        let s = online("s");
+        broker.send_retained(&s, "#", QoS::ExactlyOnce, Some(7));
+        let d = s.state.lock().queue.pop_front().unwrap();
+        assert_eq!(&d.message.payload[..], b"2");
+        assert!(d.retain);
+        assert_eq!(d.subscription_id, Some(7));
+        broker.publish(message("r", true, b""));
+        assert_eq!(broker.retained_count(), 0);
+    }
+
+    #[test]
+    fn shared_group_gets_one_copy_and_discard_removes_subscriptions() {
+        let broker = Broker::new(Config::default());
+        let a = online("a");
+        let b = online("b");
+        broker.subscribe(&a, "$share/g/t", entry(QoS::AtLeastOnce));
+        broker.subscribe(&b, "$share/g/t", entry(QoS::AtLeastOnce));
+        assert_eq!(broker.publish(message("t", false, b"m")), 1);
+        assert_eq!(broker.subscription_count(), 2);
+        broker.discard_session(&a);
+        assert_eq!(broker.subscription_count(), 1);
+        assert!(broker.unsubscribe(&b, "$share/g/t"));
+        assert!(!broker.unsubscribe(&b, "$share/g/t"));
+        assert_eq!(broker.subscription_count(), 0);
+    }
+
+    #[test]
+    fn removing_an_old_sessions_subscription_keeps_the_new_sessions_one() {
+        let broker = Broker::new(Config::default());
+        let old = online("c");
+        let new = online("c");
+        broker.subscribe(&old, "t", entry(QoS::AtMostOnce));
+        broker.subscribe(&new, "t", entry(QoS::AtMostOnce));
+        broker.discard_session(&old);
+        assert_eq!(broker.publish(message("t", false, b"m")), 1);
+        assert_eq!(new.state.lock().queue.len(), 1);
+    }
+}

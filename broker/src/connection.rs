@@ -1,0 +1,1128 @@
+//! One task per client connection: the socket, its buffers and the protocol state machine.
+//!
+//! The task reads bytes into a buffer and decodes packets with the pure codec, answers them, and writes
+//! the session's queued messages to the socket. Reading and writing are both branches of one `select!`,
+//! so a client that does not read cannot stop us from reading its acknowledgements, and a full socket only
+//! pauses this one client: publishers keep appending to the session queue (bounded) meanwhile.
+//!
+//! Life of a connection: [`serve`] waits for CONNECT (bounded by the connect timeout), validates it,
+//! takes over the client id's session (ending a connection that still holds it), sends CONNACK, re-sends
+//! the session's in-flight messages, then loops until the client disconnects, breaks the protocol, times
+//! out, is taken over or the broker shuts down. On the way out it publishes the Will when the spec says
+//! so and either keeps the session (with its expiry timer) or discards it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{oneshot, watch};
+use tracing::{Instrument, debug, info, info_span, warn};
+use wasp_mqtt::topic::{Filter, parse_filter};
+use wasp_mqtt::{
+    ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion, PubResponse,
+    Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck,
+    Unsubscribe, Will,
+};
+
+use crate::broker::{Broker, ClientSlot};
+use crate::session::{Delivery, Inflight, Message, Session, SubscriptionEntry};
+
+/// Stop taking messages from the session queue once this many bytes wait to be written.
+const OUT_HIGH_WATER: usize = 64 * 1024;
+/// At most this many messages are moved out of the session queue per lock.
+const BATCH: usize = 256;
+/// How long a newcomer waits in total for the connection it takes over to let go of the session.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+/// How long a closing connection tries to flush its last packets (e.g. DISCONNECT).
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+
+/// Why a connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// The client sent DISCONNECT: no Will (unless it asked for it with 0x04).
+    Disconnected { with_will: bool },
+    /// The peer closed the socket or an I/O error happened.
+    PeerGone,
+    /// The client broke the protocol: 5.0 clients get DISCONNECT with this reason.
+    Violation(ReasonCode),
+    /// Another connection took over the client id (5.0: DISCONNECT 0x8E).
+    TakenOver,
+    /// No packet within 1.5 times the keep alive (5.0: DISCONNECT 0x8D).
+    KeepAliveTimeout,
+    /// The broker is shutting down (5.0: DISCONNECT 0x8B).
+    Shutdown,
+}
+
+impl Close {
+    /// The reason of the DISCONNECT the broker sends to a 5.0 client, if any.
+    fn disconnect_reason(self) -> Option<ReasonCode> {
+        match self {
+            Close::Disconnected { .. } | Close::PeerGone => None,
+            Close::Violation(code) => Some(code),
+            Close::TakenOver => Some(ReasonCode::SessionTakenOver),
+            Close::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
+            Close::Shutdown => Some(ReasonCode::ServerShuttingDown),
+        }
+    }
+
+    /// True if the Will is published (MQTT-3.1.2-8 and 5.0 section 3.1.2.5). A broker shutdown is not a
+    /// client failure: the Will stays unpublished, as in Mosquitto.
+    fn publishes_will(self) -> bool {
+        match self {
+            Close::Disconnected { with_will } => with_will,
+            Close::Shutdown => false,
+            Close::PeerGone | Close::Violation(_) | Close::TakenOver | Close::KeepAliveTimeout => {
+                true
+            }
+        }
+    }
+}
+
+/// Serves one accepted socket until it closes.
+pub(crate) async fn serve(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<str>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let span = info_span!("conn", %peer, %listener, client_id = tracing::field::Empty);
+    async move {
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let (reader, writer) = stream.into_split();
+        let mut io = Io {
+            reader,
+            writer,
+            inbuf: BytesMut::with_capacity(4096),
+            outbuf: BytesMut::new(),
+            broker: broker.clone(),
+        };
+        let connect = match io.read_connect().await {
+            Ok(c) => c,
+            Err(reason) => {
+                debug!(%reason, "closing before CONNECT completed");
+                return;
+            }
+        };
+        handshake_and_run(broker, io, *connect, shutdown).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// The socket halves and buffers.
+struct Io {
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    inbuf: BytesMut,
+    outbuf: BytesMut,
+    broker: Arc<Broker>,
+}
+
+impl Io {
+    /// Reads the first packet, which must be CONNECT, within the connect timeout. Refusals that the spec
+    /// answers with a CONNACK are written here.
+    async fn read_connect(&mut self) -> Result<Box<Connect>, String> {
+        let limits = &self.broker.config.limits;
+        let deadline = tokio::time::Instant::now() + limits.connect_timeout;
+        loop {
+            match wasp_mqtt::decode(&mut self.inbuf, None, limits.max_packet_size) {
+                Ok(Some(Packet::Connect(c))) => return Ok(c),
+                Ok(Some(other)) => {
+                    return Err(format!(
+                        "first packet is {} instead of CONNECT",
+                        kind(&other)
+                    ));
+                }
+                Ok(None) => {}
+                Err(DecodeError::UnsupportedProtocol { level, .. }) => {
+                    // MQTT-3.1.2-2: CONNACK 0x01 (3.1.1) / 0x84 (5.0), then close.
+                    let version = if level == 5 {
+                        ProtocolVersion::V5
+                    } else {
+                        ProtocolVersion::V311
+                    };
+                    self.refuse(version, ReasonCode::UnsupportedProtocolVersion)
+                        .await;
+                    return Err(format!("unsupported protocol level {level}"));
+                }
+                Err(e) => return Err(format!("bad CONNECT: {e}")),
+            }
+            let read =
+                tokio::time::timeout_at(deadline, self.reader.read_buf(&mut self.inbuf)).await;
+            match read {
+                Err(_) => return Err("no CONNECT within the connect timeout".into()),
+                Ok(Ok(0)) => return Err("peer closed".into()),
+                Ok(Ok(n)) => {
+                    self.broker
+                        .stats
+                        .bytes_received
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Ok(Err(e)) => return Err(format!("read error: {e}")),
+            }
+        }
+    }
+
+    /// Sends a refusing CONNACK and flushes it.
+    async fn refuse(&mut self, version: ProtocolVersion, reason: ReasonCode) {
+        let mut properties = Properties::default();
+        if version.is_v5() {
+            properties.reason_string = Some(refusal_text(reason).to_owned());
+        }
+        let connack = Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason,
+            properties,
+        });
+        if wasp_mqtt::encode(&connack, version, &mut self.outbuf, u32::MAX).is_ok() {
+            self.flush(CLOSE_FLUSH).await;
+        }
+    }
+
+    /// Writes everything buffered, giving up after `limit`.
+    async fn flush(&mut self, limit: Duration) {
+        let write = async {
+            while !self.outbuf.is_empty() {
+                match self.writer.write_buf(&mut self.outbuf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        self.broker
+                            .stats
+                            .bytes_sent
+                            .fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+            let _ = self.writer.shutdown().await;
+        };
+        let _ = tokio::time::timeout(limit, write).await;
+    }
+}
+
+/// A short English reason for a CONNACK refusal.
+fn refusal_text(reason: ReasonCode) -> &'static str {
+    match reason {
+        ReasonCode::UnsupportedProtocolVersion => "unsupported protocol version",
+        ReasonCode::ClientIdentifierNotValid => "client identifier not valid",
+        ReasonCode::BadAuthenticationMethod => "enhanced authentication is not configured",
+        ReasonCode::NotAuthorized => "anonymous access is disabled",
+        ReasonCode::ServerBusy => "too many connections",
+        _ => "refused",
+    }
+}
+
+fn kind(p: &Packet) -> &'static str {
+    match p {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect(_) => "DISCONNECT",
+        Packet::Auth(_) => "AUTH",
+    }
+}
+
+/// Validates CONNECT, takes over the session and runs the connection.
+async fn handshake_and_run(
+    broker: Arc<Broker>,
+    mut io: Io,
+    connect: Connect,
+    shutdown: watch::Receiver<bool>,
+) {
+    let version = connect.protocol;
+    let limits = &broker.config.limits;
+
+    // Client identifier (MQTT-3.1.3-7/8, 5.0 3.1.3.1).
+    let mut assigned = false;
+    let client_id: Arc<str> = if connect.client_id.is_empty() {
+        if version == ProtocolVersion::V31
+            || (version == ProtocolVersion::V311 && !connect.clean_start)
+        {
+            io.refuse(version, ReasonCode::ClientIdentifierNotValid)
+                .await;
+            return;
+        }
+        assigned = true;
+        generate_client_id().into()
+    } else {
+        connect.client_id.as_str().into()
+    };
+    tracing::Span::current().record("client_id", &*client_id);
+
+    // Enhanced authentication needs an authentication plugin; none is configured.
+    if version.is_v5() && connect.properties.authentication_method.is_some() {
+        io.refuse(version, ReasonCode::BadAuthenticationMethod)
+            .await;
+        return;
+    }
+    if !broker.config.allow_anonymous {
+        let reason = if connect.username.is_some() {
+            ReasonCode::BadUserNameOrPassword
+        } else {
+            ReasonCode::NotAuthorized
+        };
+        info!("refused: anonymous access is disabled and no authentication plugin is configured");
+        io.refuse(version, reason).await;
+        return;
+    }
+    if broker.stats.clients_connected.load(Ordering::Relaxed) >= limits.max_connections {
+        warn!(
+            max = limits.max_connections,
+            "refused: connection limit reached"
+        );
+        io.refuse(version, ReasonCode::ServerBusy).await;
+        return;
+    }
+
+    // Take the client id over from any connection that holds it.
+    let Some((slot, lease)) = acquire_slot(&broker, &client_id).await else {
+        warn!("refused: the previous connection of this client did not let go of its session");
+        io.refuse(version, ReasonCode::ServerBusy).await;
+        return;
+    };
+    let epoch = slot.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+    let (kick_tx, kick_rx) = oneshot::channel();
+    *slot.kick.lock() = Some(kick_tx);
+
+    // Session Expiry Interval: 3.x persistent sessions never expire; capped by configuration.
+    let requested_expiry = if version.is_v5() {
+        connect.properties.session_expiry_interval.unwrap_or(0)
+    } else if connect.clean_start {
+        0
+    } else {
+        u32::MAX
+    };
+    let session_expiry = requested_expiry.min(limits.max_session_expiry);
+
+    let (session, session_present) = {
+        let mut current = slot.session.lock();
+        match current.as_ref() {
+            Some(existing) if !connect.clean_start => (existing.clone(), true),
+            existing => {
+                if let Some(old) = existing {
+                    broker.discard_session(old);
+                }
+                let fresh = Arc::new(Session::new(
+                    client_id.clone(),
+                    session_expiry,
+                    limits.max_queued_messages,
+                ));
+                *current = Some(fresh.clone());
+                (fresh, false)
+            }
+        }
+    };
+    session.state.lock().expiry_interval = session_expiry;
+    session.set_online(true);
+    broker
+        .stats
+        .clients_connected
+        .fetch_add(1, Ordering::Relaxed);
+
+    // Keep alive: 5.0 clients may be told a lower Server Keep Alive.
+    let mut keep_alive = connect.keep_alive;
+    let mut server_keep_alive = None;
+    if version.is_v5()
+        && (keep_alive == 0 || keep_alive > limits.max_keep_alive)
+        && limits.max_keep_alive < u16::MAX
+    {
+        keep_alive = limits.max_keep_alive;
+        server_keep_alive = Some(keep_alive);
+    }
+
+    let mut properties = Properties::default();
+    if version.is_v5() {
+        properties.server_keep_alive = server_keep_alive;
+        if assigned {
+            properties.assigned_client_identifier = Some(client_id.to_string());
+        }
+        if limits.receive_maximum < u16::MAX {
+            properties.receive_maximum = Some(limits.receive_maximum);
+        }
+        properties.maximum_packet_size = Some(limits.max_packet_size);
+        if limits.topic_alias_maximum > 0 {
+            properties.topic_alias_maximum = Some(limits.topic_alias_maximum);
+        }
+        if limits.maximum_qos < QoS::ExactlyOnce {
+            properties.maximum_qos = Some(limits.maximum_qos as u8);
+        }
+        if session_expiry != requested_expiry {
+            properties.session_expiry_interval = Some(session_expiry);
+        }
+    }
+    let connack = Packet::ConnAck(ConnAck {
+        session_present,
+        reason: ReasonCode::Success,
+        properties,
+    });
+    // Encoding a CONNACK cannot exceed any limit worth enforcing: the client's maximum applies to what follows.
+    if let Err(e) = wasp_mqtt::encode(&connack, version, &mut io.outbuf, u32::MAX) {
+        warn!(error = %e, "cannot encode CONNACK");
+    }
+    info!(
+        protocol = version.level(),
+        clean_start = connect.clean_start,
+        session_present,
+        keep_alive,
+        "client connected"
+    );
+
+    let send_window = if version.is_v5() {
+        connect
+            .properties
+            .receive_maximum
+            .unwrap_or(u16::MAX)
+            .min(limits.max_inflight)
+    } else {
+        limits.max_inflight
+    };
+    let mut conn = Conn {
+        io,
+        version,
+        client_id,
+        session,
+        keep_alive: Duration::from_millis(u64::from(keep_alive) * 1500),
+        max_packet_out: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
+        send_window: usize::from(send_window.max(1)),
+        topic_aliases: HashMap::new(),
+        will: connect.will,
+        session_expiry,
+        last_received: tokio::time::Instant::now(),
+        batch: Vec::new(),
+    };
+    conn.resend_inflight();
+    let close = conn.run(kick_rx, shutdown).await;
+    conn.finish(close, &slot, epoch).await;
+    drop(lease);
+    broker.remove_slot_if_unused(&conn.client_id, &slot);
+}
+
+/// Takes the lease of a client id's slot, kicking the connection that holds it. `None` if that connection
+/// did not let go within [`TAKEOVER_WAIT`].
+async fn acquire_slot(
+    broker: &Arc<Broker>,
+    client_id: &Arc<str>,
+) -> Option<(Arc<ClientSlot>, tokio::sync::OwnedMutexGuard<()>)> {
+    let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
+    loop {
+        let slot = broker.client_slot(client_id);
+        // Kick whoever holds the lease now; retry in short steps because a third connection may win the
+        // lease meanwhile, and then it is the one to kick.
+        if let Some(kick) = slot.kick.lock().take() {
+            let _ = kick.send(());
+        }
+        let step = tokio::time::Instant::now() + Duration::from_millis(100);
+        match tokio::time::timeout_at(step.min(deadline), slot.lease.clone().lock_owned()).await {
+            Ok(lease) => {
+                if broker.is_current_slot(client_id, &slot) {
+                    return Some((slot, lease));
+                }
+                // The slot was removed while we waited: start again with the current one.
+            }
+            Err(_) if tokio::time::Instant::now() >= deadline => return None,
+            Err(_) => {}
+        }
+    }
+}
+
+fn generate_client_id() -> String {
+    use std::sync::atomic::AtomicU64;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("wasp-{:x}-{n}", nanos & 0xffff_ffff_ffff)
+}
+
+/// A connection after CONNACK.
+struct Conn {
+    io: Io,
+    version: ProtocolVersion,
+    client_id: Arc<str>,
+    session: Arc<Session>,
+    /// 1.5 times the keep alive; zero when keep alive is off.
+    keep_alive: Duration,
+    /// The client's Maximum Packet Size.
+    max_packet_out: u32,
+    /// Outbound QoS 1/2 messages allowed in flight at once.
+    send_window: usize,
+    /// Client-to-broker topic aliases (5.0).
+    topic_aliases: HashMap<u16, Arc<str>>,
+    will: Option<Will>,
+    session_expiry: u32,
+    last_received: tokio::time::Instant,
+    /// Reused buffer of messages taken out of the session queue.
+    batch: Vec<(Option<u16>, Delivery)>,
+}
+
+impl Conn {
+    fn broker(&self) -> &Broker {
+        &self.io.broker
+    }
+
+    async fn run(
+        &mut self,
+        mut kick: oneshot::Receiver<()>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Close {
+        if *shutdown.borrow() {
+            return Close::Shutdown;
+        }
+        loop {
+            self.fill_outbuf();
+            let keep_alive_deadline = self.last_received + self.keep_alive;
+            tokio::select! {
+                _ = &mut kick => return Close::TakenOver,
+                _ = shutdown.changed() => return Close::Shutdown,
+                read = self.io.reader.read_buf(&mut self.io.inbuf) => match read {
+                    Ok(0) | Err(_) => return Close::PeerGone,
+                    Ok(n) => {
+                        self.broker().stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+                        if let Err(close) = self.process_input() {
+                            return close;
+                        }
+                    }
+                },
+                written = self.io.writer.write_buf(&mut self.io.outbuf), if !self.io.outbuf.is_empty() => {
+                    match written {
+                        Ok(0) | Err(_) => return Close::PeerGone,
+                        Ok(n) => {
+                            self.broker().stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                    }
+                }
+                _ = self.session.wakeup.notified() => {}
+                _ = tokio::time::sleep_until(keep_alive_deadline), if !self.keep_alive.is_zero() => {
+                    return Close::KeepAliveTimeout;
+                }
+            }
+        }
+    }
+
+    /// Decodes and handles every complete packet in the input buffer.
+    fn process_input(&mut self) -> Result<(), Close> {
+        let max = self.broker().config.limits.max_packet_size;
+        loop {
+            match wasp_mqtt::decode(&mut self.io.inbuf, Some(self.version), max) {
+                Ok(Some(packet)) => {
+                    self.last_received = tokio::time::Instant::now();
+                    self.handle(packet)?;
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    info!(error = %e, "protocol violation");
+                    return Err(Close::Violation(e.reason_code()));
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, packet: Packet) -> Result<(), Close> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p),
+            Packet::PubAck(r) => {
+                self.on_puback(r.packet_id);
+                Ok(())
+            }
+            Packet::PubRec(r) => {
+                self.on_pubrec(r);
+                Ok(())
+            }
+            Packet::PubRel(r) => {
+                self.on_pubrel(r.packet_id);
+                Ok(())
+            }
+            Packet::PubComp(r) => {
+                self.on_pubcomp(r.packet_id);
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => {
+                self.on_unsubscribe(u);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(d) => Err(self.on_disconnect(d)),
+            Packet::Connect(_) => {
+                info!("second CONNECT");
+                Err(Close::Violation(ReasonCode::ProtocolError))
+            }
+            Packet::Auth(_) => {
+                info!("AUTH without enhanced authentication");
+                Err(Close::Violation(ReasonCode::ProtocolError))
+            }
+            other @ (Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp) => {
+                info!(
+                    packet = kind(&other),
+                    "client sent a packet only a server may send"
+                );
+                Err(Close::Violation(ReasonCode::ProtocolError))
+            }
+        }
+    }
+
+    /// Encodes a control packet into the output buffer. Packets other than PUBLISH are small; if one still
+    /// exceeds the client's maximum, 5.0 allows dropping its reason string and user properties first.
+    fn send(&mut self, packet: &Packet) {
+        if let Err(e) = wasp_mqtt::encode(
+            packet,
+            self.version,
+            &mut self.io.outbuf,
+            self.max_packet_out,
+        ) {
+            debug!(error = %e, packet = kind(packet), "packet not sent");
+        }
+    }
+
+    fn on_publish(&mut self, mut p: Publish) -> Result<(), Close> {
+        let limits = &self.io.broker.config.limits;
+        if self.version.is_v5() {
+            if !p.properties.subscription_identifiers.is_empty() {
+                info!("PUBLISH from a client carries a Subscription Identifier");
+                return Err(Close::Violation(ReasonCode::ProtocolError)); // MQTT-3.3.4-6
+            }
+            if let Some(alias) = p.properties.topic_alias.take() {
+                if alias == 0 || alias > limits.topic_alias_maximum {
+                    info!(alias, "topic alias out of range");
+                    return Err(Close::Violation(ReasonCode::TopicAliasInvalid));
+                }
+                if p.topic.is_empty() {
+                    match self.topic_aliases.get(&alias) {
+                        Some(topic) => p.topic = topic.clone(),
+                        None => {
+                            info!(alias, "unknown topic alias");
+                            return Err(Close::Violation(ReasonCode::ProtocolError));
+                        }
+                    }
+                } else {
+                    self.topic_aliases.insert(alias, p.topic.clone());
+                }
+            }
+        }
+        if p.topic.is_empty() {
+            return Err(Close::Violation(ReasonCode::ProtocolError));
+        }
+        if p.qos > limits.maximum_qos {
+            info!(qos = p.qos as u8, "PUBLISH above Maximum QoS");
+            return Err(Close::Violation(ReasonCode::QoSNotSupported));
+        }
+        let receive_maximum = usize::from(limits.receive_maximum);
+        self.broker()
+            .stats
+            .messages_received
+            .fetch_add(1, Ordering::Relaxed);
+
+        // A QoS 2 message seen before (PUBREC sent, PUBREL not yet received) is not routed again.
+        if let (QoS::ExactlyOnce, Some(id)) = (p.qos, p.packet_id) {
+            let state = self.session.state.lock();
+            if state.incoming_qos2.contains(&id) {
+                drop(state);
+                self.send(&Packet::PubRec(PubResponse::success(id)));
+                return Ok(());
+            }
+            if state.incoming_qos2.len() >= receive_maximum {
+                info!(receive_maximum, "client exceeded Receive Maximum");
+                return Err(Close::Violation(ReasonCode::ReceiveMaximumExceeded));
+            }
+        }
+
+        let reason = self.route_publish(&p);
+        match (p.qos, p.packet_id) {
+            (QoS::AtMostOnce, _) | (_, None) => {}
+            (QoS::AtLeastOnce, Some(id)) => self.send(&Packet::PubAck(PubResponse {
+                packet_id: id,
+                reason,
+                properties: Properties::default(),
+            })),
+            (QoS::ExactlyOnce, Some(id)) => {
+                if !reason.is_error() {
+                    self.session.state.lock().incoming_qos2.insert(id);
+                }
+                self.send(&Packet::PubRec(PubResponse {
+                    packet_id: id,
+                    reason,
+                    properties: Properties::default(),
+                }))
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes an inbound PUBLISH and returns the reason code for its acknowledgement.
+    fn route_publish(&mut self, p: &Publish) -> ReasonCode {
+        if p.topic.starts_with("$SYS/") || &*p.topic == "$SYS" {
+            // `$SYS` topics are the broker's own (MQTT-4.7.2-1 leaves `$` topics to the server): clients may
+            // not publish to them.
+            debug!(topic = %p.topic, "PUBLISH to $SYS refused");
+            return ReasonCode::NotAuthorized;
+        }
+        if self.version.is_v5()
+            && p.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&p.payload).is_err()
+        {
+            info!(topic = %p.topic, "payload is not UTF-8 although its format indicator says so");
+            return ReasonCode::PayloadFormatInvalid;
+        }
+        let now = Instant::now();
+        let mut properties = p.properties.clone();
+        let expires_at = properties
+            .message_expiry_interval
+            .take()
+            .map(|secs| now + Duration::from_secs(u64::from(secs)));
+        properties.topic_alias = None;
+        let message = Message {
+            topic: p.topic.clone(),
+            payload: p.payload.clone(),
+            qos: p.qos,
+            retain: p.retain,
+            properties,
+            expires_at,
+            origin: Some(self.client_id.clone()),
+        };
+        if self.broker().publish(message) == 0 && self.version.is_v5() {
+            ReasonCode::NoMatchingSubscribers
+        } else {
+            ReasonCode::Success
+        }
+    }
+
+    fn on_puback(&mut self, id: u16) {
+        let mut state = self.session.state.lock();
+        match state.inflight.get_mut(id) {
+            Some(Inflight::AwaitingPubAck(_)) => {
+                state.inflight.remove(id);
+            }
+            _ => debug!(packet_id = id, "PUBACK for a packet not awaiting one"),
+        }
+    }
+
+    fn on_pubrec(&mut self, r: PubResponse) {
+        let id = r.packet_id;
+        let reply = {
+            let mut state = self.session.state.lock();
+            match state.inflight.get_mut(id) {
+                Some(entry @ Inflight::AwaitingPubRec(_)) => {
+                    if r.reason.is_error() {
+                        // 5.0 4.3.3: a failing PUBREC ends the exchange.
+                        state.inflight.remove(id);
+                        None
+                    } else {
+                        *entry = Inflight::AwaitingPubComp;
+                        Some(PubResponse::success(id))
+                    }
+                }
+                Some(Inflight::AwaitingPubComp) => Some(PubResponse::success(id)),
+                _ => Some(PubResponse {
+                    packet_id: id,
+                    reason: ReasonCode::PacketIdentifierNotFound,
+                    properties: Properties::default(),
+                }),
+            }
+        };
+        if let Some(pubrel) = reply {
+            self.send(&Packet::PubRel(pubrel));
+        }
+    }
+
+    fn on_pubrel(&mut self, id: u16) {
+        let known = self.session.state.lock().incoming_qos2.remove(&id);
+        let reason = if known {
+            ReasonCode::Success
+        } else {
+            ReasonCode::PacketIdentifierNotFound
+        };
+        self.send(&Packet::PubComp(PubResponse {
+            packet_id: id,
+            reason,
+            properties: Properties::default(),
+        }));
+    }
+
+    fn on_pubcomp(&mut self, id: u16) {
+        let mut state = self.session.state.lock();
+        match state.inflight.get_mut(id) {
+            Some(Inflight::AwaitingPubComp) => {
+                state.inflight.remove(id);
+            }
+            _ => debug!(packet_id = id, "PUBCOMP for a packet not awaiting one"),
+        }
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Close> {
+        let maximum_qos = self.broker().config.limits.maximum_qos;
+        let subscription_id = s.properties.subscription_identifiers.first().copied();
+        let mut reason_codes = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for (filter, requested) in &s.filters {
+            let shared = match parse_filter(filter) {
+                Ok(Filter::Plain(_)) => false,
+                Ok(Filter::Shared { .. }) => true,
+                Err(e) => {
+                    debug!(%filter, error = %e, "invalid topic filter");
+                    reason_codes.push(ReasonCode::TopicFilterInvalid);
+                    continue;
+                }
+            };
+            if shared && requested.no_local {
+                info!(%filter, "No Local on a shared subscription");
+                return Err(Close::Violation(ReasonCode::ProtocolError)); // MQTT-3.8.3-4
+            }
+            let granted = requested.qos.min(maximum_qos);
+            let options = SubscriptionOptions {
+                qos: granted,
+                ..*requested
+            };
+            let existed = self.io.broker.subscribe(
+                &self.session,
+                filter,
+                SubscriptionEntry {
+                    options,
+                    id: subscription_id,
+                },
+            );
+            reason_codes.push(ReasonCode::granted(granted));
+            // Retained messages are not sent for shared subscriptions (5.0 section 4.8.2).
+            let send_retained = !shared
+                && match requested.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                retained.push((filter, granted));
+            }
+        }
+        self.send(&Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            properties: Properties::default(),
+            reason_codes,
+        }));
+        // Queued after the SUBACK is encoded, so the SUBACK goes first.
+        for (filter, granted) in retained {
+            self.io
+                .broker
+                .send_retained(&self.session, filter, granted, subscription_id);
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        let reason_codes = u
+            .filters
+            .iter()
+            .map(|filter| {
+                if self.io.broker.unsubscribe(&self.session, filter) {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::NoSubscriptionExisted
+                }
+            })
+            .collect();
+        self.send(&Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            properties: Properties::default(),
+            reason_codes,
+        }));
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) -> Close {
+        if let Some(expiry) = d.properties.session_expiry_interval {
+            // MQTT-3.14.2-2: a session that was to end with the connection cannot be made persistent now.
+            if self.session_expiry == 0 && expiry != 0 {
+                info!("DISCONNECT sets a Session Expiry Interval after CONNECT set none");
+                return Close::Violation(ReasonCode::ProtocolError);
+            }
+            let capped = expiry.min(self.broker().config.limits.max_session_expiry);
+            self.session_expiry = capped;
+            self.session.state.lock().expiry_interval = capped;
+        }
+        Close::Disconnected {
+            with_will: d.reason == ReasonCode::DisconnectWithWillMessage,
+        }
+    }
+
+    /// Re-sends the session's in-flight messages on resume, in their original order, with DUP set
+    /// (MQTT-4.4.0-1); PUBRELs are re-sent as they are.
+    fn resend_inflight(&mut self) {
+        let pending: Vec<(u16, Option<Delivery>)> = {
+            let state = self.session.state.lock();
+            state
+                .inflight
+                .ordered()
+                .into_iter()
+                .map(|(id, entry)| match entry {
+                    Inflight::AwaitingPubAck(d) | Inflight::AwaitingPubRec(d) => {
+                        (id, Some(d.clone()))
+                    }
+                    Inflight::AwaitingPubComp => (id, None),
+                })
+                .collect()
+        };
+        let now = Instant::now();
+        for (id, delivery) in pending {
+            match delivery {
+                Some(d) => self.write_publish(Some(id), &d, true, now),
+                None => self.send(&Packet::PubRel(PubResponse::success(id))),
+            }
+        }
+    }
+
+    /// Moves queued messages into the output buffer while the in-flight window and the buffer allow.
+    fn fill_outbuf(&mut self) {
+        if self.io.outbuf.len() >= OUT_HIGH_WATER {
+            return;
+        }
+        let now = Instant::now();
+        let mut batch = std::mem::take(&mut self.batch);
+        {
+            let mut state = self.session.state.lock();
+            while batch.len() < BATCH {
+                let Some(front) = state.queue.front() else {
+                    break;
+                };
+                if front.message.is_expired(now) {
+                    state.queue.pop_front();
+                    continue;
+                }
+                if front.qos == QoS::AtMostOnce {
+                    let d = state.queue.pop_front().expect("front exists");
+                    batch.push((None, d));
+                    continue;
+                }
+                if state.inflight.len() >= self.send_window {
+                    break;
+                }
+                let Some(id) = state.next_packet_id() else {
+                    break;
+                };
+                let d = state.queue.pop_front().expect("front exists");
+                let entry = match d.qos {
+                    QoS::AtLeastOnce => Inflight::AwaitingPubAck(d.clone()),
+                    _ => Inflight::AwaitingPubRec(d.clone()),
+                };
+                state.inflight.push(id, entry);
+                batch.push((Some(id), d));
+            }
+        }
+        for (id, d) in batch.drain(..) {
+            self.write_publish(id, &d, false, now);
+        }
+        self.batch = batch;
+    }
+
+    /// Encodes one PUBLISH for this client. A message larger than the client's Maximum Packet Size is
+    /// dropped as if it had been delivered (MQTT-3.1.2-25).
+    fn write_publish(&mut self, packet_id: Option<u16>, d: &Delivery, dup: bool, now: Instant) {
+        let m = &d.message;
+        let properties = if self.version.is_v5() {
+            let mut props = m.properties.clone();
+            props.message_expiry_interval = m.remaining_expiry(now);
+            props.subscription_identifiers.extend(d.subscription_id);
+            props
+        } else {
+            Properties::default()
+        };
+        let publish = Packet::Publish(Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic: m.topic.clone(),
+            packet_id,
+            properties,
+            payload: m.payload.clone(),
+        });
+        match wasp_mqtt::encode(
+            &publish,
+            self.version,
+            &mut self.io.outbuf,
+            self.max_packet_out,
+        ) {
+            Ok(_) => {
+                self.broker()
+                    .stats
+                    .messages_sent
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                debug!(error = %e, topic = %m.topic, "message dropped for this client");
+                self.broker()
+                    .stats
+                    .messages_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(id) = packet_id {
+                    self.session.state.lock().inflight.remove(id);
+                }
+            }
+        }
+    }
+
+    /// Ends the connection: tells a 5.0 client why, publishes or schedules the Will, and keeps or discards
+    /// the session.
+    async fn finish(&mut self, close: Close, slot: &Arc<ClientSlot>, epoch: u64) {
+        match close {
+            Close::Disconnected { .. } | Close::PeerGone => debug!(?close, "connection closed"),
+            _ => info!(?close, "connection closed by the broker"),
+        }
+        if let (true, Some(reason)) = (self.version.is_v5(), close.disconnect_reason()) {
+            let mut properties = Properties::default();
+            properties.reason_string = Some(format!("{close:?}"));
+            self.send(&Packet::Disconnect(Disconnect { reason, properties }));
+        }
+        self.io.flush(CLOSE_FLUSH).await;
+
+        let broker = self.io.broker.clone();
+        // Our kick sender, unless a newcomer already took it.
+        slot.kick.lock().take();
+        self.session.set_online(false);
+        broker
+            .stats
+            .clients_connected
+            .fetch_sub(1, Ordering::Relaxed);
+
+        let will = if close.publishes_will() {
+            self.will.take()
+        } else {
+            None
+        };
+        let expiry = self.session_expiry;
+        if let Some(will) = will {
+            let delay = will.properties.will_delay_interval.unwrap_or(0).min(expiry);
+            if delay == 0 {
+                publish_will(&broker, &self.client_id, will);
+            } else {
+                schedule_will(
+                    broker.clone(),
+                    slot.clone(),
+                    self.client_id.clone(),
+                    will,
+                    epoch,
+                    delay,
+                );
+            }
+        }
+        if expiry == 0 {
+            let mut current = slot.session.lock();
+            if current
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(s, &self.session))
+            {
+                broker.discard_session(&self.session);
+                *current = None;
+            }
+        } else if expiry != u32::MAX {
+            schedule_expiry(
+                broker,
+                slot.clone(),
+                self.client_id.clone(),
+                self.session.clone(),
+                epoch,
+                expiry,
+            );
+        }
+    }
+}
+
+fn publish_will(broker: &Broker, client_id: &Arc<str>, will: Will) {
+    let mut properties = will.properties;
+    properties.will_delay_interval = None;
+    let expires_at = properties
+        .message_expiry_interval
+        .take()
+        .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
+    debug!(topic = %will.topic, "publishing will");
+    broker.publish(Message {
+        topic: will.topic,
+        payload: will.payload,
+        qos: will.qos,
+        retain: will.retain,
+        properties,
+        expires_at,
+        origin: Some(client_id.clone()),
+    });
+}
+
+/// Sleeps `secs` seconds in steps (tokio timers do not take centuries) and tells whether the client has
+/// stayed away all along (no connection took the slot since `epoch`).
+async fn still_away_after(slot: &ClientSlot, epoch: u64, secs: u32) -> bool {
+    let mut left = Duration::from_secs(u64::from(secs));
+    while !left.is_zero() {
+        let step = left.min(Duration::from_secs(86_400));
+        tokio::time::sleep(step).await;
+        left -= step;
+        if slot.epoch.load(Ordering::Acquire) != epoch {
+            return false;
+        }
+    }
+    true
+}
+
+/// Publishes the Will after the Will Delay Interval unless the client reconnects first (5.0 3.1.3.2.2).
+fn schedule_will(
+    broker: Arc<Broker>,
+    slot: Arc<ClientSlot>,
+    client_id: Arc<str>,
+    will: Will,
+    epoch: u64,
+    delay: u32,
+) {
+    tokio::spawn(async move {
+        if still_away_after(&slot, epoch, delay).await {
+            publish_will(&broker, &client_id, will);
+        }
+    });
+}
+
+/// Discards the session once its expiry interval has passed with no connection.
+fn schedule_expiry(
+    broker: Arc<Broker>,
+    slot: Arc<ClientSlot>,
+    client_id: Arc<str>,
+    session: Arc<Session>,
+    epoch: u64,
+    secs: u32,
+) {
+    tokio::spawn(async move {
+        if !still_away_after(&slot, epoch, secs).await {
+            return;
+        }
+        // A connection that holds (or waits for) the lease is about to use the session: leave it.
+        let Ok(_lease) = slot.lease.try_lock() else {
+            return;
+        };
+        {
+            let mut current = slot.session.lock();
+            if current.as_ref().is_some_and(|s| Arc::ptr_eq(s, &session)) {
+                debug!(%client_id, "session expired");
+                broker.discard_session(&session);
+                *current = None;
+            }
+        }
+        broker.remove_slot_if_unused(&client_id, &slot);
+    });
+}

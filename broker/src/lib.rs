@@ -1,0 +1,26 @@
+//! Wasp: an MQTT 3.1 / 3.1.1 / 5.0 broker.
+//!
+//! The map of the crate (ARCHITECTURE.md tells the same story with the path of a PUBLISH):
+//!
+//! - [`config`]: the TOML file's shape and its validation into the domain types everything else reads.
+//! - [`server`]: binds the listeners, accepts sockets, spawns one task per connection and drives a graceful
+//!   shutdown. Owns nothing protocol-related.
+//! - `connection`: one task per client. Owns the socket, its read/write buffers and the protocol state machine
+//!   of that connection (CONNECT, keep alive, inbound QoS 2 state, topic aliases). It decodes with
+//!   [`wasp_mqtt`], the pure codec, and talks to the rest through [`broker::Broker`].
+//! - [`broker`]: the shared state: the session registry, the subscription tree, the retained store and the
+//!   counters. Routing a message (matching it and queueing it into every subscriber's session) happens here,
+//!   on the publisher's task, so fan-out work is spread over the cores.
+//! - `session`: a session's state that outlives connections: subscriptions, the queue of messages waiting to
+//!   be sent, and outbound in-flight QoS 1/2 messages.
+//! - [`router`] and [`retained`]: the two tries (subscriptions by filter, retained messages by topic).
+//! - `sys`: publishes the `$SYS/broker/...` topics.
+
+pub mod broker;
+pub mod config;
+mod connection;
+pub mod retained;
+pub mod router;
+pub mod server;
+mod session;
+mod sys;

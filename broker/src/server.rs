@@ -1,0 +1,154 @@
+//! Listeners, the accept loop and graceful shutdown.
+//!
+//! [`Server::bind`] opens every configured listener (so a bad address fails start-up, naming the listener);
+//! [`Server::run`] accepts connections, spawning one task per socket, until the shutdown future completes,
+//! then tells every connection to close (5.0 clients receive DISCONNECT 0x8B) and waits for them briefly.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::broker::Broker;
+use crate::config::{Config, ListenerKind};
+
+/// How long shutdown waits for connections to say goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Errors of the server layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not be bound.
+    #[error("listener `{name}`: cannot listen on {addr}")]
+    Bind {
+        /// The listener's name from the configuration.
+        name: String,
+        /// The address it was to bind.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}
+
+/// A broker with its listeners bound, not yet accepting.
+pub struct Server {
+    broker: Arc<Broker>,
+    listeners: Vec<(Arc<str>, TcpListener)>,
+}
+
+impl Server {
+    /// Binds every listener of `config`.
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for listener in &config.listeners {
+            match listener.kind {
+                ListenerKind::Tcp => {
+                    let socket = TcpListener::bind(listener.bind).await.map_err(|source| {
+                        ServerError::Bind {
+                            name: listener.name.clone(),
+                            addr: listener.bind,
+                            source,
+                        }
+                    })?;
+                    listeners.push((Arc::from(listener.name.as_str()), socket));
+                }
+            }
+        }
+        Ok(Server {
+            broker: Arc::new(Broker::new(config)),
+            listeners,
+        })
+    }
+
+    /// The bound address of every listener, by name (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .iter()
+            .filter_map(|(name, l)| l.local_addr().ok().map(|addr| (name.to_string(), addr)))
+            .collect()
+    }
+
+    /// The shared broker state (counters, sessions), for tests and embedding.
+    pub fn broker(&self) -> Arc<Broker> {
+        self.broker.clone()
+    }
+
+    /// Accepts connections until `shutdown` completes, then closes them all.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for (name, listener) in self.listeners {
+            tasks.spawn(accept_loop(
+                self.broker.clone(),
+                name,
+                listener,
+                stop_rx.clone(),
+            ));
+        }
+        tasks.spawn(crate::sys::run(
+            self.broker.clone(),
+            self.broker.config.sys_interval,
+            stop_rx.clone(),
+        ));
+        shutdown.await;
+        info!("shutting down");
+        let _ = stop_tx.send(true);
+        if tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
+        }
+        Ok(())
+    }
+}
+
+/// Accepts sockets on one listener, one task each; on shutdown waits for its connections to end.
+async fn accept_loop(
+    broker: Arc<Broker>,
+    name: Arc<str>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let open = broker.stats.sockets_open.fetch_add(1, Ordering::Relaxed) + 1;
+                    // Sockets beyond the limit (with some room for ones still in their handshake) are closed
+                    // at once; the CONNECT-time check answers the rest with CONNACK "server busy".
+                    if open > broker.config.limits.max_connections.saturating_add(64) {
+                        broker.stats.sockets_open.fetch_sub(1, Ordering::Relaxed);
+                        debug!(%peer, "socket refused: connection limit");
+                        continue;
+                    }
+                    let broker = broker.clone();
+                    let name = name.clone();
+                    let stop = stop.clone();
+                    connections.spawn(async move {
+                        crate::connection::serve(broker.clone(), stream, peer, name, stop).await;
+                        broker.stats.sockets_open.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(listener = %name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            // Reap finished connection tasks so the set does not grow with every connection ever made.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    while connections.join_next().await.is_some() {}
+}
