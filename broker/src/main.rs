@@ -1,0 +1,323 @@
+//! The `wasp` binary: command line, configuration, logging, runtime and signals.
+//!
+//! Exit status: 0 after a graceful shutdown, 1 when the broker fails (e.g. a listener cannot bind), 2 for a
+//! usage or configuration error (the message alone on stderr, no backtrace).
+
+use std::future::Future;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+use wasp::config::{Config, Listener, ListenerKind, LogConfig, LogFormat};
+
+/// Wasp: an MQTT 3.1 / 3.1.1 / 5.0 broker.
+///
+/// With no options it listens on 127.0.0.1:1883 with the defaults documented in examples/wasp.toml.
+/// Set RUST_LOG (e.g. RUST_LOG=debug) to override the configured log level.
+#[derive(Debug, Parser)]
+#[command(name = "wasp", version, about, long_about)]
+struct Cli {
+    /// Configuration file (TOML); see examples/wasp.toml for every key.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Add a plain TCP listener (repeatable). Without --config it replaces the default 127.0.0.1:1883.
+    #[arg(short, long = "listen", value_name = "ADDR:PORT")]
+    listen: Vec<SocketAddr>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Subcommands (such as `wasp passwd` or `wasp plugin inspect`) will go here; none exist yet, so a bare
+/// `wasp` runs the broker.
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+/// Configuration and usage errors: exit status 2.
+#[derive(Debug)]
+struct UsageError(String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(command) = cli.command {
+        match command {}
+    }
+    let config = match load_config(cli.config.as_deref(), &cli.listen) {
+        Ok(config) => config,
+        Err(UsageError(message)) => {
+            eprintln!("wasp: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(UsageError(message)) = init_logging(&config.log) {
+        eprintln!("wasp: {message}");
+        return ExitCode::from(2);
+    }
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // Not through tracing: a `log.level = "off"` must not hide why the broker stopped.
+            eprintln!("wasp: error: {}", render(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, `a: b: c`, skipping a cause whose text its parent's message
+/// already ends with (errors that both print and return their source).
+fn render(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.ends_with(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+/// The configuration: the file (or the defaults), plus the `--listen` listeners.
+fn load_config(
+    path: Option<&std::path::Path>,
+    listen: &[SocketAddr],
+) -> Result<Config, UsageError> {
+    let mut config = match path {
+        Some(path) => Config::load(path).map_err(|e| UsageError(e.to_string()))?,
+        None => Config::default(),
+    };
+    if path.is_none() && !listen.is_empty() {
+        config.listeners.clear();
+    }
+    let mut n = 0;
+    for &bind in listen {
+        if bind.port() != 0
+            && let Some(other) = config.listeners.iter().find(|l| l.bind == bind)
+        {
+            return Err(UsageError(format!(
+                "--listen {bind}: listener `{}` already uses this address",
+                other.name
+            )));
+        }
+        // "cli-1", "cli-2"...: skip names the file already uses.
+        let name = loop {
+            n += 1;
+            let name = format!("cli-{n}");
+            if !config.listeners.iter().any(|l| l.name == name) {
+                break name;
+            }
+        };
+        config.listeners.push(Listener {
+            name,
+            bind,
+            kind: ListenerKind::Tcp,
+        });
+    }
+    Ok(config)
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` when set, else by the configuration's `log.level`.
+fn init_logging(log: &LogConfig) -> Result<(), UsageError> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => {
+            EnvFilter::builder().parse(&directives).map_err(|e| {
+                UsageError(format!(
+                    "RUST_LOG={directives:?} is not a valid filter: {e}"
+                ))
+            })?
+        }
+        _ => EnvFilter::builder().parse(&log.level).map_err(|e| {
+            UsageError(format!(
+                "log.level = {:?} is not a valid filter: {e}",
+                log.level
+            ))
+        })?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let installed = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Compact => builder.compact().try_init(),
+    };
+    installed.map_err(|e| UsageError(format!("cannot install the logger: {e}")))
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("wasp-worker")
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async {
+        // Before binding: a signal arriving while we bind must already be caught.
+        let shutdown = shutdown_signal().context("cannot install the SIGINT/SIGTERM handlers")?;
+        let server = wasp::server::Server::bind(config).await?;
+        for (name, addr) in server.local_addrs() {
+            tracing::info!(listener = %name, %addr, "listening");
+        }
+        server.run(shutdown).await?;
+        tracing::info!("shut down");
+        Ok(())
+    })
+}
+
+/// A future that completes on the first SIGINT or SIGTERM, logging which. A second signal during the
+/// graceful shutdown exits at once (status 130 for SIGINT, 143 for SIGTERM).
+///
+/// Must be called inside the tokio runtime; fails only if the handlers cannot be installed.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        let name = next_signal(&mut interrupt, &mut terminate).await;
+        tracing::info!(
+            signal = name,
+            "shutting down gracefully (send the signal again to exit at once)"
+        );
+        tokio::spawn(async move {
+            let name = next_signal(&mut interrupt, &mut terminate).await;
+            tracing::warn!(
+                signal = name,
+                "second signal: exiting without finishing the shutdown"
+            );
+            std::process::exit(if name == "SIGINT" { 130 } else { 143 });
+        });
+    })
+}
+
+/// Waits for the next SIGINT or SIGTERM and names it.
+async fn next_signal(interrupt: &mut Signal, terminate: &mut Signal) -> &'static str {
+    tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn cli_parses_options() {
+        let cli = Cli::try_parse_from([
+            "wasp",
+            "--config",
+            "a.toml",
+            "--listen",
+            "127.0.0.1:1999",
+            "-l",
+            "[::1]:2000",
+        ])
+        .unwrap();
+        assert_eq!(cli.config, Some(PathBuf::from("a.toml")));
+        assert_eq!(cli.listen, vec![addr("127.0.0.1:1999"), addr("[::1]:2000")]);
+        assert!(Cli::try_parse_from(["wasp", "--listen", "localhost"]).is_err());
+        assert!(Cli::try_parse_from(["wasp", "serve"]).is_err());
+    }
+
+    #[test]
+    fn no_arguments_is_the_default_config() {
+        assert_eq!(load_config(None, &[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn listen_without_config_replaces_the_default_listener() {
+        let config = load_config(None, &[addr("127.0.0.1:1999"), addr("127.0.0.1:2000")]).unwrap();
+        let listeners: Vec<_> = config
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l.bind, l.kind))
+            .collect();
+        assert_eq!(
+            listeners,
+            [
+                ("cli-1", addr("127.0.0.1:1999"), ListenerKind::Tcp),
+                ("cli-2", addr("127.0.0.1:2000"), ListenerKind::Tcp),
+            ]
+        );
+        assert_eq!(config.limits, Config::default().limits);
+    }
+
+    #[test]
+    fn listen_with_config_adds_listeners() {
+        let dir = std::env::temp_dir().join(format!("wasp-main-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wasp.toml");
+        std::fs::write(
+            &path,
+            "[[listeners]]\nname = \"cli-1\"\nbind = \"127.0.0.1:1883\"\n[limits]\nmax_inflight = 3\n",
+        )
+        .unwrap();
+
+        let config = load_config(Some(&path), &[addr("127.0.0.1:1999")]).unwrap();
+        let names: Vec<_> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["cli-1", "cli-2"],
+            "the file's name is kept, the CLI's skips it"
+        );
+        assert_eq!(config.listeners[1].bind, addr("127.0.0.1:1999"));
+        assert_eq!(config.limits.max_inflight, 3);
+
+        let UsageError(message) = load_config(Some(&path), &[addr("127.0.0.1:1883")]).unwrap_err();
+        assert!(message.contains("--listen 127.0.0.1:1883"), "{message}");
+        assert!(message.contains("`cli-1`"), "{message}");
+
+        std::fs::write(&path, "[limits]\nmax_inflight = 0\n").unwrap();
+        let UsageError(message) = load_config(Some(&path), &[]).unwrap_err();
+        assert!(
+            message.contains("wasp.toml:2: limits.max_inflight = 0"),
+            "{message}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn render_joins_causes_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot listen on 127.0.0.1:1: {source}")]
+        struct PrintsAndReturnsSource {
+            source: std::io::Error,
+        }
+        let io = || std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let error = anyhow::Error::new(PrintsAndReturnsSource { source: io() }).context("starting");
+        assert_eq!(
+            render(&error),
+            "starting: cannot listen on 127.0.0.1:1: address in use"
+        );
+        let error = anyhow::Error::new(io())
+            .context("binding")
+            .context("starting");
+        assert_eq!(render(&error), "starting: binding: address in use");
+    }
+
+    #[test]
+    fn duplicate_listen_addresses_are_rejected_but_port_zero_may_repeat() {
+        let UsageError(message) =
+            load_config(None, &[addr("127.0.0.1:1999"), addr("127.0.0.1:1999")]).unwrap_err();
+        assert!(message.contains("`cli-1`"), "{message}");
+        let config = load_config(None, &[addr("127.0.0.1:0"), addr("127.0.0.1:0")]).unwrap();
+        assert_eq!(config.listeners.len(), 2);
+    }
+}
