@@ -219,30 +219,31 @@ impl Broker {
     }
 
     fn route(&self, message: &Arc<Message>) -> usize {
-        let mut targets: Vec<Delivery> = Vec::new();
-        let mut sessions: Vec<Arc<Session>> = Vec::new();
+        // Collected under the read lock, queued after it is released: enqueueing takes each session's lock.
+        let mut targets: Vec<(Arc<Session>, Delivery)> = Vec::new();
         {
             let tree = self.subscriptions.read();
             tree.for_each_match(
                 &message.topic,
-                |_| true,
+                // Shared groups prefer members with a connection (5.0 section 4.8.2).
+                |_, sub| sub.session.is_online(),
                 |client_id, sub| {
                     let options = sub.entry.options;
                     if options.no_local && message.origin.as_deref() == Some(&**client_id) {
                         return;
                     }
-                    targets.push(Delivery {
+                    let delivery = Delivery {
                         message: message.clone(),
                         qos: message.qos.min(options.qos),
                         retain: options.retain_as_published && message.retain,
                         subscription_id: sub.entry.id,
-                    });
-                    sessions.push(sub.session.clone());
+                    };
+                    targets.push((sub.session.clone(), delivery));
                 },
             );
         }
         let mut queued = 0;
-        for (session, delivery) in sessions.into_iter().zip(targets) {
+        for (session, delivery) in targets {
             match session.enqueue(delivery) {
                 Enqueued::Queued => queued += 1,
                 Enqueued::DroppedOffline | Enqueued::DroppedFull => {

@@ -102,7 +102,7 @@ struct SharedGroup<K, V> {
 
 impl<K: Eq + Hash + Clone, V> SharedGroup<K, V> {
     /// Picks the next member round-robin, skipping unavailable ones; if none is available, the next one.
-    fn pick(&self, available: &impl Fn(&K) -> bool) -> Option<&(K, V)> {
+    fn pick(&self, available: &impl Fn(&K, &V) -> bool) -> Option<&(K, V)> {
         let members = &self.members.items;
         let len = members.len();
         if len == 0 {
@@ -113,7 +113,7 @@ impl<K: Eq + Hash + Clone, V> SharedGroup<K, V> {
         for skipped in 0..len {
             let i = (start + skipped) % len;
             let member = &members[i];
-            if available(&member.0) {
+            if available(&member.0, &member.1) {
                 if skipped > 0 {
                     // Resume after the chosen member rather than at a skipped one, so the members after an
                     // unavailable one are not picked twice as often. Losing this race to a concurrent reader
@@ -180,7 +180,7 @@ impl<K: Eq + Hash + Clone, V> Subscribers<K, V> {
     }
 
     #[inline]
-    fn visit(&self, available: &impl Fn(&K) -> bool, visit: &mut impl FnMut(&K, &V)) {
+    fn visit(&self, available: &impl Fn(&K, &V) -> bool, visit: &mut impl FnMut(&K, &V)) {
         for (k, v) in &self.plain.items {
             visit(k, v);
         }
@@ -427,7 +427,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTree<K, V> {
 
     /// Calls `visit` for every subscription whose filter matches `topic` (a valid topic name): every
     /// non-shared subscription, and for each matching shared group exactly one member, chosen round-robin,
-    /// skipping members for which `available(key)` is false; if no member is available, the next one in
+    /// skipping members for which `available(key, value)` is false; if no member is available, the next one in
     /// round-robin order anyway.
     ///
     /// A key subscribed through several matching filters is visited once per filter: deduplicating (MQTT 5.0
@@ -436,7 +436,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTree<K, V> {
     pub fn for_each_match(
         &self,
         topic: &str,
-        available: impl Fn(&K) -> bool,
+        available: impl Fn(&K, &V) -> bool,
         mut visit: impl FnMut(&K, &V),
     ) {
         let mut levels = topic.split('/');
@@ -502,7 +502,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTree<K, V> {
 fn walk<K: Eq + Hash + Clone, V>(
     mut node: &Node<K, V>,
     mut levels: Split<'_, char>,
-    available: &impl Fn(&K) -> bool,
+    available: &impl Fn(&K, &V) -> bool,
     visit: &mut impl FnMut(&K, &V),
 ) {
     loop {
@@ -535,7 +535,7 @@ mod tests {
 
     fn matched<V: Copy + Ord>(tree: &SubscriptionTree<u32, V>, topic: &str) -> Vec<(u32, V)> {
         let mut out = Vec::new();
-        tree.for_each_match(topic, |_| true, |k, v| out.push((*k, *v)));
+        tree.for_each_match(topic, |_, _| true, |k, v| out.push((*k, *v)));
         out.sort_unstable();
         out
     }
@@ -546,7 +546,7 @@ mod tests {
         assert!(tree.is_empty());
         assert_eq!(tree.len(), 0);
         let mut n = 0;
-        tree.for_each_match("a/b", |_| true, |_, _| n += 1);
+        tree.for_each_match("a/b", |_, _| true, |_, _| n += 1);
         assert_eq!(n, 0);
         assert_eq!(tree.node_count(), 1);
     }
@@ -714,7 +714,7 @@ mod tests {
         let mut seen = BTreeSet::new();
         tree.for_each_match(
             "t",
-            |_| true,
+            |_, _| true,
             |k, v| {
                 if *v >= 2000 {
                     seen.insert(*k);
@@ -739,10 +739,14 @@ mod tests {
         let mut counts = BTreeMap::new();
         for _ in 0..rounds {
             let mut n = 0;
-            tree.for_each_match(topic, &available, |k, _| {
-                *counts.entry(*k).or_insert(0) += 1;
-                n += 1;
-            });
+            tree.for_each_match(
+                topic,
+                |k, _| available(k),
+                |k, _| {
+                    *counts.entry(*k).or_insert(0) += 1;
+                    n += 1;
+                },
+            );
             assert_eq!(n, 1, "exactly one member of the group per message");
         }
         counts
@@ -759,7 +763,7 @@ mod tests {
         // Consecutive messages go to distinct members.
         let mut order = Vec::new();
         for _ in 0..6 {
-            tree.for_each_match("jobs/x", |_| true, |k, _| order.push(*k));
+            tree.for_each_match("jobs/x", |_, _| true, |k, _| order.push(*k));
         }
         assert_eq!(order[..3].iter().collect::<BTreeSet<_>>().len(), 3);
         assert_eq!(order[..3], order[3..]);
@@ -797,7 +801,7 @@ mod tests {
         let mut counts = BTreeMap::new();
         for _ in 0..100 {
             let mut per_message = Vec::new();
-            tree.for_each_match("a/b", |_| true, |k, _| per_message.push(*k));
+            tree.for_each_match("a/b", |_, _| true, |k, _| per_message.push(*k));
             per_message.sort_unstable();
             assert_eq!(per_message.len(), 4, "{per_message:?}");
             assert!(per_message.contains(&5) && per_message.contains(&6));
@@ -859,7 +863,7 @@ mod tests {
                         let mut n = 0;
                         tree.for_each_match(
                             "t/x",
-                            |_| true,
+                            |_, _| true,
                             |k, _| {
                                 counts[*k as usize] += 1;
                                 n += 1;
@@ -930,7 +934,7 @@ mod tests {
             prop_assert_eq!(tree.len(), live.len());
             for topic in &topics {
                 let mut got = Vec::new();
-                tree.for_each_match(topic, |_| true, |k, _| got.push(*k));
+                tree.for_each_match(topic, |_, _| true, |k, _| got.push(*k));
                 got.sort_unstable();
                 let mut expected: Vec<u32> = live
                     .keys()
