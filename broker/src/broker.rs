@@ -204,7 +204,8 @@ impl Broker {
     }
 
     /// Routes a message: updates the retained store if the message is retained, then queues it for every
-    /// matching subscription. Returns the number of subscriptions it was queued for.
+    /// matching subscription. Returns the number of matching subscriptions (whether or not their queues had
+    /// room).
     pub fn publish(&self, message: Message) -> usize {
         let message = Arc::new(message);
         if message.retain {
@@ -242,16 +243,13 @@ impl Broker {
                 },
             );
         }
-        let mut queued = 0;
+        let matched = targets.len();
         for (session, delivery) in targets {
-            match session.enqueue(delivery) {
-                Enqueued::Queued => queued += 1,
-                Enqueued::DroppedOffline | Enqueued::DroppedFull => {
-                    self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
-                }
+            if session.enqueue(delivery) != Enqueued::Queued {
+                self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
-        queued
+        matched
     }
 
     /// Queues the retained messages matching `filter` for `session` (on subscribe), with the RETAIN flag set

@@ -43,14 +43,14 @@ const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
 /// Why a connection ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Close {
     /// The client sent DISCONNECT: no Will (unless it asked for it with 0x04).
     Disconnected { with_will: bool },
     /// The peer closed the socket or an I/O error happened.
     PeerGone,
-    /// The client broke the protocol: 5.0 clients get DISCONNECT with this reason.
-    Violation(ReasonCode),
+    /// The client broke the protocol: 5.0 clients get DISCONNECT with this reason code and reason string.
+    Violation(ReasonCode, String),
     /// Another connection took over the client id (5.0: DISCONNECT 0x8E).
     TakenOver,
     /// No packet within 1.5 times the keep alive (5.0: DISCONNECT 0x8D).
@@ -61,27 +61,43 @@ enum Close {
 
 impl Close {
     /// The reason of the DISCONNECT the broker sends to a 5.0 client, if any.
-    fn disconnect_reason(self) -> Option<ReasonCode> {
+    fn disconnect_reason(&self) -> Option<(ReasonCode, String)> {
         match self {
             Close::Disconnected { .. } | Close::PeerGone => None,
-            Close::Violation(code) => Some(code),
-            Close::TakenOver => Some(ReasonCode::SessionTakenOver),
-            Close::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
-            Close::Shutdown => Some(ReasonCode::ServerShuttingDown),
+            Close::Violation(code, why) => Some((*code, why.clone())),
+            Close::TakenOver => Some((
+                ReasonCode::SessionTakenOver,
+                "another connection took over the session".into(),
+            )),
+            Close::KeepAliveTimeout => Some((
+                ReasonCode::KeepAliveTimeout,
+                "no packet within 1.5 times the keep alive".into(),
+            )),
+            Close::Shutdown => Some((
+                ReasonCode::ServerShuttingDown,
+                "the broker is shutting down".into(),
+            )),
         }
     }
 
     /// True if the Will is published (MQTT-3.1.2-8 and 5.0 section 3.1.2.5). A broker shutdown is not a
     /// client failure: the Will stays unpublished, as in Mosquitto.
-    fn publishes_will(self) -> bool {
+    fn publishes_will(&self) -> bool {
         match self {
-            Close::Disconnected { with_will } => with_will,
+            Close::Disconnected { with_will } => *with_will,
             Close::Shutdown => false,
-            Close::PeerGone | Close::Violation(_) | Close::TakenOver | Close::KeepAliveTimeout => {
+            Close::PeerGone | Close::Violation(..) | Close::TakenOver | Close::KeepAliveTimeout => {
                 true
             }
         }
     }
+}
+
+/// A protocol violation: logged here, told to a 5.0 client in the DISCONNECT's reason string.
+fn violation(code: ReasonCode, why: impl Into<String>) -> Close {
+    let why = why.into();
+    info!(reason = ?code, "protocol violation: {why}");
+    Close::Violation(code, why)
 }
 
 /// Serves one accepted socket until it closes.
@@ -406,6 +422,8 @@ async fn handshake_and_run(
         will: connect.will,
         session_expiry,
         last_received: tokio::time::Instant::now(),
+        problem_information: version.is_v5()
+            && connect.properties.request_problem_information != Some(0),
         batch: Vec::new(),
     };
     conn.resend_inflight();
@@ -471,6 +489,8 @@ struct Conn {
     will: Option<Will>,
     session_expiry: u32,
     last_received: tokio::time::Instant,
+    /// 5.0 Request Problem Information: reason strings may be sent on acknowledgements.
+    problem_information: bool,
     /// Reused buffer of messages taken out of the session queue.
     batch: Vec<(Option<u16>, Delivery)>,
 }
@@ -530,8 +550,7 @@ impl Conn {
                 }
                 Ok(None) => return Ok(()),
                 Err(e) => {
-                    info!(error = %e, "protocol violation");
-                    return Err(Close::Violation(e.reason_code()));
+                    return Err(violation(e.reason_code(), e.to_string()));
                 }
             }
         }
@@ -566,24 +585,18 @@ impl Conn {
                 Ok(())
             }
             Packet::Disconnect(d) => Err(self.on_disconnect(d)),
-            Packet::Connect(_) => {
-                info!("second CONNECT");
-                Err(Close::Violation(ReasonCode::ProtocolError))
-            }
-            Packet::Auth(_) => {
-                info!("AUTH without enhanced authentication");
-                Err(Close::Violation(ReasonCode::ProtocolError))
-            }
+            Packet::Connect(_) => Err(violation(ReasonCode::ProtocolError, "second CONNECT")),
+            Packet::Auth(_) => Err(violation(
+                ReasonCode::ProtocolError,
+                "AUTH without enhanced authentication",
+            )),
             other @ (Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
-            | Packet::PingResp) => {
-                info!(
-                    packet = kind(&other),
-                    "client sent a packet only a server may send"
-                );
-                Err(Close::Violation(ReasonCode::ProtocolError))
-            }
+            | Packet::PingResp) => Err(violation(
+                ReasonCode::ProtocolError,
+                format!("{} may only be sent by a server", kind(&other)),
+            )),
         }
     }
 
@@ -604,20 +617,30 @@ impl Conn {
         let limits = &self.io.broker.config.limits;
         if self.version.is_v5() {
             if !p.properties.subscription_identifiers.is_empty() {
-                info!("PUBLISH from a client carries a Subscription Identifier");
-                return Err(Close::Violation(ReasonCode::ProtocolError)); // MQTT-3.3.4-6
+                // MQTT-3.3.4-6
+                return Err(violation(
+                    ReasonCode::ProtocolError,
+                    "PUBLISH from a client carries a Subscription Identifier",
+                ));
             }
             if let Some(alias) = p.properties.topic_alias.take() {
                 if alias == 0 || alias > limits.topic_alias_maximum {
-                    info!(alias, "topic alias out of range");
-                    return Err(Close::Violation(ReasonCode::TopicAliasInvalid));
+                    return Err(violation(
+                        ReasonCode::TopicAliasInvalid,
+                        format!(
+                            "topic alias {alias} is not within 1..={}",
+                            limits.topic_alias_maximum
+                        ),
+                    ));
                 }
                 if p.topic.is_empty() {
                     match self.topic_aliases.get(&alias) {
                         Some(topic) => p.topic = topic.clone(),
                         None => {
-                            info!(alias, "unknown topic alias");
-                            return Err(Close::Violation(ReasonCode::ProtocolError));
+                            return Err(violation(
+                                ReasonCode::ProtocolError,
+                                format!("topic alias {alias} was never set"),
+                            ));
                         }
                     }
                 } else {
@@ -626,11 +649,19 @@ impl Conn {
             }
         }
         if p.topic.is_empty() {
-            return Err(Close::Violation(ReasonCode::ProtocolError));
+            return Err(violation(
+                ReasonCode::ProtocolError,
+                "PUBLISH with an empty topic and no topic alias",
+            ));
         }
         if p.qos > limits.maximum_qos {
-            info!(qos = p.qos as u8, "PUBLISH above Maximum QoS");
-            return Err(Close::Violation(ReasonCode::QoSNotSupported));
+            return Err(violation(
+                ReasonCode::QoSNotSupported,
+                format!(
+                    "PUBLISH with QoS {} above the Maximum QoS {}",
+                    p.qos as u8, limits.maximum_qos as u8
+                ),
+            ));
         }
         let receive_maximum = usize::from(limits.receive_maximum);
         self.broker()
@@ -647,18 +678,27 @@ impl Conn {
                 return Ok(());
             }
             if state.incoming_qos2.len() >= receive_maximum {
-                info!(receive_maximum, "client exceeded Receive Maximum");
-                return Err(Close::Violation(ReasonCode::ReceiveMaximumExceeded));
+                return Err(violation(
+                    ReasonCode::ReceiveMaximumExceeded,
+                    format!("more than {receive_maximum} QoS 2 messages awaiting PUBREL"),
+                ));
             }
         }
 
-        let reason = self.route_publish(&p);
+        let (reason, why) = match self.route_publish(&p) {
+            Ok(reason) => (reason, None),
+            Err((reason, why)) => (reason, self.problem_information.then(|| why.to_owned())),
+        };
+        let properties = Properties {
+            reason_string: why,
+            ..Properties::default()
+        };
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) | (_, None) => {}
             (QoS::AtLeastOnce, Some(id)) => self.send(&Packet::PubAck(PubResponse {
                 packet_id: id,
                 reason,
-                properties: Properties::default(),
+                properties,
             })),
             (QoS::ExactlyOnce, Some(id)) => {
                 if !reason.is_error() {
@@ -667,27 +707,34 @@ impl Conn {
                 self.send(&Packet::PubRec(PubResponse {
                     packet_id: id,
                     reason,
-                    properties: Properties::default(),
+                    properties,
                 }))
             }
         }
         Ok(())
     }
 
-    /// Routes an inbound PUBLISH and returns the reason code for its acknowledgement.
-    fn route_publish(&mut self, p: &Publish) -> ReasonCode {
+    /// Routes an inbound PUBLISH and returns the reason code for its acknowledgement, or the refusal with a
+    /// reason string.
+    fn route_publish(&mut self, p: &Publish) -> Result<ReasonCode, (ReasonCode, &'static str)> {
         if p.topic.starts_with("$SYS/") || &*p.topic == "$SYS" {
             // `$SYS` topics are the broker's own (MQTT-4.7.2-1 leaves `$` topics to the server): clients may
             // not publish to them.
             debug!(topic = %p.topic, "PUBLISH to $SYS refused");
-            return ReasonCode::NotAuthorized;
+            return Err((
+                ReasonCode::NotAuthorized,
+                "clients may not publish to $SYS topics",
+            ));
         }
         if self.version.is_v5()
             && p.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&p.payload).is_err()
         {
             info!(topic = %p.topic, "payload is not UTF-8 although its format indicator says so");
-            return ReasonCode::PayloadFormatInvalid;
+            return Err((
+                ReasonCode::PayloadFormatInvalid,
+                "payload is not UTF-8 but its Payload Format Indicator is 1",
+            ));
         }
         let now = Instant::now();
         let mut properties = p.properties.clone();
@@ -706,16 +753,16 @@ impl Conn {
             origin: Some(self.client_id.clone()),
         };
         if self.broker().publish(message) == 0 && self.version.is_v5() {
-            ReasonCode::NoMatchingSubscribers
+            Ok(ReasonCode::NoMatchingSubscribers)
         } else {
-            ReasonCode::Success
+            Ok(ReasonCode::Success)
         }
     }
 
     fn on_puback(&mut self, id: u16) {
         let mut state = self.session.state.lock();
         match state.inflight.get_mut(id) {
-            Some(Inflight::AwaitingPubAck(_)) => {
+            Some(Inflight::Qos1(_)) => {
                 state.inflight.remove(id);
             }
             _ => debug!(packet_id = id, "PUBACK for a packet not awaiting one"),
@@ -727,17 +774,17 @@ impl Conn {
         let reply = {
             let mut state = self.session.state.lock();
             match state.inflight.get_mut(id) {
-                Some(entry @ Inflight::AwaitingPubRec(_)) => {
+                Some(entry @ Inflight::Qos2(_)) => {
                     if r.reason.is_error() {
                         // 5.0 4.3.3: a failing PUBREC ends the exchange.
                         state.inflight.remove(id);
                         None
                     } else {
-                        *entry = Inflight::AwaitingPubComp;
+                        *entry = Inflight::Released;
                         Some(PubResponse::success(id))
                     }
                 }
-                Some(Inflight::AwaitingPubComp) => Some(PubResponse::success(id)),
+                Some(Inflight::Released) => Some(PubResponse::success(id)),
                 _ => Some(PubResponse {
                     packet_id: id,
                     reason: ReasonCode::PacketIdentifierNotFound,
@@ -767,7 +814,7 @@ impl Conn {
     fn on_pubcomp(&mut self, id: u16) {
         let mut state = self.session.state.lock();
         match state.inflight.get_mut(id) {
-            Some(Inflight::AwaitingPubComp) => {
+            Some(Inflight::Released) => {
                 state.inflight.remove(id);
             }
             _ => debug!(packet_id = id, "PUBCOMP for a packet not awaiting one"),
@@ -779,19 +826,24 @@ impl Conn {
         let subscription_id = s.properties.subscription_identifiers.first().copied();
         let mut reason_codes = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
+        let mut problems = Vec::new();
         for (filter, requested) in &s.filters {
             let shared = match parse_filter(filter) {
                 Ok(Filter::Plain(_)) => false,
                 Ok(Filter::Shared { .. }) => true,
                 Err(e) => {
                     debug!(%filter, error = %e, "invalid topic filter");
+                    problems.push(format!("{filter:?}: {e}"));
                     reason_codes.push(ReasonCode::TopicFilterInvalid);
                     continue;
                 }
             };
             if shared && requested.no_local {
-                info!(%filter, "No Local on a shared subscription");
-                return Err(Close::Violation(ReasonCode::ProtocolError)); // MQTT-3.8.3-4
+                // MQTT-3.8.3-4
+                return Err(violation(
+                    ReasonCode::ProtocolError,
+                    format!("No Local on the shared subscription {filter}"),
+                ));
             }
             let granted = requested.qos.min(maximum_qos);
             let options = SubscriptionOptions {
@@ -818,9 +870,14 @@ impl Conn {
                 retained.push((filter, granted));
             }
         }
+        let reason_string = (self.problem_information && !problems.is_empty())
+            .then(|| format!("invalid topic filter {}", problems.join("; ")));
         self.send(&Packet::SubAck(SubAck {
             packet_id: s.packet_id,
-            properties: Properties::default(),
+            properties: Properties {
+                reason_string,
+                ..Properties::default()
+            },
             reason_codes,
         }));
         // Queued after the SUBACK is encoded, so the SUBACK goes first.
@@ -855,8 +912,10 @@ impl Conn {
         if let Some(expiry) = d.properties.session_expiry_interval {
             // MQTT-3.14.2-2: a session that was to end with the connection cannot be made persistent now.
             if self.session_expiry == 0 && expiry != 0 {
-                info!("DISCONNECT sets a Session Expiry Interval after CONNECT set none");
-                return Close::Violation(ReasonCode::ProtocolError);
+                return violation(
+                    ReasonCode::ProtocolError,
+                    "DISCONNECT sets a Session Expiry Interval after CONNECT set none",
+                );
             }
             let capped = expiry.min(self.broker().config.limits.max_session_expiry);
             self.session_expiry = capped;
@@ -877,10 +936,8 @@ impl Conn {
                 .ordered()
                 .into_iter()
                 .map(|(id, entry)| match entry {
-                    Inflight::AwaitingPubAck(d) | Inflight::AwaitingPubRec(d) => {
-                        (id, Some(d.clone()))
-                    }
-                    Inflight::AwaitingPubComp => (id, None),
+                    Inflight::Qos1(d) | Inflight::Qos2(d) => (id, Some(d.clone())),
+                    Inflight::Released => (id, None),
                 })
                 .collect()
         };
@@ -923,8 +980,8 @@ impl Conn {
                 };
                 let d = state.queue.pop_front().expect("front exists");
                 let entry = match d.qos {
-                    QoS::AtLeastOnce => Inflight::AwaitingPubAck(d.clone()),
-                    _ => Inflight::AwaitingPubRec(d.clone()),
+                    QoS::AtLeastOnce => Inflight::Qos1(d.clone()),
+                    _ => Inflight::Qos2(d.clone()),
                 };
                 state.inflight.push(id, entry);
                 batch.push((Some(id), d));
@@ -989,9 +1046,11 @@ impl Conn {
             Close::Disconnected { .. } | Close::PeerGone => debug!(?close, "connection closed"),
             _ => info!(?close, "connection closed by the broker"),
         }
-        if let (true, Some(reason)) = (self.version.is_v5(), close.disconnect_reason()) {
-            let mut properties = Properties::default();
-            properties.reason_string = Some(format!("{close:?}"));
+        if let (true, Some((reason, why))) = (self.version.is_v5(), close.disconnect_reason()) {
+            let properties = Properties {
+                reason_string: Some(why),
+                ..Properties::default()
+            };
             self.send(&Packet::Disconnect(Disconnect { reason, properties }));
         }
         self.io.flush(CLOSE_FLUSH).await;

@@ -31,7 +31,9 @@ const INDEX_THRESHOLD: usize = 16;
 /// (small lists) or through an index (large lists, e.g. thousands of subscribers of one filter).
 struct Entries<K, V> {
     items: Vec<(K, V)>,
-    /// Position of each key in `items`, kept only while `items` is large.
+    /// Position of each key in `items`, kept only while `items` is large. Boxed so that the common case
+    /// (no index) costs one word per tree node instead of a whole `HashMap`.
+    #[allow(clippy::box_collection)]
     index: Option<Box<HashMap<K, usize>>>,
 }
 

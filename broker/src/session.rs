@@ -72,11 +72,11 @@ pub struct Delivery {
 #[derive(Debug, Clone)]
 pub enum Inflight {
     /// QoS 1 sent, waiting for PUBACK.
-    AwaitingPubAck(Delivery),
+    Qos1(Delivery),
     /// QoS 2 sent, waiting for PUBREC.
-    AwaitingPubRec(Delivery),
+    Qos2(Delivery),
     /// PUBREL sent, waiting for PUBCOMP.
-    AwaitingPubComp,
+    Released,
 }
 
 /// A subscription as the session records it (the tree holds a copy with the session pointer).
@@ -312,10 +312,12 @@ mod tests {
 
     #[test]
     fn packet_ids_skip_zero_and_ids_in_flight() {
-        let mut st = SessionState::default();
-        st.last_packet_id = u16::MAX - 1;
-        st.inflight.push(u16::MAX, Inflight::AwaitingPubComp);
-        st.inflight.push(1, Inflight::AwaitingPubComp);
+        let mut st = SessionState {
+            last_packet_id: u16::MAX - 1,
+            ..SessionState::default()
+        };
+        st.inflight.push(u16::MAX, Inflight::Released);
+        st.inflight.push(1, Inflight::Released);
         assert_eq!(st.next_packet_id(), Some(2));
     }
 
@@ -323,7 +325,7 @@ mod tests {
     fn packet_ids_run_out_when_all_are_in_flight() {
         let mut st = SessionState::default();
         for id in 1..=u16::MAX {
-            st.inflight.push(id, Inflight::AwaitingPubComp);
+            st.inflight.push(id, Inflight::Released);
         }
         assert_eq!(st.next_packet_id(), None);
     }
