@@ -756,6 +756,13 @@ fn unknown_property_is_malformed() {
         MALFORMED,
         "unknown property identifier 0x7f",
     );
+    // Identifiers are variable byte integers: 0x80 0x02 is 256.
+    assert_fails(
+        &publish_v5(&[0x80, 0x02, 0]),
+        V5,
+        MALFORMED,
+        "unknown property identifier 0x100",
+    );
 }
 
 #[test]

@@ -148,7 +148,7 @@ pub enum DecodeError {
         /// The packet type (or "CONNECT Will properties").
         packet: &'static str,
         /// The identifier.
-        id: u8,
+        id: u32,
     },
     /// A property the spec does not allow in this packet (reason code 0x81).
     #[error("property {id:#04x} {name} is not allowed in {packet}")]

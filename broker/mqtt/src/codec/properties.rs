@@ -133,7 +133,7 @@ pub(super) fn decode(r: &mut Reader, ctx: Ctx) -> Result<Properties, DecodeError
         let Some((name, allowed)) = info(id) else {
             return Err(DecodeError::UnknownProperty {
                 packet: ctx.name,
-                id: id.min(0xFF) as u8,
+                id,
             });
         };
         let id = id as u8;
