@@ -1,0 +1,671 @@
+//! Helpers for Wasp's integration tests (the tests themselves are in `tests/tests/`).
+//!
+//! - [`Broker`]: a Wasp broker running in-process on `127.0.0.1:0`, stopped when dropped.
+//! - [`Inbox`]: what a client's event loop received, with bounded waits for an item that must arrive
+//!   ([`Inbox::wait_for`]) or must not ([`Inbox::none_within`]).
+//! - [`v4`] / [`v5`]: rumqttc clients (MQTT 3.1.1 / 5.0) whose event loop runs in a task feeding an [`Inbox`].
+//! - [`raw`]: a TCP socket speaking hand-written bytes, for the negative paths.
+//!
+//! Every wait is bounded by [`TIMEOUT`] (must happen) or a short quiet period such as [`QUIET`] (must not).
+
+use std::collections::VecDeque;
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout};
+use wasp::config::Config;
+
+/// Longest wait for something that must happen.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to watch for something that must not happen.
+pub const QUIET: Duration = Duration::from_millis(500);
+
+/// An in-process Wasp broker listening on a free loopback port; shut down on drop.
+pub struct Broker {
+    /// The address clients connect to.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Broker {
+    /// Starts a broker with the default configuration.
+    pub async fn start() -> Broker {
+        Broker::start_with(|_| {}).await
+    }
+
+    /// Starts a broker after `configure` adjusted the default configuration (bound to `127.0.0.1:0`).
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Broker {
+        let mut config = Config::default();
+        config.listeners[0].bind = "127.0.0.1:0".parse().expect("loopback address");
+        configure(&mut config);
+        let server = wasp::server::Server::bind(config)
+            .await
+            .expect("broker binds");
+        let addr = server.local_addrs()[0].1;
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("broker runs");
+        });
+        Broker {
+            addr,
+            stop: Some(stop),
+        }
+    }
+
+    /// The broker's port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// One thing a client's event loop produced: an incoming packet, or the end of the connection.
+#[derive(Debug)]
+pub enum Item<P, E> {
+    /// A packet received from the broker.
+    Packet(P),
+    /// The connection ended (the event loop is not polled again, so the client does not reconnect).
+    Closed(E),
+}
+
+/// Items received by a client, with bounded waits; items skipped by one wait stay for the next.
+pub struct Inbox<P, E> {
+    rx: mpsc::UnboundedReceiver<Item<P, E>>,
+    pending: VecDeque<Item<P, E>>,
+}
+
+impl<P: Debug, E: Debug> Inbox<P, E> {
+    /// Creates an inbox fed by `rx`.
+    pub fn new(rx: mpsc::UnboundedReceiver<Item<P, E>>) -> Self {
+        Inbox {
+            rx,
+            pending: VecDeque::new(),
+        }
+    }
+
+    fn take_pending<T>(&mut self, f: &mut impl FnMut(&Item<P, E>) -> Option<T>) -> Option<T> {
+        let index = self.pending.iter().position(|item| f(item).is_some())?;
+        let item = self.pending.remove(index).expect("index in range");
+        f(&item)
+    }
+
+    /// Waits up to `limit` for the first item `f` accepts (earlier skipped items included); `None` on timeout.
+    pub async fn try_wait_for<T>(
+        &mut self,
+        limit: Duration,
+        mut f: impl FnMut(&Item<P, E>) -> Option<T>,
+    ) -> Option<T> {
+        if let Some(found) = self.take_pending(&mut f) {
+            return Some(found);
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let item = match timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                self.rx.recv(),
+            )
+            .await
+            {
+                Ok(Some(item)) => item,
+                // Timed out, or the event loop task is gone and everything it sent was seen.
+                Ok(None) | Err(_) => return None,
+            };
+            if let Some(found) = f(&item) {
+                return Some(found);
+            }
+            self.pending.push_back(item);
+        }
+    }
+
+    /// Waits up to [`TIMEOUT`] for the first item `f` accepts; panics naming `what` otherwise.
+    pub async fn wait_for<T>(&mut self, what: &str, f: impl FnMut(&Item<P, E>) -> Option<T>) -> T {
+        match self.try_wait_for(TIMEOUT, f).await {
+            Some(found) => found,
+            None => panic!(
+                "no {what} within {TIMEOUT:?}; other items received: {:?}",
+                self.pending
+            ),
+        }
+    }
+
+    /// Asserts that no item `f` accepts arrives within `quiet`.
+    pub async fn none_within<T: Debug>(
+        &mut self,
+        quiet: Duration,
+        what: &str,
+        f: impl FnMut(&Item<P, E>) -> Option<T>,
+    ) {
+        if let Some(found) = self.try_wait_for(quiet, f).await {
+            panic!("unexpected {what}: {found:?}");
+        }
+    }
+}
+
+/// A rumqttc event loop (3.1.1 or 5.0), polled for incoming packets only.
+trait PollIncoming: Send + 'static {
+    type Packet: Send + 'static;
+    type Error: Send + 'static;
+    fn poll_incoming(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<Self::Packet>, Self::Error>> + Send;
+}
+
+impl PollIncoming for rumqttc::EventLoop {
+    type Packet = rumqttc::Packet;
+    type Error = rumqttc::ConnectionError;
+    async fn poll_incoming(&mut self) -> Result<Option<Self::Packet>, Self::Error> {
+        Ok(match self.poll().await? {
+            rumqttc::Event::Incoming(packet) => Some(packet),
+            rumqttc::Event::Outgoing(_) => None,
+        })
+    }
+}
+
+impl PollIncoming for rumqttc::v5::EventLoop {
+    type Packet = rumqttc::v5::mqttbytes::v5::Packet;
+    type Error = rumqttc::v5::ConnectionError;
+    async fn poll_incoming(&mut self) -> Result<Option<Self::Packet>, Self::Error> {
+        Ok(match self.poll().await? {
+            rumqttc::v5::Event::Incoming(packet) => Some(packet),
+            rumqttc::v5::Event::Outgoing(_) => None,
+        })
+    }
+}
+
+/// Runs an event loop in a task that forwards incoming packets and stops at the first error, so the client
+/// never reconnects behind a test's back. Aborting the task drops the socket without DISCONNECT.
+fn spawn_event_loop<L: PollIncoming>(
+    mut event_loop: L,
+) -> (JoinHandle<()>, Inbox<L::Packet, L::Error>)
+where
+    L::Packet: Debug,
+    L::Error: Debug,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            match event_loop.poll_incoming().await {
+                Ok(Some(packet)) => {
+                    if tx.send(Item::Packet(packet)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = tx.send(Item::Closed(e));
+                    return;
+                }
+            }
+        }
+    });
+    (task, Inbox::new(rx))
+}
+
+/// rumqttc clients speaking MQTT 3.1.1.
+pub mod v4 {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use rumqttc::{
+        AsyncClient, ConnAck, ConnectionError, MqttOptions, Packet, Publish, QoS,
+        SubscribeReasonCode,
+    };
+    use tokio::task::JoinHandle;
+
+    use super::{Inbox, Item};
+
+    /// An item of a 3.1.1 client's inbox.
+    pub type V4Item = Item<Packet, ConnectionError>;
+
+    /// Options for client `id` connecting to `addr` (keep alive 30 s).
+    pub fn options(id: &str, addr: SocketAddr) -> MqttOptions {
+        let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        options
+    }
+
+    /// A connected 3.1.1 client.
+    pub struct Client {
+        /// The rumqttc handle for requests.
+        pub client: AsyncClient,
+        /// What the event loop received.
+        pub inbox: Inbox<Packet, ConnectionError>,
+        /// The CONNACK that opened the connection.
+        pub connack: ConnAck,
+        task: JoinHandle<()>,
+    }
+
+    /// Connects and waits for a successful CONNACK.
+    pub async fn connect(options: MqttOptions) -> Client {
+        let (client, event_loop) = AsyncClient::new(options, 100);
+        let (task, mut inbox) = super::spawn_event_loop(event_loop);
+        let connack = inbox
+            .wait_for("CONNACK", |item| match item {
+                Item::Packet(Packet::ConnAck(ack)) => Some(Ok(ack.clone())),
+                Item::Closed(e) => Some(Err(format!("{e:?}"))),
+                _ => None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("connection failed: {e}"));
+        assert_eq!(
+            connack.code,
+            rumqttc::ConnectReturnCode::Success,
+            "CONNACK refused"
+        );
+        Client {
+            client,
+            inbox,
+            connack,
+            task,
+        }
+    }
+
+    impl Client {
+        /// Subscribes and waits for the SUBACK; returns its return codes.
+        pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<SubscribeReasonCode> {
+            self.client
+                .subscribe(filter, qos)
+                .await
+                .expect("subscribe queued");
+            self.inbox
+                .wait_for("SUBACK", |item| match item {
+                    Item::Packet(Packet::SubAck(ack)) => Some(ack.return_codes.clone()),
+                    _ => None,
+                })
+                .await
+        }
+
+        /// Publishes and, for QoS 1 and 2, waits for the PUBACK / PUBCOMP.
+        pub async fn publish(&mut self, topic: &str, qos: QoS, retain: bool, payload: &[u8]) {
+            self.client
+                .publish(topic, qos, retain, payload.to_vec())
+                .await
+                .expect("publish queued");
+            match qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => {
+                    self.inbox
+                        .wait_for("PUBACK", |i| {
+                            matches!(i, Item::Packet(Packet::PubAck(_))).then_some(())
+                        })
+                        .await
+                }
+                QoS::ExactlyOnce => {
+                    self.inbox
+                        .wait_for("PUBCOMP", |i| {
+                            matches!(i, Item::Packet(Packet::PubComp(_))).then_some(())
+                        })
+                        .await
+                }
+            }
+        }
+
+        /// The next PUBLISH received.
+        pub async fn next_publish(&mut self) -> Publish {
+            self.inbox.wait_for("PUBLISH", publish_of).await
+        }
+
+        /// Asserts that no PUBLISH arrives within `quiet`.
+        pub async fn no_publish(&mut self, quiet: Duration) {
+            self.inbox.none_within(quiet, "PUBLISH", publish_of).await
+        }
+
+        /// Waits for the end of the connection; returns its description.
+        pub async fn closed(&mut self) -> String {
+            self.inbox
+                .wait_for("end of connection", |item| match item {
+                    Item::Closed(e) => Some(format!("{e:?}")),
+                    _ => None,
+                })
+                .await
+        }
+
+        /// Sends DISCONNECT and waits until the event loop stops.
+        pub async fn disconnect(mut self) {
+            self.client.disconnect().await.expect("disconnect queued");
+            self.closed().await;
+        }
+
+        /// Drops the TCP connection without DISCONNECT (an abnormal disconnection).
+        pub fn kill(self) {
+            self.task.abort();
+        }
+    }
+
+    fn publish_of(item: &V4Item) -> Option<Publish> {
+        match item {
+            Item::Packet(Packet::Publish(p)) => Some(p.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// rumqttc clients speaking MQTT 5.0.
+pub mod v5 {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::{
+        ConnAck, ConnectReturnCode, Filter, Packet, Publish, PublishProperties,
+        SubscribeProperties, SubscribeReasonCode,
+    };
+    use rumqttc::v5::{AsyncClient, ConnectionError, MqttOptions};
+    use tokio::task::JoinHandle;
+
+    use super::{Inbox, Item};
+
+    /// An item of a 5.0 client's inbox.
+    pub type V5Item = Item<Packet, ConnectionError>;
+
+    /// Options for client `id` connecting to `addr` (keep alive 30 s).
+    pub fn options(id: &str, addr: SocketAddr) -> MqttOptions {
+        let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        options
+    }
+
+    /// A connected 5.0 client.
+    pub struct Client {
+        /// The rumqttc handle for requests.
+        pub client: AsyncClient,
+        /// What the event loop received.
+        pub inbox: Inbox<Packet, ConnectionError>,
+        /// The CONNACK that opened the connection.
+        pub connack: ConnAck,
+        task: JoinHandle<()>,
+    }
+
+    /// Connects and waits for a successful CONNACK.
+    pub async fn connect(options: MqttOptions) -> Client {
+        let (client, event_loop) = AsyncClient::new(options, 100);
+        let (task, mut inbox) = super::spawn_event_loop(event_loop);
+        let connack = inbox
+            .wait_for("CONNACK", |item| match item {
+                Item::Packet(Packet::ConnAck(ack)) => Some(Ok(ack.clone())),
+                Item::Closed(e) => Some(Err(format!("{e:?}"))),
+                _ => None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("connection failed: {e}"));
+        assert_eq!(connack.code, ConnectReturnCode::Success, "CONNACK refused");
+        Client {
+            client,
+            inbox,
+            connack,
+            task,
+        }
+    }
+
+    impl Client {
+        /// Subscribes with `filter`'s options and `properties`, waits for the SUBACK and returns its codes.
+        pub async fn subscribe_filter(
+            &mut self,
+            filter: Filter,
+            properties: Option<SubscribeProperties>,
+        ) -> Vec<SubscribeReasonCode> {
+            match properties {
+                Some(p) => {
+                    self.client
+                        .subscribe_many_with_properties([filter], p)
+                        .await
+                }
+                None => self.client.subscribe_many([filter]).await,
+            }
+            .expect("subscribe queued");
+            self.inbox
+                .wait_for("SUBACK", |item| match item {
+                    Item::Packet(Packet::SubAck(ack)) => Some(ack.return_codes.clone()),
+                    _ => None,
+                })
+                .await
+        }
+
+        /// Subscribes with default options.
+        pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<SubscribeReasonCode> {
+            self.subscribe_filter(Filter::new(filter, qos), None).await
+        }
+
+        /// Publishes with `properties` and, for QoS 1 and 2, waits for the PUBACK / PUBCOMP.
+        pub async fn publish_with(
+            &mut self,
+            topic: &str,
+            qos: QoS,
+            retain: bool,
+            payload: &[u8],
+            properties: PublishProperties,
+        ) {
+            self.client
+                .publish_with_properties(topic, qos, retain, payload.to_vec(), properties)
+                .await
+                .expect("publish queued");
+            match qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => {
+                    self.inbox
+                        .wait_for("PUBACK", |i| {
+                            matches!(i, Item::Packet(Packet::PubAck(_))).then_some(())
+                        })
+                        .await
+                }
+                QoS::ExactlyOnce => {
+                    self.inbox
+                        .wait_for("PUBCOMP", |i| {
+                            matches!(i, Item::Packet(Packet::PubComp(_))).then_some(())
+                        })
+                        .await
+                }
+            }
+        }
+
+        /// Publishes without properties.
+        pub async fn publish(&mut self, topic: &str, qos: QoS, retain: bool, payload: &[u8]) {
+            self.publish_with(topic, qos, retain, payload, PublishProperties::default())
+                .await
+        }
+
+        /// The next PUBLISH received.
+        pub async fn next_publish(&mut self) -> Publish {
+            self.inbox.wait_for("PUBLISH", publish_of).await
+        }
+
+        /// Asserts that no PUBLISH arrives within `quiet`.
+        pub async fn no_publish(&mut self, quiet: Duration) {
+            self.inbox.none_within(quiet, "PUBLISH", publish_of).await
+        }
+
+        /// Waits for the end of the connection; returns its description (e.g. the broker's DISCONNECT).
+        pub async fn closed(&mut self) -> String {
+            self.inbox
+                .wait_for("end of connection", |item| match item {
+                    Item::Closed(e) => Some(format!("{e:?}")),
+                    _ => None,
+                })
+                .await
+        }
+
+        /// Sends DISCONNECT and waits until the event loop stops.
+        pub async fn disconnect(mut self) {
+            self.client.disconnect().await.expect("disconnect queued");
+            self.closed().await;
+        }
+
+        /// Drops the TCP connection without DISCONNECT (an abnormal disconnection).
+        pub fn kill(self) {
+            self.task.abort();
+        }
+    }
+
+    fn publish_of(item: &V5Item) -> Option<Publish> {
+        match item {
+            Item::Packet(Packet::Publish(p)) => Some(p.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// A raw TCP connection for hand-written packets.
+pub mod raw {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::time::timeout;
+
+    use super::TIMEOUT;
+
+    /// A loopback socket to the broker.
+    pub struct Conn {
+        stream: TcpStream,
+    }
+
+    impl Conn {
+        /// Connects to `addr`.
+        pub async fn open(addr: SocketAddr) -> Conn {
+            let stream = timeout(TIMEOUT, TcpStream::connect(addr))
+                .await
+                .expect("connect in time")
+                .expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            Conn { stream }
+        }
+
+        /// Writes `bytes`; a write the broker refused (socket already closed) is ignored: the reads decide.
+        pub async fn send(&mut self, bytes: &[u8]) {
+            let _ = self.stream.write_all(bytes).await;
+        }
+
+        /// Reads exactly `n` bytes within [`TIMEOUT`]; panics if the socket closes or stays silent.
+        pub async fn recv_exact(&mut self, n: usize) -> Vec<u8> {
+            let mut buf = vec![0; n];
+            timeout(TIMEOUT, self.stream.read_exact(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no {n} bytes within {TIMEOUT:?}"))
+                .unwrap_or_else(|e| panic!("reading {n} bytes: {e}"));
+            buf
+        }
+
+        /// Reads one whole packet (fixed header, Remaining Length, body) within [`TIMEOUT`].
+        pub async fn recv_packet(&mut self) -> Vec<u8> {
+            let mut packet = self.recv_exact(1).await;
+            let mut remaining = 0usize;
+            for shift in 0..4 {
+                let byte = self.recv_exact(1).await[0];
+                packet.push(byte);
+                remaining |= usize::from(byte & 0x7f) << (7 * shift);
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+            packet.extend(self.recv_exact(remaining).await);
+            packet
+        }
+
+        /// Asserts that the broker closes the connection within `limit` without sending anything more.
+        /// A reset counts as closed.
+        pub async fn expect_closed_within(&mut self, limit: Duration) {
+            let mut buf = [0u8; 256];
+            match timeout(limit, self.stream.read(&mut buf)).await {
+                Err(_) => panic!("connection still open after {limit:?}"),
+                Ok(Ok(0)) | Ok(Err(_)) => {}
+                Ok(Ok(n)) => panic!(
+                    "expected the connection to close, got {n} more bytes: {:02x?}",
+                    &buf[..n]
+                ),
+            }
+        }
+
+        /// Asserts that the broker closes the connection within [`TIMEOUT`] without sending anything more.
+        pub async fn expect_closed(&mut self) {
+            self.expect_closed_within(TIMEOUT).await
+        }
+
+        /// Asserts that the connection stays open and silent for `quiet`.
+        pub async fn expect_open_for(&mut self, quiet: Duration) {
+            let mut buf = [0u8; 256];
+            match timeout(quiet, self.stream.read(&mut buf)).await {
+                Err(_) => {}
+                Ok(Ok(0)) => panic!("connection closed within {quiet:?}"),
+                Ok(Ok(n)) => panic!("expected silence for {quiet:?}, got {:02x?}", &buf[..n]),
+                Ok(Err(e)) => panic!("connection failed within {quiet:?}: {e}"),
+            }
+        }
+    }
+
+    /// Encodes a Remaining Length.
+    pub fn remaining_length(mut n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let mut byte = (n % 128) as u8;
+            n /= 128;
+            if n > 0 {
+                byte |= 0x80;
+            }
+            out.push(byte);
+            if n == 0 {
+                return out;
+            }
+        }
+    }
+
+    /// A packet from its first byte and body.
+    pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![first];
+        out.extend(remaining_length(body.len()));
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A UTF-8 string / binary field with its two-byte length.
+    pub fn string(s: &[u8]) -> Vec<u8> {
+        let mut out = (s.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(s);
+        out
+    }
+
+    /// CONNECT for `level` (3 = 3.1 "MQIsdp", 4 = 3.1.1, 5 = 5.0) with `flags`, keep alive and client id;
+    /// v5 gets an empty property list. Will fields, when flagged, must be appended to `extra_payload`.
+    pub fn connect(
+        level: u8,
+        flags: u8,
+        keep_alive: u16,
+        client_id: &[u8],
+        extra_payload: &[u8],
+    ) -> Vec<u8> {
+        let mut body = if level == 3 {
+            string(b"MQIsdp")
+        } else {
+            string(b"MQTT")
+        };
+        body.push(level);
+        body.push(flags);
+        body.extend_from_slice(&keep_alive.to_be_bytes());
+        if level == 5 {
+            body.push(0);
+        }
+        body.extend(string(client_id));
+        body.extend_from_slice(extra_payload);
+        packet(0x10, &body)
+    }
+
+    /// A clean-session / clean-start CONNECT without will, keep alive 60.
+    pub fn simple_connect(level: u8, client_id: &[u8]) -> Vec<u8> {
+        connect(level, 0x02, 60, client_id, &[])
+    }
+}

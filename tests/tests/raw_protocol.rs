@@ -1,0 +1,475 @@
+//! Negative paths in raw bytes: malformed packets and protocol violations, each checked for the exact answer
+//! (CONNACK return code / DISCONNECT reason code) and for the closed socket that must follow.
+//!
+//! Tests are named after the normative statement they check (`mqtt_<section>_<n>`: MQTT 3.1.1 numbering where
+//! the statement is in both versions, otherwise MQTT 5.0's).
+
+use std::time::{Duration, Instant};
+
+use wasp_tests::Broker;
+use wasp_tests::raw::{Conn, connect, packet, simple_connect, string};
+
+/// Opens a v5 connection as `id` and checks the successful CONNACK (0x20, flags 0, reason 0x00).
+async fn v5_session(broker: &Broker, id: &[u8]) -> Conn {
+    let mut c = Conn::open(broker.addr).await;
+    c.send(&simple_connect(5, id)).await;
+    let ack = c.recv_packet().await;
+    assert_eq!(&ack[..1], &[0x20], "CONNACK expected, got {ack:02x?}");
+    let body = &ack[2..];
+    assert_eq!(
+        &body[..2],
+        &[0x00, 0x00],
+        "CONNACK: session present 0, reason Success; got {ack:02x?}"
+    );
+    c
+}
+
+/// Opens a 3.1.1 connection as `id` and checks CONNACK 0x00.
+async fn v311_session(broker: &Broker, id: &[u8]) -> Conn {
+    let mut c = Conn::open(broker.addr).await;
+    c.send(&simple_connect(4, id)).await;
+    assert_eq!(c.recv_exact(4).await, [0x20, 0x02, 0x00, 0x00]);
+    c
+}
+
+/// Expects a v5 DISCONNECT with `reason`, then the closed socket.
+async fn expect_disconnect(c: &mut Conn, reason: u8) {
+    let p = c.recv_packet().await;
+    assert_eq!(p[0], 0xE0, "DISCONNECT expected, got {p:02x?}");
+    assert!(
+        p.len() >= 3,
+        "DISCONNECT without reason code (means 0x00), expected {reason:#04x}: {p:02x?}"
+    );
+    assert_eq!(
+        p[2], reason,
+        "DISCONNECT reason code: expected {reason:#04x}, got {:#04x} ({p:02x?})",
+        p[2]
+    );
+    c.expect_closed().await;
+}
+
+/// v5 PUBLISH with an empty property list.
+fn publish_v5(
+    first: u8,
+    topic: &[u8],
+    packet_id: Option<u16>,
+    properties: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut body = string(topic);
+    if let Some(id) = packet_id {
+        body.extend_from_slice(&id.to_be_bytes());
+    }
+    body.extend(wasp_tests::raw::remaining_length(properties.len()));
+    body.extend_from_slice(properties);
+    body.extend_from_slice(payload);
+    packet(first, &body)
+}
+
+// ---- CONNECT ----------------------------------------------------------------------------------------------
+
+/// 3.1.1: unsupported protocol level: CONNACK 0x01 (unacceptable protocol version), then close (3.1.2-2).
+#[tokio::test]
+async fn mqtt_3_1_2_2_unsupported_protocol_level() {
+    let broker = Broker::start().await;
+    let mut c = Conn::open(broker.addr).await;
+    c.send(&connect(6, 0x02, 60, b"lvl6", &[])).await;
+    assert_eq!(c.recv_exact(4).await, [0x20, 0x02, 0x00, 0x01]);
+    c.expect_closed().await;
+}
+
+/// 5.0: a CONNECT with level 5 that is not MQTT 5.0 (protocol name "MQIsdp"): CONNACK 0x84 Unsupported
+/// Protocol Version in 5.0 format, then close (5.0 3.1.2-1, 3.1.2-2).
+#[tokio::test]
+async fn mqtt5_3_1_2_2_unsupported_protocol_version() {
+    let broker = Broker::start().await;
+    let mut c = Conn::open(broker.addr).await;
+    let mut body = string(b"MQIsdp");
+    body.extend_from_slice(&[5, 0x02, 0, 60, 0]);
+    body.extend(string(b"odd"));
+    c.send(&packet(0x10, &body)).await;
+    let ack = c.recv_packet().await;
+    assert_eq!(ack[0], 0x20, "CONNACK expected: {ack:02x?}");
+    assert_eq!(&ack[2..4], &[0x00, 0x84], "v5 CONNACK 0x84: {ack:02x?}");
+    c.expect_closed().await;
+}
+
+/// The first packet must be CONNECT; anything else closes the connection without an answer (3.1.0-1).
+#[tokio::test]
+async fn mqtt_3_1_0_1_first_packet_not_connect() {
+    let broker = Broker::start().await;
+    for first in [
+        &[0xC0u8, 0x00][..],
+        &[0x30, 0x05, 0x00, 0x01, b'a', b'h', b'i'][..],
+    ] {
+        let mut c = Conn::open(broker.addr).await;
+        c.send(first).await;
+        c.expect_closed().await;
+    }
+}
+
+/// 3.1.1: a second CONNECT is a protocol violation: the connection is closed (3.1.0-2).
+#[tokio::test]
+async fn mqtt_3_1_0_2_second_connect_v311() {
+    let broker = Broker::start().await;
+    let mut c = v311_session(&broker, b"twice").await;
+    c.send(&simple_connect(4, b"twice")).await;
+    c.expect_closed().await;
+}
+
+/// 5.0: a second CONNECT is a Protocol Error: DISCONNECT 0x82, then close (3.1.0-2).
+#[tokio::test]
+async fn mqtt_3_1_0_2_second_connect_v5() {
+    let broker = Broker::start().await;
+    let mut c = v5_session(&broker, b"twice").await;
+    c.send(&simple_connect(5, b"twice")).await;
+    expect_disconnect(&mut c, 0x82).await;
+}
+
+/// CONNECT's reserved flag (bit 0) must be 0, otherwise the connection is closed (3.1.2-3).
+#[tokio::test]
+async fn mqtt_3_1_2_3_connect_reserved_flag() {
+    let broker = Broker::start().await;
+    let mut c = Conn::open(broker.addr).await;
+    c.send(&connect(4, 0x03, 60, b"reserved", &[])).await;
+    c.expect_closed().await;
+}
+
+/// 3.1.1: an empty client id with clean session 0: CONNACK 0x02 (identifier rejected), then close (3.1.3-8).
+#[tokio::test]
+async fn mqtt_3_1_3_8_empty_client_id_without_clean_session() {
+    let broker = Broker::start().await;
+    let mut c = Conn::open(broker.addr).await;
+    c.send(&connect(4, 0x00, 60, b"", &[])).await;
+    assert_eq!(c.recv_exact(4).await, [0x20, 0x02, 0x00, 0x02]);
+    c.expect_closed().await;
+}
+
+/// A socket that never sends CONNECT is closed after the connect timeout.
+#[tokio::test]
+async fn connect_timeout_closes_silent_socket() {
+    let broker =
+        Broker::start_with(|c| c.limits.connect_timeout = Duration::from_millis(300)).await;
+    let mut c = Conn::open(broker.addr).await;
+    let start = Instant::now();
+    c.expect_closed_within(Duration::from_secs(3)).await;
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "closed after {:?}",
+        start.elapsed()
+    );
+}
+
+/// Keep alive: no packet within 1.5 x keep alive closes the connection (3.1.2-24), which publishes the will.
+#[tokio::test]
+async fn mqtt_3_1_2_24_keep_alive_timeout_publishes_will() {
+    let broker = Broker::start().await;
+    let mut watcher = v311_session(&broker, b"watcher").await;
+    let mut sub = string(b"ka/will");
+    sub.push(0);
+    let mut body = vec![0x00, 0x01];
+    body.extend(sub);
+    watcher.send(&packet(0x82, &body)).await;
+    assert_eq!(watcher.recv_exact(5).await, [0x90, 0x03, 0x00, 0x01, 0x00]);
+
+    let mut will = string(b"ka/will");
+    will.extend(string(b"timed out"));
+    let mut c = Conn::open(broker.addr).await;
+    c.send(&connect(4, 0x02 | 0x04, 1, b"sleepy", &will)).await;
+    assert_eq!(c.recv_exact(4).await, [0x20, 0x02, 0x00, 0x00]);
+    let start = Instant::now();
+    // Allowed to stay silent for 1.5 s; closed soon after.
+    c.expect_open_for(Duration::from_millis(1300)).await;
+    c.expect_closed_within(Duration::from_millis(1700)).await;
+    assert!(start.elapsed() >= Duration::from_millis(1300));
+    let will = watcher.recv_packet().await;
+    let mut expected = string(b"ka/will");
+    expected.extend_from_slice(b"timed out");
+    assert_eq!(
+        will,
+        packet(0x30, &expected),
+        "will published as QoS 0 PUBLISH"
+    );
+}
+
+/// PINGREQ is answered with PINGRESP and keeps the connection alive past the keep alive (3.12.4-1).
+#[tokio::test]
+async fn mqtt_3_12_4_1_pingreq_keeps_connection() {
+    let broker = Broker::start().await;
+    let mut c = Conn::open(broker.addr).await;
+    c.send(&connect(4, 0x02, 1, b"pinger", &[])).await;
+    assert_eq!(c.recv_exact(4).await, [0x20, 0x02, 0x00, 0x00]);
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        c.send(&[0xC0, 0x00]).await;
+        assert_eq!(c.recv_exact(2).await, [0xD0, 0x00]);
+    }
+}
+
+// ---- fixed header -----------------------------------------------------------------------------------------
+
+/// Reserved flags of the fixed header must be as specified, otherwise the packet is malformed (2.1.3-1):
+/// SUBSCRIBE with flags 0000 instead of 0010.
+#[tokio::test]
+async fn mqtt_2_1_3_1_reserved_flags_v5() {
+    let broker = Broker::start().await;
+    let mut c = v5_session(&broker, b"flags").await;
+    let mut body = vec![0x00, 0x01, 0x00];
+    body.extend(string(b"a"));
+    body.push(0x00);
+    c.send(&packet(0x80, &body)).await;
+    expect_disconnect(&mut c, 0x81).await;
+}
+
+/// The same in 3.1.1: the connection is closed (2.2.2-2).
+#[tokio::test]
+async fn mqtt_2_1_3_1_reserved_flags_v311() {
+    let broker = Broker::start().await;
+    let mut c = v311_session(&broker, b"flags").await;
+    let mut body = vec![0x00, 0x01];
+    body.extend(string(b"a"));
+    body.push(0x00);
+    c.send(&packet(0x80, &body)).await;
+    c.expect_closed().await;
+}
+
+/// A Remaining Length longer than four bytes is malformed (2.2.3 / 1.5.5): v5 DISCONNECT 0x81.
+#[tokio::test]
+async fn mqtt_1_5_5_remaining_length_too_long() {
+    let broker = Broker::start().await;
+    let mut c = v5_session(&broker, b"rl").await;
+    c.send(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]).await;
+    expect_disconnect(&mut c, 0x81).await;
+}
+
+// ---- PUBLISH ----------------------------------------------------------------------------------------------
+
+/// QoS 3 in a PUBLISH is malformed (3.3.1-4): v5 DISCONNECT 0x81.
+#[tokio::test]
+async fn mqtt_3_3_1_4_publish_qos3_v5() {
+    let broker = Broker::start().await;
+    let mut c = v5_session(&broker, b"qos3").await;
+    c.send(&publish_v5(0x36, b"a", Some(1), &[], b"x")).await;
+    expect_disconnect(&mut c, 0x81).await;
+}
+
+/// The same in 3.1.1: the connection is closed.
+#[tokio::test]
+async fn mqtt_3_3_1_4_publish_qos3_v311() {
+    let broker = Broker::start().await;
+    let mut c = v311_session(&broker, b"qos3").await;
+    let mut body = string(b"a");
+    body.extend_from_slice(&[0x00, 0x01, b'x']);
+    c.send(&packet(0x36, &body)).await;
+    c.expect_closed().await;
+}
+
+/// DUP must be 0 for QoS 0 (3.3.1-2): v5 DISCONNECT 0x81.
+#[tokio::test]
+async fn mqtt_3_3_1_2_dup_with_qos0() {
+    let broker = Broker::start().await;
+    let mut c = v5_session(&broker, b"dup").await;
+    c.send(&publish_v5(0x38, b"a", None, &[], b"x")).await;
+    expect_disconnect(&mut c, 0x81).await;
+}
+
+/// Wildcards are not allowed in a PUBLISH topic name (3.3.2-2): v5 DISCONNECT 0x90 Topic Name invalid.
+#[tokio::test]
+async fn mqtt_3_3_2_2_wildcard_in_publish_topic() {
+    let broker = Broker::start().await;
+    for topic in [&b"a/+"[..], b"a/#", b"+"] {
+        let mut c = v5_session(&broker, b"wild").await;
+        c.send(&publish_v5(0x30, topic, None, &[], b"x")).await;
+        expect_disconnect(&mut c, 0x90).await;
+    }
+}
+
+/// The same in 3.1.1: the connection is closed.
+#[tokio::test]
+async fn mqtt_3_3_2_2_wildcard_in_publish_topic_v311() {
+    let broker = Broker::start().await;
+    let mut c = v311_session(&broker, b"wild").await;
+    let mut body = string(b"a/#");
+    body.push(b'x');
+    c.send(&packet(0x30, &body)).await;
+    c.expect_closed().await;
+}
+
+/// A topic alias above the Topic Alias Maximum in CONNACK (3.3.2-9): DISCONNECT 0x94 Topic Alias invalid.
+#[tokio::test]
+async fn mqtt_3_3_2_9_topic_alias_above_maximum() {
+    let broker = Broker::start().await;
+    let mut c = Conn::open(broker.addr).await;
+    c.send(&simple_connect(5, b"alias")).await;
+    let connack = c.recv_packet().await;
+    let maximum = property_u16(&connack[4..], 0x22).unwrap_or(0);
+    let mut props = vec![0x23];
+    props.extend_from_slice(&(maximum + 1).to_be_bytes());
+    c.send(&publish_v5(0x30, b"t", None, &props, b"x")).await;
+    expect_disconnect(&mut c, 0x94).await;
+}
+
+/// A topic alias of 0 is not permitted (3.3.2-8). The spec names no reason code for it (Mosquitto answers
+/// 0x81): any error DISCONNECT, then close.
+#[tokio::test]
+async fn mqtt_3_3_2_8_topic_alias_zero() {
+    let broker = Broker::start().await;
+    let mut c = v5_session(&broker, b"alias0").await;
+    c.send(&publish_v5(0x30, b"t", None, &[0x23, 0x00, 0x00], b"x"))
+        .await;
+    let p = c.recv_packet().await;
+    assert_eq!(p[0], 0xE0, "DISCONNECT expected, got {p:02x?}");
+    assert!(
+        p.len() >= 3 && p[2] >= 0x80,
+        "an error reason code: {p:02x?}"
+    );
+    c.expect_closed().await;
+}
+
+/// An empty topic with an alias that was never set is a Protocol Error (3.3.4 / 3.3.2.3.4): DISCONNECT 0x82.
+#[tokio::test]
+async fn mqtt_3_3_2_3_4_unknown_topic_alias() {
+    let broker = Broker::start().await;
+    let mut c = v5_session(&broker, b"alias").await;
+    c.send(&publish_v5(0x30, b"", None, &[0x23, 0x00, 0x01], b"x"))
+        .await;
+    expect_disconnect(&mut c, 0x82).await;
+}
+
+/// A packet above the broker's Maximum Packet Size (advertised in CONNACK): DISCONNECT 0x95 (3.2.2.3.6, 4.13).
+#[tokio::test]
+async fn mqtt_3_2_2_3_6_packet_too_large() {
+    let broker = Broker::start_with(|c| c.limits.max_packet_size = 1024).await;
+    let mut c = Conn::open(broker.addr).await;
+    c.send(&simple_connect(5, b"big")).await;
+    let connack = c.recv_packet().await;
+    assert_eq!(&connack[2..4], &[0x00, 0x00], "{connack:02x?}");
+    assert_eq!(
+        property_u32(&connack[4..], 0x27),
+        Some(1024),
+        "CONNACK Maximum Packet Size: {connack:02x?}"
+    );
+    c.send(&publish_v5(0x30, b"t", None, &[], &[0u8; 2000]))
+        .await;
+    expect_disconnect(&mut c, 0x95).await;
+}
+
+// ---- SUBSCRIBE / UNSUBSCRIBE ------------------------------------------------------------------------------
+
+/// SUBSCRIBE without any filter is a Protocol Error (3.8.3-2): DISCONNECT 0x82.
+#[tokio::test]
+async fn mqtt_3_8_3_2_subscribe_without_filters() {
+    let broker = Broker::start().await;
+    let mut c = v5_session(&broker, b"nosub").await;
+    c.send(&packet(0x82, &[0x00, 0x01, 0x00])).await;
+    expect_disconnect(&mut c, 0x82).await;
+}
+
+/// UNSUBSCRIBE without any filter is a Protocol Error (3.10.3-2): DISCONNECT 0x82.
+#[tokio::test]
+async fn mqtt_3_10_3_2_unsubscribe_without_filters() {
+    let broker = Broker::start().await;
+    let mut c = v5_session(&broker, b"nounsub").await;
+    c.send(&packet(0xA2, &[0x00, 0x01, 0x00])).await;
+    expect_disconnect(&mut c, 0x82).await;
+}
+
+/// An invalid filter is refused in SUBACK with 0x8F Topic Filter invalid, the connection stays (3.8.4-6):
+/// the other filter of the same SUBSCRIBE is granted.
+#[tokio::test]
+async fn mqtt_4_7_1_invalid_filter_in_suback() {
+    let broker = Broker::start().await;
+    let mut c = v5_session(&broker, b"badfilter").await;
+    let mut body = vec![0x00, 0x07, 0x00];
+    body.extend(string(b"a/#/b"));
+    body.push(0x01);
+    body.extend(string(b"ok/+"));
+    body.push(0x01);
+    c.send(&packet(0x82, &body)).await;
+    let ack = c.recv_packet().await;
+    assert_eq!(ack[0], 0x90, "SUBACK expected: {ack:02x?}");
+    assert_eq!(&ack[2..4], &[0x00, 0x07], "packet id echoed");
+    let props_len = usize::from(ack[4]);
+    assert_eq!(
+        &ack[5 + props_len..],
+        &[0x8F, 0x01],
+        "reason codes: {ack:02x?}"
+    );
+    c.send(&[0xC0, 0x00]).await;
+    assert_eq!(
+        c.recv_exact(2).await,
+        [0xD0, 0x00],
+        "connection still usable"
+    );
+}
+
+/// No Local on a shared subscription is a Protocol Error (3.8.3-4): DISCONNECT 0x82.
+#[tokio::test]
+async fn mqtt_3_8_3_4_no_local_on_shared_subscription() {
+    let broker = Broker::start().await;
+    let mut c = v5_session(&broker, b"sharednl").await;
+    let mut body = vec![0x00, 0x01, 0x00];
+    body.extend(string(b"$share/g/t"));
+    body.push(0x05); // QoS 1 + No Local
+    c.send(&packet(0x82, &body)).await;
+    expect_disconnect(&mut c, 0x82).await;
+}
+
+// ---- takeover ---------------------------------------------------------------------------------------------
+
+/// Session takeover: the existing connection gets DISCONNECT 0x8E, then is closed (3.1.4-3).
+#[tokio::test]
+async fn mqtt_3_1_4_3_takeover_disconnect_0x8e() {
+    let broker = Broker::start().await;
+    let mut first = v5_session(&broker, b"same").await;
+    let _second = v5_session(&broker, b"same").await;
+    expect_disconnect(&mut first, 0x8E).await;
+}
+
+// ---- property helpers -------------------------------------------------------------------------------------
+
+/// Finds a property in a CONNACK property block that starts with its Variable Byte Integer length.
+fn find_property(block: &[u8], id: u8) -> Option<&[u8]> {
+    let (mut len, mut i, mut shift) = (0usize, 0usize, 0);
+    loop {
+        let b = *block.get(i)?;
+        len |= usize::from(b & 0x7F) << shift;
+        i += 1;
+        shift += 7;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    let props = block.get(i..i + len)?;
+    let mut p = 0;
+    while p < props.len() {
+        let pid = props[p];
+        p += 1;
+        let size = match pid {
+            0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => 1,
+            0x13 | 0x21 | 0x22 => 2,
+            0x02 | 0x11 | 0x18 | 0x27 => 4,
+            0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F => {
+                2 + usize::from(u16::from_be_bytes([props[p], props[p + 1]]))
+            }
+            0x26 => {
+                let k = 2 + usize::from(u16::from_be_bytes([props[p], props[p + 1]]));
+                k + 2 + usize::from(u16::from_be_bytes([props[p + k], props[p + k + 1]]))
+            }
+            other => panic!("unexpected CONNACK property {other:#04x}"),
+        };
+        if pid == id {
+            return props.get(p..p + size);
+        }
+        p += size;
+    }
+    None
+}
+
+fn property_u16(block: &[u8], id: u8) -> Option<u16> {
+    find_property(block, id).map(|v| u16::from_be_bytes([v[0], v[1]]))
+}
+
+fn property_u32(block: &[u8], id: u8) -> Option<u32> {
+    find_property(block, id).map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
+}
