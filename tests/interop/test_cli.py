@@ -10,7 +10,7 @@ import time
 import pytest
 from conftest import TIMEOUT, run_tool
 
-VERSIONS = pytest.mark.parametrize("version", ["mqttv311", "mqttv5"])
+VERSIONS = pytest.mark.parametrize("version", ["mqttv31", "mqttv311", "mqttv5"])
 
 
 def start_sub(broker, *args: str) -> subprocess.Popen:

@@ -354,6 +354,146 @@ async fn mqtt_3_2_2_3_6_packet_too_large() {
     expect_disconnect(&mut c, 0x95).await;
 }
 
+/// A topic name that is not well-formed UTF-8 makes the packet malformed (1.5.4-1): DISCONNECT 0x81.
+#[tokio::test]
+async fn mqtt_1_5_4_1_ill_formed_utf8_topic() {
+    let broker = Broker::start().await;
+    for topic in [&[b'a', 0xC3, 0x28][..], &[b'a', 0x00, b'b'][..]] {
+        let mut c = v5_session(&broker, b"utf8").await;
+        c.send(&publish_v5(0x30, topic, None, &[], b"x")).await;
+        expect_disconnect(&mut c, 0x81).await;
+    }
+}
+
+/// More unacknowledged QoS 2 PUBLISHes than the broker's Receive Maximum: DISCONNECT 0x93 (3.3.4-9).
+#[tokio::test]
+async fn mqtt_3_3_4_9_receive_maximum_exceeded() {
+    let broker = Broker::start_with(|c| c.limits.receive_maximum = 2).await;
+    let mut c = Conn::open(broker.addr).await;
+    c.send(&simple_connect(5, b"flood")).await;
+    let connack = c.recv_packet().await;
+    assert_eq!(
+        property_u16(&connack[4..], 0x21),
+        Some(2),
+        "CONNACK Receive Maximum: {connack:02x?}"
+    );
+    for id in 1..=2u16 {
+        c.send(&publish_v5(0x34, b"t", Some(id), &[], b"x")).await;
+        let pubrec = c.recv_packet().await;
+        // PUBREC for this packet id, with a success reason (0x00, or 0x10 No matching subscribers).
+        assert_eq!(
+            (pubrec[0], &pubrec[2..4]),
+            (0x50, &id.to_be_bytes()[..]),
+            "PUBREC: {pubrec:02x?}"
+        );
+        assert!(
+            pubrec.len() == 4 || pubrec[4] < 0x80,
+            "PUBREC: {pubrec:02x?}"
+        );
+    }
+    c.send(&publish_v5(0x34, b"t", Some(3), &[], b"x")).await;
+    expect_disconnect(&mut c, 0x93).await;
+}
+
+// ---- QoS flows --------------------------------------------------------------------------------------------
+
+/// QoS 2: a PUBLISH resent (DUP) before PUBREL is not delivered twice (4.3.3-10 / exactly once), and PUBREL
+/// gets PUBCOMP.
+#[tokio::test]
+async fn mqtt_4_3_3_qos2_duplicate_delivered_once() {
+    let broker = Broker::start().await;
+    let mut sub = v311_session(&broker, b"sub").await;
+    let mut body = vec![0x00, 0x01];
+    body.extend(string(b"q2"));
+    body.push(0x00);
+    sub.send(&packet(0x82, &body)).await;
+    assert_eq!(sub.recv_exact(5).await, [0x90, 0x03, 0x00, 0x01, 0x00]);
+
+    let mut publisher = v311_session(&broker, b"pub").await;
+    let mut publish = string(b"q2");
+    publish.extend_from_slice(&[0x00, 0x07]);
+    publish.extend_from_slice(b"once");
+    publisher.send(&packet(0x34, &publish)).await;
+    assert_eq!(
+        publisher.recv_exact(4).await,
+        [0x50, 0x02, 0x00, 0x07],
+        "PUBREC"
+    );
+    publisher.send(&packet(0x3C, &publish)).await; // the same message again, DUP set
+    assert_eq!(
+        publisher.recv_exact(4).await,
+        [0x50, 0x02, 0x00, 0x07],
+        "PUBREC for the duplicate"
+    );
+    publisher.send(&[0x62, 0x02, 0x00, 0x07]).await;
+    assert_eq!(
+        publisher.recv_exact(4).await,
+        [0x70, 0x02, 0x00, 0x07],
+        "PUBCOMP"
+    );
+
+    let mut expected = string(b"q2");
+    expected.extend_from_slice(b"once");
+    assert_eq!(sub.recv_packet().await, packet(0x30, &expected));
+    sub.expect_open_for(Duration::from_millis(500)).await;
+}
+
+/// An unacknowledged QoS 1 message is resent with DUP 1 and the same packet identifier when the session
+/// resumes (4.4.0-1, 3.3.1-1).
+#[tokio::test]
+async fn mqtt_4_4_0_1_unacknowledged_qos1_resent_on_resume() {
+    let broker = Broker::start().await;
+    let mut first = Conn::open(broker.addr).await;
+    first.send(&connect(4, 0x00, 60, b"resume", &[])).await;
+    assert_eq!(first.recv_exact(4).await, [0x20, 0x02, 0x00, 0x00]);
+    let mut body = vec![0x00, 0x01];
+    body.extend(string(b"r1"));
+    body.push(0x01);
+    first.send(&packet(0x82, &body)).await;
+    assert_eq!(first.recv_exact(5).await, [0x90, 0x03, 0x00, 0x01, 0x01]);
+
+    let mut publisher = v311_session(&broker, b"pub").await;
+    let mut publish = string(b"r1");
+    publish.extend_from_slice(&[0x00, 0x01]);
+    publish.extend_from_slice(b"again");
+    publisher.send(&packet(0x32, &publish)).await;
+    assert_eq!(
+        publisher.recv_exact(4).await,
+        [0x40, 0x02, 0x00, 0x01],
+        "PUBACK"
+    );
+
+    let delivered = first.recv_packet().await;
+    assert_eq!(delivered[0], 0x32, "QoS 1 PUBLISH, DUP 0: {delivered:02x?}");
+    drop(first); // no PUBACK
+
+    let mut second = Conn::open(broker.addr).await;
+    second.send(&connect(4, 0x00, 60, b"resume", &[])).await;
+    assert_eq!(
+        second.recv_exact(4).await,
+        [0x20, 0x02, 0x01, 0x00],
+        "CONNACK session present"
+    );
+    let resent = second.recv_packet().await;
+    let mut expected = delivered.clone();
+    expected[0] = 0x3A; // DUP 1
+    assert_eq!(resent, expected, "the same PUBLISH with DUP set");
+    let id = &resent[2 + 2 + 2..2 + 2 + 2 + 2];
+    second.send(&[0x40, 0x02, id[0], id[1]]).await;
+    second.expect_open_for(Duration::from_millis(500)).await;
+}
+
+/// MQTT 3.1 ("MQIsdp", level 3) is accepted: CONNACK 0x00.
+#[tokio::test]
+async fn mqtt_3_1_protocol_level_3_accepted() {
+    let broker = Broker::start().await;
+    let mut c = Conn::open(broker.addr).await;
+    c.send(&simple_connect(3, b"old-client")).await;
+    assert_eq!(c.recv_exact(4).await, [0x20, 0x02, 0x00, 0x00]);
+    c.send(&[0xC0, 0x00]).await;
+    assert_eq!(c.recv_exact(2).await, [0xD0, 0x00]);
+}
+
 // ---- SUBSCRIBE / UNSUBSCRIBE ------------------------------------------------------------------------------
 
 /// SUBSCRIBE without any filter is a Protocol Error (3.8.3-2): DISCONNECT 0x82.
