@@ -66,6 +66,24 @@ fn publish_v5(
     packet(first, &body)
 }
 
+/// 3.1.1 PUBLISH (`first` carries type and flags).
+fn publish_v311(first: u8, topic: &[u8], packet_id: Option<u16>, payload: &[u8]) -> Vec<u8> {
+    let mut body = string(topic);
+    if let Some(id) = packet_id {
+        body.extend_from_slice(&id.to_be_bytes());
+    }
+    body.extend_from_slice(payload);
+    packet(first, &body)
+}
+
+/// 3.1.1 SUBSCRIBE to one filter.
+fn subscribe_v311(packet_id: u16, filter: &[u8], qos: u8) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    body.extend(string(filter));
+    body.push(qos);
+    packet(0x82, &body)
+}
+
 // ---- CONNECT ----------------------------------------------------------------------------------------------
 
 /// 3.1.1: unsupported protocol level: CONNACK 0x01 (unacceptable protocol version), then close (3.1.2-2).
@@ -165,11 +183,7 @@ async fn connect_timeout_closes_silent_socket() {
 async fn mqtt_3_1_2_24_keep_alive_timeout_publishes_will() {
     let broker = Broker::start().await;
     let mut watcher = v311_session(&broker, b"watcher").await;
-    let mut sub = string(b"ka/will");
-    sub.push(0);
-    let mut body = vec![0x00, 0x01];
-    body.extend(sub);
-    watcher.send(&packet(0x82, &body)).await;
+    watcher.send(&subscribe_v311(1, b"ka/will", 0)).await;
     assert_eq!(watcher.recv_exact(5).await, [0x90, 0x03, 0x00, 0x01, 0x00]);
 
     let mut will = string(b"ka/will");
@@ -182,12 +196,9 @@ async fn mqtt_3_1_2_24_keep_alive_timeout_publishes_will() {
     c.expect_open_for(Duration::from_millis(1300)).await;
     c.expect_closed_within(Duration::from_millis(1700)).await;
     assert!(start.elapsed() >= Duration::from_millis(1300));
-    let will = watcher.recv_packet().await;
-    let mut expected = string(b"ka/will");
-    expected.extend_from_slice(b"timed out");
     assert_eq!(
-        will,
-        packet(0x30, &expected),
+        watcher.recv_packet().await,
+        publish_v311(0x30, b"ka/will", None, b"timed out"),
         "will published as QoS 0 PUBLISH"
     );
 }
@@ -226,10 +237,9 @@ async fn mqtt_2_1_3_1_reserved_flags_v5() {
 async fn mqtt_2_1_3_1_reserved_flags_v311() {
     let broker = Broker::start().await;
     let mut c = v311_session(&broker, b"flags").await;
-    let mut body = vec![0x00, 0x01];
-    body.extend(string(b"a"));
-    body.push(0x00);
-    c.send(&packet(0x80, &body)).await;
+    let mut bad = subscribe_v311(1, b"a", 0);
+    bad[0] = 0x80; // flags 0000 instead of 0010
+    c.send(&bad).await;
     c.expect_closed().await;
 }
 
@@ -258,9 +268,7 @@ async fn mqtt_3_3_1_4_publish_qos3_v5() {
 async fn mqtt_3_3_1_4_publish_qos3_v311() {
     let broker = Broker::start().await;
     let mut c = v311_session(&broker, b"qos3").await;
-    let mut body = string(b"a");
-    body.extend_from_slice(&[0x00, 0x01, b'x']);
-    c.send(&packet(0x36, &body)).await;
+    c.send(&publish_v311(0x36, b"a", Some(1), b"x")).await;
     c.expect_closed().await;
 }
 
@@ -289,9 +297,7 @@ async fn mqtt_3_3_2_2_wildcard_in_publish_topic() {
 async fn mqtt_3_3_2_2_wildcard_in_publish_topic_v311() {
     let broker = Broker::start().await;
     let mut c = v311_session(&broker, b"wild").await;
-    let mut body = string(b"a/#");
-    body.push(b'x');
-    c.send(&packet(0x30, &body)).await;
+    c.send(&publish_v311(0x30, b"a/#", None, b"x")).await;
     c.expect_closed().await;
 }
 
@@ -403,23 +409,22 @@ async fn mqtt_3_3_4_9_receive_maximum_exceeded() {
 async fn mqtt_4_3_3_qos2_duplicate_delivered_once() {
     let broker = Broker::start().await;
     let mut sub = v311_session(&broker, b"sub").await;
-    let mut body = vec![0x00, 0x01];
-    body.extend(string(b"q2"));
-    body.push(0x00);
-    sub.send(&packet(0x82, &body)).await;
+    sub.send(&subscribe_v311(1, b"q2", 0)).await;
     assert_eq!(sub.recv_exact(5).await, [0x90, 0x03, 0x00, 0x01, 0x00]);
 
     let mut publisher = v311_session(&broker, b"pub").await;
-    let mut publish = string(b"q2");
-    publish.extend_from_slice(&[0x00, 0x07]);
-    publish.extend_from_slice(b"once");
-    publisher.send(&packet(0x34, &publish)).await;
+    publisher
+        .send(&publish_v311(0x34, b"q2", Some(7), b"once"))
+        .await;
     assert_eq!(
         publisher.recv_exact(4).await,
         [0x50, 0x02, 0x00, 0x07],
         "PUBREC"
     );
-    publisher.send(&packet(0x3C, &publish)).await; // the same message again, DUP set
+    // The same message again, DUP set.
+    publisher
+        .send(&publish_v311(0x3C, b"q2", Some(7), b"once"))
+        .await;
     assert_eq!(
         publisher.recv_exact(4).await,
         [0x50, 0x02, 0x00, 0x07],
@@ -432,9 +437,10 @@ async fn mqtt_4_3_3_qos2_duplicate_delivered_once() {
         "PUBCOMP"
     );
 
-    let mut expected = string(b"q2");
-    expected.extend_from_slice(b"once");
-    assert_eq!(sub.recv_packet().await, packet(0x30, &expected));
+    assert_eq!(
+        sub.recv_packet().await,
+        publish_v311(0x30, b"q2", None, b"once")
+    );
     sub.expect_open_for(Duration::from_millis(500)).await;
 }
 
@@ -446,17 +452,13 @@ async fn mqtt_4_4_0_1_unacknowledged_qos1_resent_on_resume() {
     let mut first = Conn::open(broker.addr).await;
     first.send(&connect(4, 0x00, 60, b"resume", &[])).await;
     assert_eq!(first.recv_exact(4).await, [0x20, 0x02, 0x00, 0x00]);
-    let mut body = vec![0x00, 0x01];
-    body.extend(string(b"r1"));
-    body.push(0x01);
-    first.send(&packet(0x82, &body)).await;
+    first.send(&subscribe_v311(1, b"r1", 1)).await;
     assert_eq!(first.recv_exact(5).await, [0x90, 0x03, 0x00, 0x01, 0x01]);
 
     let mut publisher = v311_session(&broker, b"pub").await;
-    let mut publish = string(b"r1");
-    publish.extend_from_slice(&[0x00, 0x01]);
-    publish.extend_from_slice(b"again");
-    publisher.send(&packet(0x32, &publish)).await;
+    publisher
+        .send(&publish_v311(0x32, b"r1", Some(1), b"again"))
+        .await;
     assert_eq!(
         publisher.recv_exact(4).await,
         [0x40, 0x02, 0x00, 0x01],
