@@ -59,11 +59,6 @@ impl Broker {
             stop: Some(stop),
         }
     }
-
-    /// The broker's port.
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
 }
 
 impl Drop for Broker {
