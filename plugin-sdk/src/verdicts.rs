@@ -1,0 +1,321 @@
+//! Constructors and builders on the generated WIT types.
+
+use crate::topic;
+use crate::{
+    Attributes, AuthVerdict, AuthzVerdict, Decision, Denial, Hooks, Interests, MessagePatch, Qos,
+    SubscribeDecision, SubscribeVerdict, UserProperty,
+};
+
+impl Interests {
+    /// Declares the hooks the plugin implements, for every topic (no publish filter).
+    ///
+    /// ```
+    /// use wasp_plugin_sdk::{Hooks, Interests};
+    ///
+    /// let interests = Interests::hooks(Hooks::AUTHORIZE_PUBLISH | Hooks::TRANSFORM).filters(["sensors/#"]);
+    /// assert_eq!(interests.publish_filters, ["sensors/#"]);
+    /// ```
+    pub fn hooks(hooks: Hooks) -> Self {
+        Self {
+            hooks,
+            publish_filters: Vec::new(),
+        }
+    }
+
+    /// Adds topic filters for the publish-time hooks (authorize-publish, transform): the broker calls the
+    /// plugin only for topics matching one of them. No filter at all means every topic.
+    pub fn filters<I, S>(mut self, filters: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.publish_filters
+            .extend(filters.into_iter().map(Into::into));
+        self
+    }
+
+    /// Checks every publish filter with [`topic::valid_filter`]; the message names the first bad one.
+    /// `export_plugin!` runs this after `interests()`, so that a bad filter fails `init` with a clear message.
+    pub fn validate(&self) -> Result<(), String> {
+        for filter in &self.publish_filters {
+            topic::valid_filter(filter)
+                .map_err(|e| format!("invalid publish filter {filter:?}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Denial {
+    /// A denial with an MQTT 5 reason code (see [`reason`](crate::reason)) and a reason string for MQTT 5
+    /// clients; an empty `message` sends none.
+    pub fn new(reason_code: u8, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self {
+            reason_code,
+            reason: (!message.is_empty()).then_some(message),
+        }
+    }
+}
+
+impl AuthVerdict {
+    /// Accepts the client, attaching no attributes to its session.
+    pub fn allow() -> Self {
+        Self::Allow(Vec::new())
+    }
+
+    /// Accepts the client and attaches `attributes` (a role, a tenant...) to its session: later
+    /// authorization and transformation calls receive them in [`Session::attributes`](crate::Session).
+    ///
+    /// ```
+    /// use wasp_plugin_sdk::AuthVerdict;
+    ///
+    /// let verdict = AuthVerdict::allow_with([("role", "admin")]);
+    /// assert_eq!(verdict, AuthVerdict::Allow(vec![("role".into(), "admin".into())]));
+    /// ```
+    pub fn allow_with<I, K, V>(attributes: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Self::Allow(
+            attributes
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect::<Attributes>(),
+        )
+    }
+
+    /// Refuses the client with a reason code (usually [`reason::BAD_USERNAME_OR_PASSWORD`] or
+    /// [`reason::NOT_AUTHORIZED`]) and a reason string for MQTT 5 clients.
+    ///
+    /// [`reason::BAD_USERNAME_OR_PASSWORD`]: crate::reason::BAD_USERNAME_OR_PASSWORD
+    /// [`reason::NOT_AUTHORIZED`]: crate::reason::NOT_AUTHORIZED
+    pub fn deny(reason_code: u8, message: impl Into<String>) -> Self {
+        Self::Deny(Denial::new(reason_code, message))
+    }
+}
+
+impl Decision {
+    /// A denial with a reason code and a reason string (see [`Denial::new`]).
+    pub fn deny(reason_code: u8, message: impl Into<String>) -> Self {
+        Self::Deny(Denial::new(reason_code, message))
+    }
+}
+
+impl AuthzVerdict {
+    /// Allows the publish; not cached.
+    pub fn allow() -> Self {
+        Self::from(Decision::Allow)
+    }
+
+    /// Refuses the publish (usually with [`reason::NOT_AUTHORIZED`](crate::reason::NOT_AUTHORIZED)); not
+    /// cached.
+    pub fn deny(reason_code: u8, message: impl Into<String>) -> Self {
+        Self::from(Decision::deny(reason_code, message))
+    }
+
+    /// No opinion: the next plugin decides; not cached.
+    pub fn defer() -> Self {
+        Self::from(Decision::Defer)
+    }
+
+    /// Lets the broker reuse this verdict for the same session and topic for `seconds` (0: do not cache).
+    ///
+    /// ```
+    /// use wasp_plugin_sdk::{AuthzVerdict, Decision};
+    ///
+    /// let verdict = AuthzVerdict::allow().cache_for(60);
+    /// assert_eq!((verdict.decision, verdict.cache_seconds), (Decision::Allow, Some(60)));
+    /// ```
+    pub fn cache_for(mut self, seconds: u32) -> Self {
+        self.cache_seconds = Some(seconds);
+        self
+    }
+}
+
+impl From<Decision> for AuthzVerdict {
+    fn from(decision: Decision) -> Self {
+        Self {
+            decision,
+            cache_seconds: None,
+        }
+    }
+}
+
+impl SubscribeDecision {
+    /// A denial with a reason code and a reason string (see [`Denial::new`]).
+    pub fn deny(reason_code: u8, message: impl Into<String>) -> Self {
+        Self::Deny(Denial::new(reason_code, message))
+    }
+}
+
+impl SubscribeVerdict {
+    /// Grants the subscription at `qos` at most (the broker never grants more than the client asked for);
+    /// not cached.
+    pub fn allow(qos: Qos) -> Self {
+        Self::from(SubscribeDecision::Allow(qos))
+    }
+
+    /// Refuses the subscription (usually with [`reason::NOT_AUTHORIZED`](crate::reason::NOT_AUTHORIZED));
+    /// not cached.
+    pub fn deny(reason_code: u8, message: impl Into<String>) -> Self {
+        Self::from(SubscribeDecision::deny(reason_code, message))
+    }
+
+    /// No opinion: the next plugin decides; not cached.
+    pub fn defer() -> Self {
+        Self::from(SubscribeDecision::Defer)
+    }
+
+    /// Lets the broker reuse this verdict for the same session and filter for `seconds` (0: do not cache).
+    pub fn cache_for(mut self, seconds: u32) -> Self {
+        self.cache_seconds = Some(seconds);
+        self
+    }
+}
+
+impl From<SubscribeDecision> for SubscribeVerdict {
+    fn from(decision: SubscribeDecision) -> Self {
+        Self {
+            decision,
+            cache_seconds: None,
+        }
+    }
+}
+
+/// An empty patch: changes nothing.
+impl Default for MessagePatch {
+    fn default() -> Self {
+        Self {
+            topic: None,
+            payload: None,
+            qos: None,
+            retain: None,
+            user_properties: None,
+        }
+    }
+}
+
+impl MessagePatch {
+    /// A patch that changes nothing; chain the setters below.
+    ///
+    /// ```
+    /// use wasp_plugin_sdk::{MessagePatch, TransformVerdict};
+    ///
+    /// let verdict = TransformVerdict::Modify(MessagePatch::new().topic("redacted/a").payload(*b"{}"));
+    /// # let TransformVerdict::Modify(patch) = verdict else { unreachable!() };
+    /// # assert_eq!(patch.topic.as_deref(), Some("redacted/a"));
+    /// # assert_eq!(patch.qos, None);
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Publishes the message to `topic` instead.
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = Some(topic.into());
+        self
+    }
+
+    /// Replaces the payload.
+    pub fn payload(mut self, payload: impl Into<Vec<u8>>) -> Self {
+        self.payload = Some(payload.into());
+        self
+    }
+
+    /// Changes the QoS.
+    pub fn qos(mut self, qos: Qos) -> Self {
+        self.qos = Some(qos);
+        self
+    }
+
+    /// Changes the retain flag.
+    pub fn retain(mut self, retain: bool) -> Self {
+        self.retain = Some(retain);
+        self
+    }
+
+    /// Replaces the whole list of user properties.
+    pub fn user_properties<I, K, V>(mut self, properties: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.user_properties = Some(
+            properties
+                .into_iter()
+                .map(|(key, value)| UserProperty {
+                    key: key.into(),
+                    value: value.into(),
+                })
+                .collect(),
+        );
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reason;
+
+    #[test]
+    fn denial_without_message_sends_no_reason_string() {
+        assert_eq!(Denial::new(reason::NOT_AUTHORIZED, "").reason, None);
+        assert_eq!(
+            AuthVerdict::deny(reason::BAD_USERNAME_OR_PASSWORD, "no"),
+            AuthVerdict::Deny(Denial {
+                reason_code: 0x86,
+                reason: Some("no".into())
+            })
+        );
+    }
+
+    #[test]
+    fn verdict_defaults_are_uncached() {
+        assert_eq!(AuthzVerdict::defer().cache_seconds, None);
+        assert_eq!(
+            SubscribeVerdict::allow(Qos::AtLeastOnce)
+                .cache_for(5)
+                .cache_seconds,
+            Some(5)
+        );
+        assert_eq!(
+            SubscribeVerdict::deny(reason::QUOTA_EXCEEDED, "x").decision,
+            SubscribeDecision::Deny(Denial::new(0x97, "x"))
+        );
+    }
+
+    #[test]
+    fn interests_validate_names_the_bad_filter() {
+        assert_eq!(
+            Interests::hooks(Hooks::TRANSFORM)
+                .filters(["a/+", "#"])
+                .validate(),
+            Ok(())
+        );
+        let err = Interests::hooks(Hooks::TRANSFORM)
+            .filters(["a/#/b"])
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("\"a/#/b\""), "{err}");
+    }
+
+    #[test]
+    fn patch_user_properties_replace_the_list() {
+        let patch = MessagePatch::new()
+            .user_properties([("k", "v")])
+            .retain(false);
+        assert_eq!(
+            patch.user_properties,
+            Some(vec![UserProperty {
+                key: "k".into(),
+                value: "v".into()
+            }])
+        );
+        assert_eq!(patch.retain, Some(false));
+        assert_eq!(patch.topic, None);
+    }
+}
