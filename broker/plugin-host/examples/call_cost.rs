@@ -1,0 +1,210 @@
+//! Prints what a plugin call costs, to choose between synchronous and asynchronous wasmtime calls:
+//!
+//! ```text
+//! cargo run --release -p wasp-plugin-host --example call_cost
+//! ```
+//!
+//! 1. Raw wasmtime, same engine settings as the host: `TypedFunc::call` (sync) against
+//!    `TypedFunc::call_async` with `epoch_deadline_async_yield_and_update`, on `authorize-publish` of the
+//!    `allow-deny` guest (short strings, no host imports).
+//! 2. The host's API (`Plugin::authorize_publish`: pool check-out, fiber, validation, check-in).
+//! 3. Loading: compile (cache miss) against a cache hit, and creating an instance.
+
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker, TypedFunc};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasp_plugin_host::test_programs as guests;
+use wasp_plugin_host::types::*;
+use wasp_plugin_host::{HostConfig, HostServices, PluginHost, PluginSpec, SandboxLimits};
+
+const ITERATIONS: u32 = 200_000;
+
+type AuthorizePublish = TypedFunc<(Session, String, Qos, bool), (AuthzVerdict,)>;
+
+fn session() -> Session {
+    Session {
+        client: ClientInfo {
+            client_id: "client-1".to_owned(),
+            username: Some("alice".to_owned()),
+            listener: "default".to_owned(),
+            peer_address: "127.0.0.1:50000".to_owned(),
+            protocol: ProtocolVersion::V5,
+            tls_identity: None,
+        },
+        attributes: vec![("role".to_owned(), "admin".to_owned())],
+    }
+}
+
+fn report(label: &str, elapsed: Duration, iterations: u32) {
+    let per_call = elapsed.as_secs_f64() * 1e9 / f64::from(iterations);
+    tracing::info!("{label:<58} {per_call:>9.0} ns/call");
+}
+
+fn engine() -> Engine {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(16)
+        .max_memory_size(256 << 20);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .concurrency_support(false)
+        .epoch_interruption(true)
+        .memory_reservation(256 << 20)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).expect("engine")
+}
+
+fn lookup(store: &mut Store<()>, linker: &Linker<()>, component: &Component) -> AuthorizePublish {
+    let instance = linker
+        .instantiate(&mut *store, component)
+        .expect("instantiate");
+    let interface = instance
+        .get_export_index(&mut *store, None, "wasp:plugin/authorizer@0.1.0")
+        .expect("authorizer");
+    let func = instance
+        .get_export_index(&mut *store, Some(&interface), "authorize-publish")
+        .expect("function");
+    instance
+        .get_typed_func(&mut *store, func)
+        .expect("typed function")
+}
+
+async fn raw(session: &Session) {
+    let engine = engine();
+    let component = Component::from_file(&engine, guests::ALLOW_DENY).expect("compile");
+    let mut linker = Linker::new(&engine);
+    linker
+        .define_unknown_imports_as_traps(&component)
+        .expect("imports");
+
+    let mut store = Store::new(&engine, ());
+    store.set_epoch_deadline(u64::MAX / 2);
+    let func = lookup(&mut store, &linker, &component);
+    let args = || {
+        (
+            session.clone(),
+            "sensors/1".to_owned(),
+            Qos::AtLeastOnce,
+            false,
+        )
+    };
+    for _ in 0..10_000 {
+        func.call(&mut store, args()).expect("call");
+    }
+    let started = Instant::now();
+    for _ in 0..ITERATIONS {
+        func.call(&mut store, args()).expect("call");
+    }
+    report("raw wasmtime, sync call", started.elapsed(), ITERATIONS);
+
+    let mut store = Store::new(&engine, ());
+    store.epoch_deadline_async_yield_and_update(1);
+    let func = lookup(&mut store, &linker, &component);
+    for _ in 0..10_000 {
+        func.call_async(&mut store, args()).await.expect("call");
+    }
+    let started = Instant::now();
+    for _ in 0..ITERATIONS {
+        func.call_async(&mut store, args()).await.expect("call");
+    }
+    report(
+        "raw wasmtime, call_async (yield at every epoch tick)",
+        started.elapsed(),
+        ITERATIONS,
+    );
+
+    let started = Instant::now();
+    for _ in 0..ITERATIONS {
+        let _ = args();
+    }
+    report(
+        "(building the arguments alone)",
+        started.elapsed(),
+        ITERATIONS,
+    );
+
+    let started = Instant::now();
+    let instances = 200;
+    for _ in 0..instances {
+        let mut store = Store::new(&engine, ());
+        linker
+            .instantiate(&mut store, &component)
+            .expect("instantiate");
+    }
+    report(
+        "instantiate (pooling allocator), per instance",
+        started.elapsed(),
+        instances,
+    );
+}
+
+async fn through_the_host(session: &Session) {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let config = || HostConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        ..HostConfig::default()
+    };
+    let spec = || {
+        let mut spec = PluginSpec::new("allow-deny", guests::ALLOW_DENY);
+        spec.limits = SandboxLimits::default();
+        spec
+    };
+    let host = PluginHost::new(config()).expect("host");
+    let started = Instant::now();
+    let plugin = host
+        .load(spec(), HostServices::default())
+        .await
+        .expect("load");
+    tracing::info!(
+        "{:<58} {:>9.1} ms",
+        "load, cache miss (compile + instantiate + init)",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    drop((plugin, host));
+    let host = PluginHost::new(config()).expect("host");
+    let started = Instant::now();
+    let plugin = host
+        .load(spec(), HostServices::default())
+        .await
+        .expect("load");
+    tracing::info!(
+        "{:<58} {:>9.1} ms",
+        "load, cache hit",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    assert!(plugin.loaded_from_cache());
+
+    for _ in 0..10_000 {
+        plugin
+            .authorize_publish(session, "sensors/1", Qos::AtLeastOnce, false)
+            .await
+            .expect("call");
+    }
+    let started = Instant::now();
+    for _ in 0..ITERATIONS {
+        plugin
+            .authorize_publish(session, "sensors/1", Qos::AtLeastOnce, false)
+            .await
+            .expect("call");
+    }
+    report(
+        "Plugin::authorize_publish (pool, async, validation)",
+        started.elapsed(),
+        ITERATIONS,
+    );
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .without_time()
+        .init();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let session = session();
+    runtime.block_on(raw(&session));
+    runtime.block_on(through_the_host(&session));
+}

@@ -1,0 +1,340 @@
+//! One sandboxed instance of a plugin: its `Store` (memory limiter, WASI context with nothing granted
+//! but the configured directories, epoch deadline) and the handles of the interfaces it exports.
+//!
+//! A call arms the deadline and runs the export with `call_async` on a wasmtime fiber. At every epoch
+//! tick (10 ms) the epoch callback either yields to the tokio runtime (so a long call never holds a
+//! worker thread for more than one tick) or, past the deadline, ends the call with [`DeadlineExceeded`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{InstancePre, ResourceTable};
+use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bindings::exports::wasp::plugin::{authenticator, authorizer, plugin, transformer};
+use crate::bindings::wasp::plugin::types::{
+    AuthRequest, AuthVerdict, AuthzVerdict, Interests, Message, Qos, Session, SubscribeVerdict,
+    TransformVerdict,
+};
+use crate::config::{DirGrant, SandboxLimits};
+use crate::error::CallError;
+use crate::imports::PluginCtx;
+use crate::imports::clock::WasiWallClock;
+use crate::imports::stdio::GuestOutput;
+
+/// Core instances, tables and memories one component instance may create (interpreter guests such as
+/// componentize-py have about 14 core instances).
+const MAX_CORE_INSTANCES: usize = 64;
+const MAX_TABLES: usize = 64;
+const MAX_MEMORIES: usize = 16;
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// The store data of one instance.
+pub(crate) struct State {
+    pub ctx: Arc<PluginCtx>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: Limiter,
+    deadline: Instant,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl crate::bindings::wasp::plugin::types::Host for State {}
+
+/// Memory and table limits of one instance. Memory is limited for all the instance's memories together;
+/// a refused growth is remembered so that the trap that follows is reported as out-of-memory.
+struct Limiter {
+    memory_limit: usize,
+    memory_used: usize,
+    memory_refused: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grown = self
+            .memory_used
+            .saturating_add(desired.saturating_sub(current));
+        if grown > self.memory_limit || maximum.is_some_and(|max| desired > max) {
+            self.memory_refused = true;
+            return Ok(false);
+        }
+        self.memory_used = grown;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS && maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+}
+
+/// The error the epoch callback ends a call with when its deadline has passed.
+#[derive(Debug)]
+pub(crate) struct DeadlineExceeded;
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("call deadline exceeded")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+/// What is needed to create instances of one plugin; immutable after load.
+pub(crate) struct Template {
+    pub pre: InstancePre<State>,
+    pub ctx: Arc<PluginCtx>,
+    pub limits: SandboxLimits,
+    pub dirs: Vec<DirGrant>,
+    pub config_json: String,
+    pub plugin: plugin::GuestIndices,
+    pub authenticator: Option<authenticator::GuestIndices>,
+    pub authorizer: Option<authorizer::GuestIndices>,
+    pub transformer: Option<transformer::GuestIndices>,
+}
+
+/// A live instance with its store.
+pub(crate) struct Warm {
+    store: Store<State>,
+    authenticator: Option<authenticator::Guest>,
+    authorizer: Option<authorizer::Guest>,
+    transformer: Option<transformer::Guest>,
+}
+
+/// One hook call and its arguments.
+pub(crate) enum Request<'a> {
+    Authenticate(&'a AuthRequest),
+    AuthorizePublish {
+        session: &'a Session,
+        topic: &'a str,
+        qos: Qos,
+        retain: bool,
+    },
+    AuthorizeSubscribe {
+        session: &'a Session,
+        filter: &'a str,
+        qos: Qos,
+    },
+    Transform {
+        session: &'a Session,
+        message: &'a Message,
+    },
+}
+
+/// The answer to a [`Request`], unvalidated.
+pub(crate) enum Response {
+    Authenticate(AuthVerdict),
+    AuthorizePublish(AuthzVerdict),
+    AuthorizeSubscribe(SubscribeVerdict),
+    Transform(TransformVerdict),
+}
+
+/// The WASI context of an instance: no environment, arguments, stdin, network or name lookup; stdout
+/// and stderr into the plugin's log; the wall clock from the plugin's clock; the granted directories.
+pub(crate) fn wasi_ctx(ctx: &PluginCtx, dirs: &[DirGrant]) -> Result<WasiCtx, (usize, String)> {
+    let mut builder = WasiCtxBuilder::new();
+    let output = |stderr| GuestOutput {
+        plugin: ctx.name.clone(),
+        sink: ctx.services.log.clone(),
+        stderr,
+    };
+    builder
+        .stdout(output(false))
+        .stderr(output(true))
+        .wall_clock(WasiWallClock(ctx.services.clock.clone()))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    for (index, dir) in dirs.iter().enumerate() {
+        let perms = if dir.writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        builder
+            .preopened_dir(&dir.host, &dir.guest, perms)
+            .map_err(|e| (index, format!("{e:#}")))?;
+    }
+    Ok(builder.build())
+}
+
+impl Template {
+    /// A new instance with `init` called on it: `Ok(Err(message))` when `init` refused the config.
+    pub async fn instantiate(&self) -> Result<(Warm, Result<Interests, String>), CallError> {
+        let wasi = wasi_ctx(&self.ctx, &self.dirs).map_err(|(_, e)| CallError::Instantiate(e))?;
+        let state = State {
+            ctx: self.ctx.clone(),
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter {
+                memory_limit: usize::try_from(self.limits.memory_bytes).unwrap_or(usize::MAX),
+                memory_used: 0,
+                memory_refused: false,
+            },
+            deadline: Instant::now() + self.limits.call_timeout,
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_callback(|store| {
+            if Instant::now() >= store.data().deadline {
+                Err(wasmtime::Error::new(DeadlineExceeded))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        arm(&mut store, self.limits.call_timeout);
+        let instance = match self.pre.instantiate_async(&mut store).await {
+            Ok(instance) => instance,
+            Err(e) => return Err(classify(&e, &store)),
+        };
+        let instantiate_error = |e: wasmtime::Error| CallError::Instantiate(format!("{e:#}"));
+        let plugin = self
+            .plugin
+            .load(&mut store, &instance)
+            .map_err(instantiate_error)?;
+        let authenticator = self
+            .authenticator
+            .as_ref()
+            .map(|i| i.load(&mut store, &instance))
+            .transpose()
+            .map_err(instantiate_error)?;
+        let authorizer = self
+            .authorizer
+            .as_ref()
+            .map(|i| i.load(&mut store, &instance))
+            .transpose()
+            .map_err(instantiate_error)?;
+        let transformer = self
+            .transformer
+            .as_ref()
+            .map(|i| i.load(&mut store, &instance))
+            .transpose()
+            .map_err(instantiate_error)?;
+        let interests = match plugin.call_init(&mut store, &self.config_json).await {
+            Ok(result) => result,
+            Err(e) => return Err(classify(&e, &store)),
+        };
+        Ok((
+            Warm {
+                store,
+                authenticator,
+                authorizer,
+                transformer,
+            },
+            interests,
+        ))
+    }
+}
+
+/// Sets the deadline of the next call and asks for the epoch callback at the next tick.
+fn arm(store: &mut Store<State>, timeout: Duration) {
+    let state = store.data_mut();
+    state.deadline = Instant::now() + timeout;
+    state.limiter.memory_refused = false;
+    store.set_epoch_deadline(1);
+}
+
+/// Tells a deadline, an out-of-memory and a trap apart.
+fn classify(error: &wasmtime::Error, store: &Store<State>) -> CallError {
+    if error.downcast_ref::<DeadlineExceeded>().is_some() {
+        CallError::Timeout
+    } else if store.data().limiter.memory_refused {
+        CallError::OutOfMemory
+    } else {
+        CallError::Trap(format!("{error:#}"))
+    }
+}
+
+impl Warm {
+    /// Runs one hook. On `Err` the instance must not be used again.
+    pub async fn call(
+        &mut self,
+        request: Request<'_>,
+        timeout: Duration,
+    ) -> Result<Response, CallError> {
+        arm(&mut self.store, timeout);
+        let store = &mut self.store;
+        let result = match request {
+            Request::Authenticate(req) => {
+                let guest = self
+                    .authenticator
+                    .as_ref()
+                    .ok_or(CallError::MissingExport("authenticator"))?;
+                guest
+                    .call_authenticate(&mut *store, req)
+                    .await
+                    .map(Response::Authenticate)
+            }
+            Request::AuthorizePublish {
+                session,
+                topic,
+                qos,
+                retain,
+            } => {
+                let guest = self
+                    .authorizer
+                    .as_ref()
+                    .ok_or(CallError::MissingExport("authorizer"))?;
+                guest
+                    .call_authorize_publish(&mut *store, session, topic, qos, retain)
+                    .await
+                    .map(Response::AuthorizePublish)
+            }
+            Request::AuthorizeSubscribe {
+                session,
+                filter,
+                qos,
+            } => {
+                let guest = self
+                    .authorizer
+                    .as_ref()
+                    .ok_or(CallError::MissingExport("authorizer"))?;
+                guest
+                    .call_authorize_subscribe(&mut *store, session, filter, qos)
+                    .await
+                    .map(Response::AuthorizeSubscribe)
+            }
+            Request::Transform { session, message } => {
+                let guest = self
+                    .transformer
+                    .as_ref()
+                    .ok_or(CallError::MissingExport("transformer"))?;
+                guest
+                    .call_transform(&mut *store, session, message)
+                    .await
+                    .map(Response::Transform)
+            }
+        };
+        result.map_err(|e| classify(&e, store))
+    }
+}

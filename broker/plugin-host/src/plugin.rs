@@ -1,0 +1,516 @@
+//! A loaded plugin: its pool of warm instances, the hooks as async methods, the validation of what it
+//! answers, its statistics and counters.
+//!
+//! Pool: up to `max_instances` instances per plugin. A call checks one out (an idle one, or a new one
+//! while fewer than `max_instances` exist; otherwise it waits for one), calls, and checks it back in.
+//! An instance whose call failed (trap, deadline, out of memory, invalid output) is dropped and counted,
+//! never reused: its memory may be corrupt. The next call creates a fresh one (~30 us).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+
+use crate::bindings::wasp::plugin::types::{
+    AuthRequest, AuthVerdict, AuthzVerdict, Decision, Denial, Hooks, Interests, Message, Qos,
+    Session, SubscribeDecision, SubscribeVerdict, TransformVerdict,
+};
+use crate::config::FailurePolicy;
+use crate::error::CallError;
+use crate::instance::{Request, Response, Template, Warm};
+
+/// A hook, for statistics and the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Hook {
+    Authenticate,
+    AuthorizePublish,
+    AuthorizeSubscribe,
+    Transform,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 4] = [
+        Hook::Authenticate,
+        Hook::AuthorizePublish,
+        Hook::AuthorizeSubscribe,
+        Hook::Transform,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn flag(self) -> Hooks {
+        match self {
+            Hook::Authenticate => Hooks::AUTHENTICATE,
+            Hook::AuthorizePublish => Hooks::AUTHORIZE_PUBLISH,
+            Hook::AuthorizeSubscribe => Hooks::AUTHORIZE_SUBSCRIBE,
+            Hook::Transform => Hooks::TRANSFORM,
+        }
+    }
+}
+
+/// Which optional interfaces a plugin's component exports (`plugin` is always there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Exports {
+    pub authenticator: bool,
+    pub authorizer: bool,
+    pub transformer: bool,
+}
+
+impl Exports {
+    fn has(self, hook: Hook) -> bool {
+        match hook {
+            Hook::Authenticate => self.authenticator,
+            Hook::AuthorizePublish | Hook::AuthorizeSubscribe => self.authorizer,
+            Hook::Transform => self.transformer,
+        }
+    }
+}
+
+/// Failed calls by cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FailureCounts {
+    pub trap: u64,
+    pub timeout: u64,
+    pub out_of_memory: u64,
+    pub invalid_output: u64,
+    pub missing_export: u64,
+    pub instantiate: u64,
+}
+
+impl FailureCounts {
+    pub fn total(&self) -> u64 {
+        self.trap
+            + self.timeout
+            + self.out_of_memory
+            + self.invalid_output
+            + self.missing_export
+            + self.instantiate
+    }
+}
+
+/// A snapshot of a plugin's statistics.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PluginStats {
+    /// Hook calls (not counting `init`), per hook in [`Hook::ALL`] order.
+    pub calls: [u64; 4],
+    /// Failed hook calls per hook.
+    pub failed_calls: [u64; 4],
+    pub failures: FailureCounts,
+    /// Instances created (including the first one, at load) and dropped after a failure.
+    pub instances_created: u64,
+    pub instances_recycled: u64,
+    /// Instances idle in the pool now.
+    pub idle_instances: usize,
+}
+
+impl PluginStats {
+    pub fn total_calls(&self) -> u64 {
+        self.calls.iter().sum()
+    }
+
+    pub fn calls_of(&self, hook: Hook) -> u64 {
+        self.calls[hook.index()]
+    }
+
+    pub fn failed_calls_of(&self, hook: Hook) -> u64 {
+        self.failed_calls[hook.index()]
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    calls: [AtomicU64; 4],
+    failed_calls: [AtomicU64; 4],
+    trap: AtomicU64,
+    timeout: AtomicU64,
+    out_of_memory: AtomicU64,
+    invalid_output: AtomicU64,
+    missing_export: AtomicU64,
+    instantiate: AtomicU64,
+    instances_created: AtomicU64,
+    instances_recycled: AtomicU64,
+}
+
+/// At most one warning per plugin per second about failed calls; the others are counted and reported
+/// with the next warning.
+struct WarnLimiter {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+const WARN_INTERVAL: Duration = Duration::from_secs(1);
+
+pub(crate) struct Inner {
+    pub name: Arc<str>,
+    pub path: PathBuf,
+    pub template: Template,
+    pub interests: Interests,
+    pub exports: Exports,
+    pub failure: FailurePolicy,
+    pub from_cache: bool,
+    idle: Mutex<Vec<Warm>>,
+    slots: Semaphore,
+    counters: Counters,
+    warn: Mutex<WarnLimiter>,
+    /// Keeps the epoch ticker running while any plugin is alive.
+    _ticker: Arc<dyn Send + Sync>,
+}
+
+/// A loaded plugin. Cheap to clone (an `Arc`); all clones share one pool of instances.
+#[derive(Clone)]
+pub struct Plugin(Arc<Inner>);
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.0.name)
+            .field("exports", &self.0.exports)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Parts {
+    pub template: Template,
+    pub first: Warm,
+    pub interests: Interests,
+    pub exports: Exports,
+    pub failure: FailurePolicy,
+    pub path: PathBuf,
+    pub from_cache: bool,
+    pub ticker: Arc<dyn Send + Sync>,
+}
+
+impl Plugin {
+    pub(crate) fn new(parts: Parts) -> Self {
+        let max = parts.template.limits.max_instances.max(1) as usize;
+        let counters = Counters::default();
+        counters.instances_created.store(1, Ordering::Relaxed);
+        Plugin(Arc::new(Inner {
+            name: parts.template.ctx.name.clone(),
+            path: parts.path,
+            interests: parts.interests,
+            exports: parts.exports,
+            failure: parts.failure,
+            from_cache: parts.from_cache,
+            idle: Mutex::new(vec![parts.first]),
+            slots: Semaphore::new(max),
+            counters,
+            warn: Mutex::new(WarnLimiter {
+                last: None,
+                suppressed: 0,
+            }),
+            _ticker: parts.ticker,
+            template: parts.template,
+        }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    pub fn wasm_path(&self) -> &Path {
+        &self.0.path
+    }
+
+    /// What the first instance's `init` declared.
+    pub fn interests(&self) -> &Interests {
+        &self.0.interests
+    }
+
+    pub fn exports(&self) -> Exports {
+        self.0.exports
+    }
+
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.0.failure
+    }
+
+    /// Whether the compiled code came from the on-disk cache instead of a compilation.
+    pub fn loaded_from_cache(&self) -> bool {
+        self.0.from_cache
+    }
+
+    /// The plugin exports the hook's interface and declared the hook at init.
+    pub fn implements(&self, hook: Hook) -> bool {
+        self.0.exports.has(hook) && self.0.interests.hooks.contains(hook.flag())
+    }
+
+    /// For publish-time hooks: whether the plugin's `publish-filters` match `topic` (no filters: all).
+    pub fn wants_topic(&self, topic: &str) -> bool {
+        let filters = &self.0.interests.publish_filters;
+        filters.is_empty()
+            || filters
+                .iter()
+                .any(|filter| wasp_mqtt::topic::matches(filter, topic))
+    }
+
+    pub fn stats(&self) -> PluginStats {
+        let c = &self.0.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PluginStats {
+            calls: std::array::from_fn(|i| load(&c.calls[i])),
+            failed_calls: std::array::from_fn(|i| load(&c.failed_calls[i])),
+            failures: FailureCounts {
+                trap: load(&c.trap),
+                timeout: load(&c.timeout),
+                out_of_memory: load(&c.out_of_memory),
+                invalid_output: load(&c.invalid_output),
+                missing_export: load(&c.missing_export),
+                instantiate: load(&c.instantiate),
+            },
+            instances_created: load(&c.instances_created),
+            instances_recycled: load(&c.instances_recycled),
+            idle_instances: self.0.idle.lock().len(),
+        }
+    }
+
+    /// The plugin's counters (`metrics.counter-add`), sorted by name.
+    pub fn metrics(&self) -> Vec<(String, u64)> {
+        self.0.template.ctx.metrics.snapshot()
+    }
+
+    pub async fn authenticate(&self, request: &AuthRequest) -> Result<AuthVerdict, CallError> {
+        self.call(
+            Hook::Authenticate,
+            Request::Authenticate(request),
+            |r| match r {
+                Response::Authenticate(v) => validate_auth(&v).map(|()| v),
+                _ => Err(CallError::InvalidOutput(
+                    "answer to another hook".to_owned(),
+                )),
+            },
+        )
+        .await
+    }
+
+    pub async fn authorize_publish(
+        &self,
+        session: &Session,
+        topic: &str,
+        qos: Qos,
+        retain: bool,
+    ) -> Result<AuthzVerdict, CallError> {
+        let request = Request::AuthorizePublish {
+            session,
+            topic,
+            qos,
+            retain,
+        };
+        self.call(Hook::AuthorizePublish, request, |r| match r {
+            Response::AuthorizePublish(v) => validate_decision(&v.decision).map(|()| v),
+            _ => Err(CallError::InvalidOutput(
+                "answer to another hook".to_owned(),
+            )),
+        })
+        .await
+    }
+
+    pub async fn authorize_subscribe(
+        &self,
+        session: &Session,
+        filter: &str,
+        qos: Qos,
+    ) -> Result<SubscribeVerdict, CallError> {
+        let request = Request::AuthorizeSubscribe {
+            session,
+            filter,
+            qos,
+        };
+        self.call(Hook::AuthorizeSubscribe, request, |r| match r {
+            Response::AuthorizeSubscribe(v) => validate_subscribe(&v.decision, qos).map(|()| v),
+            _ => Err(CallError::InvalidOutput(
+                "answer to another hook".to_owned(),
+            )),
+        })
+        .await
+    }
+
+    pub async fn transform(
+        &self,
+        session: &Session,
+        message: &Message,
+    ) -> Result<TransformVerdict, CallError> {
+        let request = Request::Transform { session, message };
+        self.call(Hook::Transform, request, |r| match r {
+            Response::Transform(v) => validate_transform(&v).map(|()| v),
+            _ => Err(CallError::InvalidOutput(
+                "answer to another hook".to_owned(),
+            )),
+        })
+        .await
+    }
+
+    async fn call<T>(
+        &self,
+        hook: Hook,
+        request: Request<'_>,
+        validate: impl FnOnce(Response) -> Result<T, CallError>,
+    ) -> Result<T, CallError> {
+        let counters = &self.0.counters;
+        counters.calls[hook.index()].fetch_add(1, Ordering::Relaxed);
+        let result = self.checked_call(hook, request, validate).await;
+        if let Err(error) = &result {
+            counters.failed_calls[hook.index()].fetch_add(1, Ordering::Relaxed);
+            let cause = match error {
+                CallError::Trap(_) => &counters.trap,
+                CallError::Timeout => &counters.timeout,
+                CallError::OutOfMemory => &counters.out_of_memory,
+                CallError::InvalidOutput(_) => &counters.invalid_output,
+                CallError::MissingExport(_) => &counters.missing_export,
+                CallError::Instantiate(_) => &counters.instantiate,
+            };
+            cause.fetch_add(1, Ordering::Relaxed);
+            self.warn(hook, error);
+        }
+        result
+    }
+
+    async fn checked_call<T>(
+        &self,
+        hook: Hook,
+        request: Request<'_>,
+        validate: impl FnOnce(Response) -> Result<T, CallError>,
+    ) -> Result<T, CallError> {
+        if !self.0.exports.has(hook) {
+            return Err(CallError::MissingExport(match hook {
+                Hook::Authenticate => "authenticator",
+                Hook::AuthorizePublish | Hook::AuthorizeSubscribe => "authorizer",
+                Hook::Transform => "transformer",
+            }));
+        }
+        // The semaphore is never closed.
+        let _slot = self
+            .0
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| CallError::Instantiate(e.to_string()))?;
+        let idle = self.0.idle.lock().pop();
+        let mut warm = match idle {
+            Some(warm) => warm,
+            None => self.instantiate().await?,
+        };
+        // If this future is dropped mid-call, `warm` is dropped with it and never returns to the pool.
+        let result = warm
+            .call(request, self.0.template.limits.call_timeout)
+            .await
+            .and_then(validate);
+        match &result {
+            Ok(_) => self.0.idle.lock().push(warm),
+            Err(_) => {
+                self.0
+                    .counters
+                    .instances_recycled
+                    .fetch_add(1, Ordering::Relaxed);
+                drop(warm);
+            }
+        }
+        result
+    }
+
+    async fn instantiate(&self) -> Result<Warm, CallError> {
+        let (warm, init) = self.0.template.instantiate().await?;
+        self.0
+            .counters
+            .instances_created
+            .fetch_add(1, Ordering::Relaxed);
+        init.map_err(|message| {
+            CallError::Instantiate(format!("init refused the configuration: {message}"))
+        })?;
+        Ok(warm)
+    }
+
+    fn warn(&self, hook: Hook, error: &CallError) {
+        let mut limiter = self.0.warn.lock();
+        let now = Instant::now();
+        if limiter
+            .last
+            .is_some_and(|last| now.duration_since(last) < WARN_INTERVAL)
+        {
+            limiter.suppressed += 1;
+            return;
+        }
+        let suppressed = std::mem::take(&mut limiter.suppressed);
+        limiter.last = Some(now);
+        drop(limiter);
+        tracing::warn!(
+            plugin = &*self.0.name,
+            hook = ?hook,
+            suppressed,
+            "plugin call failed, instance recycled: {error}"
+        );
+    }
+}
+
+fn validate_denial(denial: &Denial) -> Result<(), CallError> {
+    if denial.reason_code < 0x80 {
+        return Err(CallError::InvalidOutput(format!(
+            "deny with reason code {:#04x}, which is not an error code (>= 0x80)",
+            denial.reason_code
+        )));
+    }
+    Ok(())
+}
+
+fn validate_auth(verdict: &AuthVerdict) -> Result<(), CallError> {
+    match verdict {
+        AuthVerdict::Deny(denial) => validate_denial(denial),
+        AuthVerdict::Allow(_) | AuthVerdict::Defer | AuthVerdict::Continue(_) => Ok(()),
+    }
+}
+
+fn validate_decision(decision: &Decision) -> Result<(), CallError> {
+    match decision {
+        Decision::Deny(denial) => validate_denial(denial),
+        Decision::Allow | Decision::Defer => Ok(()),
+    }
+}
+
+pub(crate) fn qos_level(qos: Qos) -> u8 {
+    match qos {
+        Qos::AtMostOnce => 0,
+        Qos::AtLeastOnce => 1,
+        Qos::ExactlyOnce => 2,
+    }
+}
+
+fn validate_subscribe(decision: &SubscribeDecision, requested: Qos) -> Result<(), CallError> {
+    match decision {
+        SubscribeDecision::Deny(denial) => validate_denial(denial),
+        SubscribeDecision::Allow(granted) if qos_level(*granted) > qos_level(requested) => {
+            Err(CallError::InvalidOutput(format!(
+                "granted {granted:?} above the requested {requested:?}"
+            )))
+        }
+        SubscribeDecision::Allow(_) | SubscribeDecision::Defer => Ok(()),
+    }
+}
+
+fn validate_transform(verdict: &TransformVerdict) -> Result<(), CallError> {
+    match verdict {
+        TransformVerdict::Drop(code) if *code < 0x80 => Err(CallError::InvalidOutput(format!(
+            "drop with reason code {code:#04x}, which is not an error code (>= 0x80)"
+        ))),
+        TransformVerdict::Modify(patch) => match &patch.topic {
+            Some(topic) => wasp_mqtt::topic::validate_topic_name(topic).map_err(|e| {
+                CallError::InvalidOutput(format!(
+                    "patched topic {topic:?} is not a topic name: {e}"
+                ))
+            }),
+            None => Ok(()),
+        },
+        TransformVerdict::Drop(_) | TransformVerdict::Pass => Ok(()),
+    }
+}
+
+impl Plugin {
+    /// Whether both handles are the same loaded plugin.
+    pub fn same(&self, other: &Plugin) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}

@@ -1,0 +1,349 @@
+//! The chain: order, defer, topic filters, failure policies, transformer composition.
+
+use std::time::Duration;
+
+use wasp_plugin_host::test_programs as guests;
+use wasp_plugin_host::types::*;
+use wasp_plugin_host::*;
+
+fn host() -> PluginHost {
+    let dir = tempfile::tempdir().unwrap().keep();
+    PluginHost::new(HostConfig {
+        cache_dir: Some(dir),
+        ..HostConfig::default()
+    })
+    .unwrap()
+}
+
+async fn load(
+    host: &PluginHost,
+    name: &str,
+    wasm: &str,
+    config: &str,
+    failure: FailurePolicy,
+) -> Plugin {
+    let mut spec = PluginSpec::new(name, wasm);
+    spec.config_json = config.to_owned();
+    spec.failure = failure;
+    spec.limits.call_timeout = Duration::from_millis(100);
+    host.load(spec, HostServices::default()).await.unwrap()
+}
+
+fn client(username: &str) -> ClientInfo {
+    ClientInfo {
+        client_id: "c1".to_owned(),
+        username: Some(username.to_owned()),
+        listener: "default".to_owned(),
+        peer_address: "127.0.0.1:50000".to_owned(),
+        protocol: ProtocolVersion::V5,
+        tls_identity: None,
+    }
+}
+
+fn auth(username: &str) -> AuthRequest {
+    AuthRequest {
+        client: client(username),
+        password: None,
+        auth_method: None,
+        auth_data: None,
+        reauthentication: false,
+    }
+}
+
+fn session() -> Session {
+    Session {
+        client: client("alice"),
+        attributes: Vec::new(),
+    }
+}
+
+fn message(topic: &str) -> Message {
+    Message {
+        topic: topic.to_owned(),
+        payload: b"hi".to_vec(),
+        qos: Qos::AtMostOnce,
+        retain: false,
+        user_properties: Vec::new(),
+        content_type: None,
+    }
+}
+
+fn policy(access: OnAccessFailure, transform: OnTransformFailure) -> FailurePolicy {
+    FailurePolicy {
+        authenticate: access,
+        authorize: access,
+        transform,
+    }
+}
+
+fn decided_by(source: &Source) -> Option<&str> {
+    source.plugin().map(Plugin::name)
+}
+
+#[tokio::test]
+async fn first_non_defer_answer_wins_in_order() {
+    let host = host();
+    let d = FailurePolicy::default();
+    let a = load(&host, "a", guests::ALLOW_DENY, r#"{"users": ["alice"]}"#, d).await;
+    let b = load(&host, "b", guests::AUTH_ONLY, "{}", d).await;
+    let chain = Chain::new(vec![a, b]);
+
+    let decided = chain.authenticate(&auth("alice")).await;
+    assert!(matches!(decided.verdict, AuthVerdict::Allow(_)));
+    assert_eq!(decided_by(&decided.source), Some("a"));
+    // "a" denies unknown users: "b" is never asked.
+    let decided = chain.authenticate(&auth("mallory")).await;
+    assert!(matches!(decided.verdict, AuthVerdict::Deny(_)));
+    assert_eq!(decided_by(&decided.source), Some("a"));
+    // "a" defers this one: "b" allows.
+    let decided = chain.authenticate(&auth("nobody-knows")).await;
+    assert!(matches!(decided.verdict, AuthVerdict::Allow(_)));
+    assert_eq!(decided_by(&decided.source), Some("b"));
+    assert_eq!(chain.plugins()[1].stats().total_calls(), 1);
+}
+
+#[tokio::test]
+async fn all_defer_is_the_listener_default() {
+    let host = host();
+    let a = load(
+        &host,
+        "a",
+        guests::ALLOW_DENY,
+        "{}",
+        FailurePolicy::default(),
+    )
+    .await;
+    let chain = Chain::new(vec![a]);
+    let decided = chain
+        .authorize_publish(&session(), "other/topic", Qos::AtMostOnce, false)
+        .await;
+    assert_eq!(decided.verdict.decision, Decision::Defer);
+    assert!(matches!(decided.source, Source::Default));
+    let decided = chain
+        .authorize_subscribe(&session(), "other/#", Qos::AtMostOnce)
+        .await;
+    assert_eq!(decided.verdict.decision, SubscribeDecision::Defer);
+    let empty = Chain::default();
+    assert!(matches!(
+        empty.authenticate(&auth("x")).await.source,
+        Source::Default
+    ));
+}
+
+#[tokio::test]
+async fn enhanced_auth_continues_with_the_plugin_that_asked() {
+    let host = host();
+    let d = FailurePolicy::default();
+    let first = load(&host, "first", guests::AUTH_ONLY, "{}", d).await;
+    let challenger = load(&host, "challenger", guests::ALLOW_DENY, "{}", d).await;
+    // "first" allows everyone, so the challenger goes first here.
+    let chain = Chain::new(vec![challenger, first]);
+    let mut request = auth("alice");
+    request.auth_method = Some("challenge".to_owned());
+    let decided = chain.authenticate(&request).await;
+    assert_eq!(decided.verdict, AuthVerdict::Continue(b"question".to_vec()));
+    let asker = decided.source.plugin().unwrap().clone();
+    assert_eq!(asker.name(), "challenger");
+    request.auth_data = Some(b"answer".to_vec());
+    let decided = chain.resume_authenticate(&asker, &request).await;
+    assert_eq!(
+        decided.verdict,
+        AuthVerdict::Allow(vec![("method".to_owned(), "challenge".to_owned())])
+    );
+}
+
+#[tokio::test]
+async fn publish_hooks_only_reach_plugins_whose_filters_match() {
+    let host = host();
+    let d = FailurePolicy::default();
+    let scoped = load(
+        &host,
+        "scoped",
+        guests::ALLOW_DENY,
+        r#"{"filters": ["deny/a/#"]}"#,
+        d,
+    )
+    .await;
+    let chain = Chain::new(vec![scoped.clone()]);
+    let decided = chain
+        .authorize_publish(&session(), "deny/a/1", Qos::AtMostOnce, false)
+        .await;
+    assert!(matches!(decided.verdict.decision, Decision::Deny(_)));
+    let decided = chain
+        .authorize_publish(&session(), "deny/b/1", Qos::AtMostOnce, false)
+        .await;
+    assert_eq!(
+        decided.verdict.decision,
+        Decision::Defer,
+        "filter does not match: not asked"
+    );
+    assert_eq!(scoped.stats().calls_of(Hook::AuthorizePublish), 1);
+    assert!(chain.wants(Hook::AuthorizePublish, Some("deny/a/x")));
+    assert!(!chain.wants(Hook::AuthorizePublish, Some("deny/b/x")));
+}
+
+#[tokio::test]
+async fn access_failure_policies_deny_defer_allow() {
+    let host = host();
+    let fallback = load(
+        &host,
+        "fallback",
+        guests::AUTH_ONLY,
+        "{}",
+        FailurePolicy::default(),
+    )
+    .await;
+    for (access, expect_allow, expect_by) in [
+        (OnAccessFailure::Deny, false, "trap"),
+        (OnAccessFailure::Defer, true, "fallback"),
+        (OnAccessFailure::Allow, true, "trap"),
+    ] {
+        let trap = load(
+            &host,
+            "trap",
+            guests::TRAP,
+            "{}",
+            policy(access, OnTransformFailure::Pass),
+        )
+        .await;
+        let chain = Chain::new(vec![trap, fallback.clone()]);
+        let decided = chain.authenticate(&auth("boom")).await;
+        assert_eq!(
+            matches!(decided.verdict, AuthVerdict::Allow(_)),
+            expect_allow,
+            "{access:?}"
+        );
+        assert_eq!(decided_by(&decided.source), Some(expect_by), "{access:?}");
+        if access == OnAccessFailure::Deny {
+            assert!(matches!(
+                decided.verdict,
+                AuthVerdict::Deny(Denial {
+                    reason_code: FAILURE_REASON_CODE,
+                    ..
+                })
+            ));
+            assert!(matches!(
+                decided.source,
+                Source::Failure(_, CallError::Trap(_))
+            ));
+        }
+        let decided = chain
+            .authorize_publish(&session(), "boom", Qos::AtMostOnce, false)
+            .await;
+        let expected = match access {
+            OnAccessFailure::Deny => matches!(decided.verdict.decision, Decision::Deny(_)),
+            // "fallback" has no authorizer: everyone deferred.
+            OnAccessFailure::Defer => decided.verdict.decision == Decision::Defer,
+            OnAccessFailure::Allow => decided.verdict.decision == Decision::Allow,
+        };
+        assert!(expected, "{access:?}: {decided:?}");
+        let decided = chain
+            .authorize_subscribe(&session(), "boom", Qos::AtLeastOnce)
+            .await;
+        if access == OnAccessFailure::Allow {
+            assert_eq!(
+                decided.verdict.decision,
+                SubscribeDecision::Allow(Qos::AtLeastOnce)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_timeout_follows_the_policy_too() {
+    let host = host();
+    let spin = load(
+        &host,
+        "spin",
+        guests::SPIN,
+        "{}",
+        policy(OnAccessFailure::Deny, OnTransformFailure::Drop),
+    )
+    .await;
+    let chain = Chain::new(vec![spin]);
+    let decided = chain.authenticate(&auth("spin")).await;
+    assert!(matches!(
+        decided.source,
+        Source::Failure(_, CallError::Timeout)
+    ));
+    assert!(matches!(decided.verdict, AuthVerdict::Deny(_)));
+    let transformed = chain.transform(&session(), &message("spin")).await;
+    assert_eq!(
+        transformed,
+        Transformed::Dropped {
+            reason_code: FAILURE_REASON_CODE,
+            plugin: "spin".to_owned()
+        }
+    );
+}
+
+#[tokio::test]
+async fn transformers_compose_in_order_and_fail_per_policy() {
+    let host = host();
+    let d = FailurePolicy::default();
+    let first = load(
+        &host,
+        "first",
+        guests::ALLOW_DENY,
+        r#"{"tag": "A", "filters": ["rename/#"]}"#,
+        d,
+    )
+    .await;
+    // Sees the topic as renamed by "first".
+    let second = load(
+        &host,
+        "second",
+        guests::ALLOW_DENY,
+        r#"{"tag": "B", "filters": ["renamed/#"]}"#,
+        d,
+    )
+    .await;
+    let garbage_pass = load(&host, "garbage", guests::GARBAGE, "{}", d).await;
+    let chain = Chain::new(vec![first, garbage_pass, second]);
+    match chain.transform(&session(), &message("rename/x")).await {
+        Transformed::Modified(m) => {
+            assert_eq!(m.topic, "renamed/x");
+            assert_eq!(m.payload, b"HI");
+            let tags: Vec<_> = m.user_properties.iter().map(|p| p.value.as_str()).collect();
+            assert_eq!(
+                tags,
+                ["A", "B"],
+                "patches applied in order; garbage's invalid patch ignored (pass)"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        chain
+            .transform(&session(), &message("elsewhere/pass"))
+            .await,
+        Transformed::Unchanged
+    );
+
+    let garbage_drop = load(
+        &host,
+        "garbage-drop",
+        guests::GARBAGE,
+        "{}",
+        policy(OnAccessFailure::Deny, OnTransformFailure::Drop),
+    )
+    .await;
+    let chain = Chain::new(vec![garbage_drop]);
+    assert_eq!(
+        chain.transform(&session(), &message("t")).await,
+        Transformed::Dropped {
+            reason_code: FAILURE_REASON_CODE,
+            plugin: "garbage-drop".to_owned()
+        }
+    );
+
+    let dropper = load(&host, "dropper", guests::ALLOW_DENY, "{}", d).await;
+    let chain = Chain::new(vec![dropper]);
+    assert_eq!(
+        chain.transform(&session(), &message("x/drop")).await,
+        Transformed::Dropped {
+            reason_code: 0x99,
+            plugin: "dropper".to_owned()
+        }
+    );
+}
