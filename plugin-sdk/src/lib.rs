@@ -191,7 +191,12 @@ macro_rules! export_plugin {
                 fn assert_plugin<T: $crate::Plugin>() {}
                 assert_plugin::<$plugin>();
             };
+            // Only components export the hooks: natively, symbol names such as
+            // `wasp:plugin/plugin@0.1.0#init` break the linker's version script of a `cdylib`, and nothing
+            // would call them.
+            #[cfg(target_arch = "wasm32")]
             type WaspPluginExports = $crate::__private::Exports<$plugin>;
+            #[cfg(target_arch = "wasm32")]
             $crate::bindings::__export_full_plugin!(WaspPluginExports with_types_in $crate::bindings);
         };
     };
