@@ -14,8 +14,9 @@ pub struct HostConfig {
     /// much address space per memory slot; a plugin's [`SandboxLimits::memory_bytes`] above it is
     /// refused at load. Default 256 MiB.
     pub max_memory_bytes: u64,
-    /// Instances the whole host may keep alive at once, across plugins (pooling allocator slots).
-    /// Default 256.
+    /// Instances the whole host may keep alive at once, across plugins (pooling allocator slots, and
+    /// fiber stacks for calls in flight). Each plugin reserves its `max_instances` at load; a plugin
+    /// that does not fit is refused with [`HostError::Limits`](crate::HostError::Limits). Default 256.
     pub total_instances: u32,
 }
 
@@ -93,7 +94,7 @@ pub struct DirGrant {
 }
 
 /// One plugin to load.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginSpec {
     /// Unique among the broker's plugins; names its logs, metrics and errors.
     pub name: String,

@@ -63,6 +63,39 @@ impl Drop for EpochTicker {
     }
 }
 
+/// The pooling allocator's instance slots, shared out among plugins: each plugin reserves its
+/// `max_instances` at load, so that calls never fail for want of a slot.
+struct SlotBudget {
+    total: u32,
+    used: parking_lot::Mutex<u32>,
+}
+
+/// A plugin's share of the [`SlotBudget`], given back when the plugin is dropped.
+struct SlotReservation {
+    budget: Arc<SlotBudget>,
+    count: u32,
+}
+
+impl SlotBudget {
+    fn reserve(self: &Arc<Self>, count: u32) -> Result<SlotReservation, u32> {
+        let mut used = self.used.lock();
+        if used.saturating_add(count) > self.total {
+            return Err(*used);
+        }
+        *used += count;
+        Ok(SlotReservation {
+            budget: self.clone(),
+            count,
+        })
+    }
+}
+
+impl Drop for SlotReservation {
+    fn drop(&mut self) {
+        *self.budget.used.lock() -= self.count;
+    }
+}
+
 /// The plugin host of one broker.
 pub struct PluginHost {
     engine: Engine,
@@ -71,6 +104,7 @@ pub struct PluginHost {
     config: HostConfig,
     pooling: bool,
     ticker: Arc<EpochTicker>,
+    slots: Arc<SlotBudget>,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -151,6 +185,10 @@ impl PluginHost {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let ticker = Arc::new(EpochTicker::start(engine.clone())?);
+        let slots = Arc::new(SlotBudget {
+            total: config.total_instances.max(1),
+            used: Default::default(),
+        });
         Ok(Self {
             engine,
             linker: Arc::new(linker),
@@ -158,6 +196,7 @@ impl PluginHost {
             config,
             pooling,
             ticker,
+            slots,
         })
     }
 
@@ -209,6 +248,14 @@ impl PluginHost {
                 message: "max_instances and call_timeout must be above zero".to_owned(),
             });
         }
+        let reservation = self.slots.reserve(limits.max_instances).map_err(|used| HostError::Limits {
+            plugin: name.clone(),
+            message: format!(
+                "max_instances {} does not fit: the host has {} instance slots (total_instances) and {used} are \
+                 reserved by other plugins",
+                limits.max_instances, self.slots.total
+            ),
+        })?;
         // Reading and compiling (~100 ms of CPU for a small component) happen off the runtime's workers.
         let started = Instant::now();
         let engine = self.engine.clone();
@@ -334,7 +381,7 @@ impl PluginHost {
             plugin: name.clone(),
             message,
         })?;
-        let ticker: Arc<dyn Send + Sync> = self.ticker.clone();
+        let keep_alive: Box<dyn Send + Sync> = Box::new((self.ticker.clone(), reservation));
         Ok(Plugin::new(Parts {
             template,
             first,
@@ -343,7 +390,7 @@ impl PluginHost {
             failure,
             path: wasm,
             from_cache,
-            ticker,
+            keep_alive,
         }))
     }
 }

@@ -157,8 +157,8 @@ pub(crate) struct Inner {
     slots: Semaphore,
     counters: Counters,
     warn: Mutex<WarnLimiter>,
-    /// Keeps the epoch ticker running while any plugin is alive.
-    _ticker: Arc<dyn Send + Sync>,
+    /// Keeps the epoch ticker running while any plugin is alive, and the plugin's instance slots.
+    _keep_alive: Box<dyn Send + Sync>,
 }
 
 /// A loaded plugin. Cheap to clone (an `Arc`); all clones share one pool of instances.
@@ -182,7 +182,7 @@ pub(crate) struct Parts {
     pub failure: FailurePolicy,
     pub path: PathBuf,
     pub from_cache: bool,
-    pub ticker: Arc<dyn Send + Sync>,
+    pub keep_alive: Box<dyn Send + Sync>,
 }
 
 impl Plugin {
@@ -204,7 +204,7 @@ impl Plugin {
                 last: None,
                 suppressed: 0,
             }),
-            _ticker: parts.ticker,
+            _keep_alive: parts.keep_alive,
             template: parts.template,
         }))
     }

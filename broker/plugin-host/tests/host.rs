@@ -567,3 +567,31 @@ async fn the_sandbox_grants_nothing_but_the_configured_directories() {
         "written"
     );
 }
+
+#[tokio::test]
+async fn plugins_reserve_instance_slots_and_give_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(HostConfig {
+        cache_dir: Some(dir.path().to_owned()),
+        total_instances: 6,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let spec = |name: &str| PluginSpec::new(name, guests::AUTH_ONLY); // 4 instances by default
+    let first = host
+        .load(spec("first"), HostServices::default())
+        .await
+        .unwrap();
+    let error = host
+        .load(spec("second"), HostServices::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, HostError::Limits { plugin, .. } if plugin == "second"),
+        "{error:?}"
+    );
+    drop(first);
+    host.load(spec("second"), HostServices::default())
+        .await
+        .unwrap();
+}
