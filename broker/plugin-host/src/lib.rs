@@ -35,7 +35,7 @@ pub use config::{
     SandboxLimits,
 };
 pub use error::{CallError, HostError};
-pub use host::PluginHost;
+pub use host::{EPOCH_TICK, PluginHost};
 pub use imports::HostServices;
 pub use imports::clock::{Clock, SystemClock};
 pub use imports::kv::{KvStore, MemoryKv};
