@@ -64,6 +64,20 @@ pub struct Config {
     pub sys_interval: Option<Duration>,
     /// Logging.
     pub log: LogConfig,
+    /// WebAssembly plugins, in chain order (file `[[plugins]]`).
+    pub plugins: Vec<PluginConfig>,
+    /// Where compiled plugins are cached (file `plugin_host.cache_dir`); `None`: the host's default.
+    pub plugin_cache_dir: Option<PathBuf>,
+}
+
+/// One plugin (file table `[[plugins]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginConfig {
+    /// What the plugin host loads: name, `.wasm` path (resolved against the configuration file's
+    /// folder), the `config` table as JSON, sandbox limits, failure policy and granted directories.
+    pub spec: wasp_plugin_host::PluginSpec,
+    /// The listeners whose chains include this plugin; empty: every listener.
+    pub listeners: Vec<String>,
 }
 
 /// One listening socket.
@@ -137,6 +151,8 @@ impl Default for Config {
             limits: Limits::default(),
             allow_anonymous: true,
             sys_interval: Some(Duration::from_secs(10)),
+            plugins: Vec::new(),
+            plugin_cache_dir: None,
             log: LogConfig::default(),
         }
     }
@@ -181,8 +197,17 @@ impl Default for LogConfig {
 
 impl Config {
     /// Parses and validates a configuration file's text; `source` names the file in error messages.
+    /// Relative paths in it (plugin files, granted directories) are taken from the current directory.
     pub fn from_toml_str(text: &str, source: &str) -> Result<Config, ConfigError> {
-        let ctx = Ctx { file: source, text };
+        Self::parse_in(text, source, Path::new(""))
+    }
+
+    fn parse_in(text: &str, source: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let ctx = Ctx {
+            file: source,
+            text,
+            base_dir,
+        };
         let file: FileConfig = toml::from_str(text).map_err(|e| ctx.toml_error(e))?;
         ctx.validate(file)
     }
@@ -193,7 +218,9 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml_str(&text, &path.display().to_string())
+        // Relative paths in the file are relative to the file, wherever the broker is started from.
+        let base_dir = path.parent().unwrap_or(Path::new(""));
+        Self::parse_in(&text, &path.display().to_string(), base_dir)
     }
 }
 
@@ -294,6 +321,44 @@ struct FileConfig {
     limits: Option<FileLimits>,
     sys: Option<FileSys>,
     log: Option<FileLog>,
+    plugin_host: Option<FilePluginHost>,
+    plugins: Option<Vec<Spanned<FilePlugin>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePluginHost {
+    cache_dir: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePlugin {
+    name: Spanned<String>,
+    path: Spanned<String>,
+    listeners: Option<Spanned<Vec<String>>>,
+    on_auth_failure: Option<Spanned<String>>,
+    on_authz_failure: Option<Spanned<String>>,
+    on_transform_failure: Option<Spanned<String>>,
+    limits: Option<FilePluginLimits>,
+    dirs: Option<Vec<Spanned<FileDirGrant>>>,
+    config: Option<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePluginLimits {
+    memory_mb: Option<Spanned<i128>>,
+    call_timeout_ms: Option<Spanned<i128>>,
+    instances: Option<Spanned<i128>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDirGrant {
+    host: Spanned<String>,
+    guest: Spanned<String>,
+    writable: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -340,6 +405,8 @@ struct FileLog {
 struct Ctx<'a> {
     file: &'a str,
     text: &'a str,
+    /// Relative paths are resolved against this folder.
+    base_dir: &'a Path,
 }
 
 impl Ctx<'_> {
@@ -441,12 +508,19 @@ impl Ctx<'_> {
             None => LogConfig::default(),
             Some(log) => self.log(log)?,
         };
+        let plugins = self.plugins(file.plugins.unwrap_or_default(), &listeners)?;
+        let plugin_cache_dir = file
+            .plugin_host
+            .and_then(|h| h.cache_dir)
+            .map(|dir| self.base_dir.join(dir.get_ref()));
         Ok(Config {
             listeners,
             limits,
             allow_anonymous: file.allow_anonymous.unwrap_or(default.allow_anonymous),
             sys_interval,
             log,
+            plugins,
+            plugin_cache_dir,
         })
     }
 
@@ -686,6 +760,164 @@ impl Ctx<'_> {
         Ok(LogConfig { level, format })
     }
 
+    fn plugins(
+        &self,
+        plugins: Vec<Spanned<FilePlugin>>,
+        listeners: &[Listener],
+    ) -> Result<Vec<PluginConfig>, ConfigError> {
+        use wasp_plugin_host::{
+            DirGrant, FailurePolicy, OnAccessFailure, OnTransformFailure, PluginSpec, SandboxLimits,
+        };
+        let access = |value: &Option<Spanned<String>>, key: &str| {
+            match value {
+            None => Ok(OnAccessFailure::Deny),
+            Some(v) => match v.get_ref().as_str() {
+                "deny" => Ok(OnAccessFailure::Deny),
+                "defer" => Ok(OnAccessFailure::Defer),
+                "allow" => Ok(OnAccessFailure::Allow),
+                other => Err(self.invalid(
+                    v.span(),
+                    key,
+                    format!("{key} = {other:?} is not a failure policy: use \"deny\", \"defer\" or \"allow\""),
+                )),
+            },
+        }
+        };
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut out = Vec::with_capacity(plugins.len());
+        for plugin in plugins {
+            let plugin = plugin.into_inner();
+            let name_span = plugin.name.span();
+            let name = plugin.name.into_inner();
+            if name.trim().is_empty() || name.contains(char::is_whitespace) {
+                return Err(self.invalid(
+                    name_span,
+                    "plugins.name",
+                    format!("plugins.name = {name:?} is not a name: use a non-empty word such as \"passwords\""),
+                ));
+            }
+            let line = self.at(Some(name_span.clone())).line.unwrap_or_default();
+            if let Some(first) = names.insert(name.clone(), line) {
+                return Err(self.invalid(
+                    name_span,
+                    "plugins.name",
+                    format!(
+                        "plugins.name = {name:?} is already used by the plugin on line {first}: give every \
+                         plugin a unique name"
+                    ),
+                ));
+            }
+            if plugin.path.get_ref().trim().is_empty() {
+                return Err(self.invalid(
+                    plugin.path.span(),
+                    "plugins.path",
+                    "plugins.path is empty: give the path of the plugin's .wasm component"
+                        .to_owned(),
+                ));
+            }
+            let wasm = self.base_dir.join(plugin.path.get_ref());
+            let plugin_listeners = match plugin.listeners {
+                None => Vec::new(),
+                Some(names) => {
+                    if let Some(unknown) = names
+                        .get_ref()
+                        .iter()
+                        .find(|n| !listeners.iter().any(|l| &l.name == *n))
+                    {
+                        let known: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+                        return Err(self.invalid(
+                            names.span(),
+                            "plugins.listeners",
+                            format!(
+                                "plugins.listeners names {unknown:?}, which is not a listener: use one of {}",
+                                known.join(", ")
+                            ),
+                        ));
+                    }
+                    names.into_inner()
+                }
+            };
+            let transform = match &plugin.on_transform_failure {
+                None => OnTransformFailure::Pass,
+                Some(v) => match v.get_ref().as_str() {
+                    "pass" => OnTransformFailure::Pass,
+                    "drop" => OnTransformFailure::Drop,
+                    other => {
+                        return Err(self.invalid(
+                            v.span(),
+                            "plugins.on_transform_failure",
+                            format!(
+                                "plugins.on_transform_failure = {other:?} is not a failure policy: use \"pass\" \
+                                 or \"drop\""
+                            ),
+                        ));
+                    }
+                },
+            };
+            let failure = FailurePolicy {
+                authenticate: access(&plugin.on_auth_failure, "plugins.on_auth_failure")?,
+                authorize: access(&plugin.on_authz_failure, "plugins.on_authz_failure")?,
+                transform,
+            };
+            let d = SandboxLimits::default();
+            let limits = match plugin.limits {
+                None => d,
+                Some(l) => SandboxLimits {
+                    memory_bytes: self
+                        .opt::<u64>(&l.memory_mb, "plugins.limits.memory_mb", 1, 4096, " MiB")?
+                        .map_or(d.memory_bytes, |mb| mb << 20),
+                    call_timeout: self
+                        .opt::<u64>(
+                            &l.call_timeout_ms,
+                            "plugins.limits.call_timeout_ms",
+                            1,
+                            60_000,
+                            " ms",
+                        )?
+                        .map_or(d.call_timeout, Duration::from_millis),
+                    max_instances: self
+                        .opt(&l.instances, "plugins.limits.instances", 1, 256, "")?
+                        .unwrap_or(d.max_instances),
+                },
+            };
+            let mut dirs = Vec::new();
+            for grant in plugin.dirs.unwrap_or_default() {
+                let grant = grant.into_inner();
+                if !grant.guest.get_ref().starts_with('/') {
+                    return Err(self.invalid(
+                        grant.guest.span(),
+                        "plugins.dirs.guest",
+                        format!(
+                            "plugins.dirs.guest = {:?} is not absolute: use the path the plugin opens, such \
+                             as \"/data\"",
+                            grant.guest.get_ref()
+                        ),
+                    ));
+                }
+                dirs.push(DirGrant {
+                    host: self.base_dir.join(grant.host.get_ref()),
+                    guest: grant.guest.into_inner(),
+                    writable: grant.writable.unwrap_or(false),
+                });
+            }
+            // TOML values are all representable in JSON (dates become strings).
+            let config_json = serde_json::to_string(&plugin.config.unwrap_or_default())
+                .unwrap_or_else(|_| "{}".to_owned());
+            out.push(PluginConfig {
+                spec: PluginSpec {
+                    name,
+                    wasm,
+                    config_json,
+                    limits,
+                    failure,
+                    dirs,
+                },
+                listeners: plugin_listeners,
+            });
+        }
+        Ok(out)
+    }
+
     /// [`Self::int`] for an optional value; `None` when absent.
     fn opt<T: TryFrom<i128>>(
         &self,
@@ -750,7 +982,7 @@ fn key_path(error: &toml::de::Error) -> String {
 fn table_name(path: &str) -> String {
     match path {
         "" => "the top level".to_owned(),
-        "listeners" => "[[listeners]]".to_owned(),
+        "listeners" | "plugins" | "plugins.dirs" => format!("[[{path}]]"),
         other => format!("[{other}]"),
     }
 }
@@ -921,6 +1153,22 @@ interval_secs = 0
 [log]
 level = "warn,wasp=debug"
 format = "compact"
+
+[plugin_host]
+cache_dir = "/var/cache/wasp"
+
+[[plugins]]
+name = "passwords"
+path = "plugins/password-file.wasm"
+listeners = ["public"]
+on_auth_failure = "defer"
+on_authz_failure = "allow"
+on_transform_failure = "drop"
+limits = { memory_mb = 16, call_timeout_ms = 250, instances = 2 }
+dirs = [{ host = "/etc/wasp", guest = "/etc/wasp" }, { host = "state", guest = "/state", writable = true }]
+[plugins.config]
+file = "/etc/wasp/passwd"
+reload_secs = 5
 "#;
         let c = parse(text).unwrap();
         assert_eq!(
@@ -956,8 +1204,106 @@ format = "compact"
                     level: "warn,wasp=debug".into(),
                     format: LogFormat::Compact
                 },
+                plugins: vec![PluginConfig {
+                    spec: wasp_plugin_host::PluginSpec {
+                        name: "passwords".into(),
+                        wasm: "plugins/password-file.wasm".into(),
+                        config_json: r#"{"file":"/etc/wasp/passwd","reload_secs":5}"#.into(),
+                        limits: wasp_plugin_host::SandboxLimits {
+                            memory_bytes: 16 << 20,
+                            call_timeout: Duration::from_millis(250),
+                            max_instances: 2,
+                        },
+                        failure: wasp_plugin_host::FailurePolicy {
+                            authenticate: wasp_plugin_host::OnAccessFailure::Defer,
+                            authorize: wasp_plugin_host::OnAccessFailure::Allow,
+                            transform: wasp_plugin_host::OnTransformFailure::Drop,
+                        },
+                        dirs: vec![
+                            wasp_plugin_host::DirGrant {
+                                host: "/etc/wasp".into(),
+                                guest: "/etc/wasp".into(),
+                                writable: false,
+                            },
+                            wasp_plugin_host::DirGrant {
+                                host: "state".into(),
+                                guest: "/state".into(),
+                                writable: true,
+                            },
+                        ],
+                    },
+                    listeners: vec!["public".into()],
+                }],
+                plugin_cache_dir: Some("/var/cache/wasp".into()),
             }
         );
+    }
+
+    #[test]
+    fn plugin_errors_name_the_key_and_line() {
+        let base = "[[listeners]]\nname = \"a\"\nbind = \"127.0.0.1:1\"\n";
+        let cases = [
+            (
+                "[[plugins]]\nname = \"p\"\npath = \"\"\n",
+                6,
+                "plugins.path",
+            ),
+            (
+                "[[plugins]]\nname = \"p\"\npath = \"x.wasm\"\nlisteners = [\"b\"]\n",
+                7,
+                "plugins.listeners",
+            ),
+            (
+                "[[plugins]]\nname = \"p\"\npath = \"x.wasm\"\non_auth_failure = \"maybe\"\n",
+                7,
+                "plugins.on_auth_failure",
+            ),
+            (
+                "[[plugins]]\nname = \"p\"\npath = \"x.wasm\"\n[[plugins]]\nname = \"p\"\npath = \"y.wasm\"\n",
+                8,
+                "plugins.name",
+            ),
+            (
+                "[[plugins]]\nname = \"p\"\npath = \"x.wasm\"\nlimits = { memory_mb = 0 }\n",
+                7,
+                "plugins.limits.memory_mb",
+            ),
+            (
+                "[[plugins]]\nname = \"p\"\npath = \"x.wasm\"\ndirs = [{ host = \"d\", guest = \"rel\" }]\n",
+                7,
+                "plugins.dirs.guest",
+            ),
+        ];
+        for (plugin, line, key) in cases {
+            let message = parse(&format!("{base}{plugin}")).unwrap_err().to_string();
+            assert!(
+                message.starts_with(&format!("wasp.toml:{line}:")),
+                "{message}"
+            );
+            assert!(message.contains(key), "{message}");
+        }
+        let message = parse(&format!(
+            "{base}[[plugins]]\nname = \"p\"\npath = \"x\"\nbogus = 1\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.contains("unknown key `bogus` in [[plugins]]"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn plugin_paths_are_relative_to_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("wasp-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("wasp.toml");
+        std::fs::write(&file, "[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\ndirs = [{ host = \"data\", guest = \"/d\" }]\n").unwrap();
+        let c = Config::load(&file).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(c.plugins[0].spec.wasm, dir.join("p.wasm"));
+        assert_eq!(c.plugins[0].spec.dirs[0].host, dir.join("data"));
+        assert!(c.plugins[0].listeners.is_empty());
     }
 
     #[test]
@@ -1197,7 +1543,7 @@ format = "compact"
         assert_eq!(
             m,
             "wasp.toml:2: unknown key `allow_anonymus` in the top level: expected one of \
-             allow_anonymous, listeners, limits, sys, log"
+             allow_anonymous, listeners, limits, sys, log, plugin_host, plugins"
         );
         let m = error(
             "[[listeners]]\nname = \"a\"\nlisen = \"127.0.0.1:1\"\n",

@@ -25,11 +25,15 @@ use tokio::sync::{oneshot, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 use wasp_mqtt::topic::{Filter, parse_filter};
 use wasp_mqtt::{
-    ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion, PubResponse,
-    Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck,
-    Unsubscribe, Will,
+    Auth, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion,
+    PubResponse, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
+    UnsubAck, Unsubscribe, Will,
 };
 
+use wasp_plugin_host::types as wit;
+use wasp_plugin_host::{Chain, Hook, Plugin};
+
+use crate::access::{self, Access, Refusal};
 use crate::broker::{Broker, ClientSlot};
 use crate::session::{Delivery, Inflight, Message, Session, SubscriptionEntry};
 
@@ -106,6 +110,7 @@ pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<str>,
+    chain: Chain,
     shutdown: watch::Receiver<bool>,
 ) {
     let span = info_span!("conn", %peer, %listener, client_id = tracing::field::Empty);
@@ -128,7 +133,16 @@ pub(crate) async fn serve(
                 return;
             }
         };
-        handshake_and_run(broker, io, *connect, shutdown).await;
+        let client = wit::ClientInfo {
+            client_id: connect.client_id.clone(),
+            username: connect.username.clone(),
+            listener: listener.to_string(),
+            peer_address: peer.to_string(),
+            protocol: access::wit_protocol(connect.protocol),
+            tls_identity: None,
+        };
+        let access = Access::new(chain, client, broker.config.allow_anonymous);
+        handshake_and_run(broker, io, *connect, access, shutdown).await;
     }
     .instrument(span)
     .await
@@ -147,52 +161,83 @@ impl Io {
     /// Reads the first packet, which must be CONNECT, within the connect timeout. Refusals that the spec
     /// answers with a CONNACK are written here.
     async fn read_connect(&mut self) -> Result<Box<Connect>, String> {
-        let limits = &self.broker.config.limits;
-        let deadline = tokio::time::Instant::now() + limits.connect_timeout;
+        let deadline = tokio::time::Instant::now() + self.broker.config.limits.connect_timeout;
+        match self.read_packet(None, deadline).await {
+            Ok(Packet::Connect(c)) => Ok(c),
+            Ok(other) => Err(format!(
+                "first packet is {} instead of CONNECT",
+                other.name()
+            )),
+            Err(Err(DecodeError::UnsupportedProtocol { level, .. })) => {
+                // MQTT-3.1.2-2: CONNACK 0x01 (3.1.1) / 0x84 (5.0), then close.
+                let version = if level == 5 {
+                    ProtocolVersion::V5
+                } else {
+                    ProtocolVersion::V311
+                };
+                self.refuse(version, ReasonCode::UnsupportedProtocolVersion, None)
+                    .await;
+                Err(format!("unsupported protocol level {level}"))
+            }
+            Err(Err(e)) => Err(format!("bad CONNECT: {e}")),
+            Err(Ok(why)) => Err(why),
+        }
+    }
+
+    /// Reads one packet before `deadline`. `Err(Ok(why))`: the socket closed, failed or timed out;
+    /// `Err(Err(e))`: the bytes do not decode.
+    async fn read_packet(
+        &mut self,
+        version: Option<ProtocolVersion>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Packet, Result<String, DecodeError>> {
+        let max = self.broker.config.limits.max_packet_size;
         loop {
-            match wasp_mqtt::decode(&mut self.inbuf, None, limits.max_packet_size) {
-                Ok(Some(Packet::Connect(c))) => return Ok(c),
-                Ok(Some(other)) => {
-                    return Err(format!(
-                        "first packet is {} instead of CONNECT",
-                        kind(&other)
-                    ));
-                }
+            match wasp_mqtt::decode(&mut self.inbuf, version, max) {
+                Ok(Some(packet)) => return Ok(packet),
                 Ok(None) => {}
-                Err(DecodeError::UnsupportedProtocol { level, .. }) => {
-                    // MQTT-3.1.2-2: CONNACK 0x01 (3.1.1) / 0x84 (5.0), then close.
-                    let version = if level == 5 {
-                        ProtocolVersion::V5
-                    } else {
-                        ProtocolVersion::V311
-                    };
-                    self.refuse(version, ReasonCode::UnsupportedProtocolVersion)
-                        .await;
-                    return Err(format!("unsupported protocol level {level}"));
-                }
-                Err(e) => return Err(format!("bad CONNECT: {e}")),
+                Err(e) => return Err(Err(e)),
             }
             let read =
                 tokio::time::timeout_at(deadline, self.reader.read_buf(&mut self.inbuf)).await;
             match read {
-                Err(_) => return Err("no CONNECT within the connect timeout".into()),
-                Ok(Ok(0)) => return Err("peer closed".into()),
+                Err(_) => return Err(Ok("no packet within the connect timeout".into())),
+                Ok(Ok(0)) => return Err(Ok("peer closed".into())),
                 Ok(Ok(n)) => {
                     self.broker
                         .stats
                         .bytes_received
                         .fetch_add(n as u64, Ordering::Relaxed);
                 }
-                Ok(Err(e)) => return Err(format!("read error: {e}")),
+                Ok(Err(e)) => return Err(Ok(format!("read error: {e}"))),
             }
         }
     }
 
-    /// Sends a refusing CONNACK and flushes it.
-    async fn refuse(&mut self, version: ProtocolVersion, reason: ReasonCode) {
+    /// Writes everything buffered, keeping the connection open; false if the socket failed.
+    async fn write_out(&mut self, limit: Duration) -> bool {
+        let write = async {
+            while !self.outbuf.is_empty() {
+                match self.writer.write_buf(&mut self.outbuf).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => {
+                        self.broker
+                            .stats
+                            .bytes_sent
+                            .fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+            true
+        };
+        tokio::time::timeout(limit, write).await.unwrap_or(false)
+    }
+
+    /// Sends a refusing CONNACK (with `why` or a standard text as 5.0 reason string) and closes.
+    async fn refuse(&mut self, version: ProtocolVersion, reason: ReasonCode, why: Option<String>) {
         let mut properties = Properties::default();
         if version.is_v5() {
-            properties.reason_string = Some(refusal_text(reason).to_owned());
+            properties.reason_string = Some(why.unwrap_or_else(|| refusal_text(reason).to_owned()));
         }
         let connack = Packet::ConnAck(ConnAck {
             session_present: false,
@@ -229,30 +274,11 @@ fn refusal_text(reason: ReasonCode) -> &'static str {
     match reason {
         ReasonCode::UnsupportedProtocolVersion => "unsupported protocol version",
         ReasonCode::ClientIdentifierNotValid => "client identifier not valid",
-        ReasonCode::BadAuthenticationMethod => "enhanced authentication is not configured",
-        ReasonCode::NotAuthorized => "anonymous access is disabled",
+        ReasonCode::BadAuthenticationMethod => "no plugin supports this authentication method",
+        ReasonCode::NotAuthorized => "not authorized",
+        ReasonCode::BadUserNameOrPassword => "bad user name or password",
         ReasonCode::ServerBusy => "too many connections",
         _ => "refused",
-    }
-}
-
-fn kind(p: &Packet) -> &'static str {
-    match p {
-        Packet::Connect(_) => "CONNECT",
-        Packet::ConnAck(_) => "CONNACK",
-        Packet::Publish(_) => "PUBLISH",
-        Packet::PubAck(_) => "PUBACK",
-        Packet::PubRec(_) => "PUBREC",
-        Packet::PubRel(_) => "PUBREL",
-        Packet::PubComp(_) => "PUBCOMP",
-        Packet::Subscribe(_) => "SUBSCRIBE",
-        Packet::SubAck(_) => "SUBACK",
-        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
-        Packet::UnsubAck(_) => "UNSUBACK",
-        Packet::PingReq => "PINGREQ",
-        Packet::PingResp => "PINGRESP",
-        Packet::Disconnect(_) => "DISCONNECT",
-        Packet::Auth(_) => "AUTH",
     }
 }
 
@@ -261,6 +287,7 @@ async fn handshake_and_run(
     broker: Arc<Broker>,
     mut io: Io,
     connect: Connect,
+    mut access: Access,
     shutdown: watch::Receiver<bool>,
 ) {
     let version = connect.protocol;
@@ -272,7 +299,7 @@ async fn handshake_and_run(
         if version == ProtocolVersion::V31
             || (version == ProtocolVersion::V311 && !connect.clean_start)
         {
-            io.refuse(version, ReasonCode::ClientIdentifierNotValid)
+            io.refuse(version, ReasonCode::ClientIdentifierNotValid, None)
                 .await;
             return;
         }
@@ -283,20 +310,34 @@ async fn handshake_and_run(
     };
     tracing::Span::current().record("client_id", &*client_id);
 
-    // Enhanced authentication needs an authentication plugin; none is configured.
-    if version.is_v5() && connect.properties.authentication_method.is_some() {
-        io.refuse(version, ReasonCode::BadAuthenticationMethod)
-            .await;
-        return;
+    if assigned {
+        let mut client = access.client().clone();
+        client.client_id = client_id.to_string();
+        access = Access::new(
+            access.chain().clone(),
+            client,
+            broker.config.allow_anonymous,
+        );
     }
-    if !broker.config.allow_anonymous {
-        let reason = if connect.username.is_some() {
-            ReasonCode::BadUserNameOrPassword
-        } else {
-            ReasonCode::NotAuthorized
-        };
-        info!("refused: anonymous access is disabled and no authentication plugin is configured");
-        io.refuse(version, reason).await;
+    let auth_method = connect
+        .properties
+        .authentication_method
+        .clone()
+        .filter(|_| version.is_v5());
+    let Some(attributes) = authenticate(&mut io, &access, &connect, auth_method.as_deref()).await
+    else {
+        return;
+    };
+    access.set_attributes(attributes);
+    // A Will the client may not publish is refused now rather than dropped later.
+    if let Some(will) = &connect.will
+        && let Err(refusal) = access
+            .authorize_publish(&will.topic, will.qos, will.retain)
+            .await
+    {
+        info!(topic = %will.topic, reason = %refusal.reason, "refused: will topic not authorized");
+        let code = access::plugin_code(refusal.code.as_u8(), access::CONNACK);
+        io.refuse(version, code, Some(refusal.reason)).await;
         return;
     }
     if broker.stats.clients_connected.load(Ordering::Relaxed) >= limits.max_connections {
@@ -304,14 +345,14 @@ async fn handshake_and_run(
             max = limits.max_connections,
             "refused: connection limit reached"
         );
-        io.refuse(version, ReasonCode::ServerBusy).await;
+        io.refuse(version, ReasonCode::ServerBusy, None).await;
         return;
     }
 
     // Take the client id over from any connection that holds it.
     let Some((slot, lease)) = acquire_slot(&broker, &client_id).await else {
         warn!("refused: the previous connection of this client did not let go of its session");
-        io.refuse(version, ReasonCode::ServerBusy).await;
+        io.refuse(version, ReasonCode::ServerBusy, None).await;
         return;
     };
     let epoch = slot.epoch.fetch_add(1, Ordering::AcqRel) + 1;
@@ -383,6 +424,7 @@ async fn handshake_and_run(
         if session_expiry != requested_expiry {
             properties.session_expiry_interval = Some(session_expiry);
         }
+        properties.authentication_method = auth_method.clone();
     }
     let connack = Packet::ConnAck(ConnAck {
         session_present,
@@ -425,12 +467,133 @@ async fn handshake_and_run(
         problem_information: version.is_v5()
             && connect.properties.request_problem_information != Some(0),
         batch: Vec::new(),
+        access,
+        auth_method,
+        reauthenticating: None,
     };
     conn.resend_inflight();
     let close = conn.run(kick_rx, shutdown).await;
     conn.finish(close, &slot, epoch).await;
     drop(lease);
     broker.remove_slot_if_unused(&conn.client_id, &slot);
+}
+
+/// Runs the authenticators on CONNECT, driving the 5.0 enhanced-authentication AUTH exchange when a plugin
+/// answers `continue`. Returns the session attributes, or `None` after sending the refusal.
+async fn authenticate(
+    io: &mut Io,
+    access: &Access,
+    connect: &Connect,
+    auth_method: Option<&str>,
+) -> Option<wit::Attributes> {
+    let version = connect.protocol;
+    let chain = access.chain();
+    let allow_anonymous = io.broker.config.allow_anonymous;
+    let no_credentials_reason = if connect.username.is_some() {
+        ReasonCode::BadUserNameOrPassword
+    } else {
+        ReasonCode::NotAuthorized
+    };
+    if !chain.wants(Hook::Authenticate, None) {
+        if auth_method.is_some() {
+            io.refuse(version, ReasonCode::BadAuthenticationMethod, None)
+                .await;
+            return None;
+        }
+        if !allow_anonymous {
+            info!(
+                "refused: anonymous access is disabled and no authentication plugin is configured"
+            );
+            io.refuse(version, no_credentials_reason, None).await;
+            return None;
+        }
+        return Some(Vec::new());
+    }
+    let mut request = wit::AuthRequest {
+        client: access.client().clone(),
+        password: connect.password.as_ref().map(|p| p.to_vec()),
+        auth_method: auth_method.map(str::to_owned),
+        auth_data: connect
+            .properties
+            .authentication_data
+            .as_ref()
+            .map(|d| d.to_vec()),
+        reauthentication: false,
+    };
+    let mut decided = chain.authenticate(&request).await;
+    loop {
+        let who = decided.source.plugin().map_or("", |p| p.name()).to_owned();
+        match decided.verdict {
+            wit::AuthVerdict::Allow(attributes) => return Some(attributes),
+            wit::AuthVerdict::Deny(denial) => {
+                let refusal = Refusal::from_denial(denial, access::CONNACK, &who);
+                info!(plugin = %who, reason = %refusal.reason, "refused by an authentication plugin");
+                io.refuse(version, refusal.code, Some(refusal.reason)).await;
+                return None;
+            }
+            wit::AuthVerdict::Defer if auth_method.is_some() => {
+                io.refuse(version, ReasonCode::BadAuthenticationMethod, None)
+                    .await;
+                return None;
+            }
+            wit::AuthVerdict::Defer if allow_anonymous => return Some(Vec::new()),
+            wit::AuthVerdict::Defer => {
+                info!(
+                    "refused: every authentication plugin deferred and anonymous access is disabled"
+                );
+                io.refuse(version, no_credentials_reason, None).await;
+                return None;
+            }
+            wit::AuthVerdict::Continue(data) => {
+                let (Some(method), Some(plugin)) = (auth_method, decided.source.plugin().cloned())
+                else {
+                    // `continue` needs a 5.0 client that started enhanced authentication.
+                    warn!(plugin = %who, "plugin answered continue to a client without an authentication method");
+                    io.refuse(version, ReasonCode::BadAuthenticationMethod, None)
+                        .await;
+                    return None;
+                };
+                let challenge = Packet::Auth(Auth {
+                    reason: ReasonCode::ContinueAuthentication,
+                    properties: Properties {
+                        authentication_method: Some(method.to_owned()),
+                        authentication_data: Some(data.into()),
+                        ..Properties::default()
+                    },
+                });
+                if wasp_mqtt::encode(&challenge, version, &mut io.outbuf, u32::MAX).is_err()
+                    || !io.write_out(CLOSE_FLUSH).await
+                {
+                    return None;
+                }
+                let deadline =
+                    tokio::time::Instant::now() + io.broker.config.limits.connect_timeout;
+                match io.read_packet(Some(version), deadline).await {
+                    Ok(Packet::Auth(answer))
+                        if answer.reason == ReasonCode::ContinueAuthentication
+                            && answer.properties.authentication_method.as_deref()
+                                == Some(method) =>
+                    {
+                        request.auth_data =
+                            answer.properties.authentication_data.map(|d| d.to_vec());
+                        decided = chain.resume_authenticate(&plugin, &request).await;
+                    }
+                    Ok(other) => {
+                        info!(
+                            packet = other.name(),
+                            "refused: expected AUTH during enhanced authentication"
+                        );
+                        io.refuse(version, ReasonCode::ProtocolError, None).await;
+                        return None;
+                    }
+                    Err(why) => {
+                        debug!(?why, "closed during enhanced authentication");
+                        return None;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Takes the lease of a client id's slot, kicking the connection that holds it. `None` if that connection
@@ -493,6 +656,12 @@ struct Conn {
     problem_information: bool,
     /// Reused buffer of messages taken out of the session queue.
     batch: Vec<(Option<u16>, Delivery)>,
+    /// The listener's plugins with this session's attributes.
+    access: Access,
+    /// The 5.0 Authentication Method of CONNECT: re-authentication must use the same one.
+    auth_method: Option<String>,
+    /// During a re-authentication exchange: the plugin that answered `continue`.
+    reauthenticating: Option<Plugin>,
 }
 
 impl Conn {
@@ -518,7 +687,7 @@ impl Conn {
                     Ok(0) | Err(_) => return Close::PeerGone,
                     Ok(n) => {
                         self.broker().stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
-                        if let Err(close) = self.process_input() {
+                        if let Err(close) = self.process_input().await {
                             return close;
                         }
                     }
@@ -540,13 +709,13 @@ impl Conn {
     }
 
     /// Decodes and handles every complete packet in the input buffer.
-    fn process_input(&mut self) -> Result<(), Close> {
+    async fn process_input(&mut self) -> Result<(), Close> {
         let max = self.broker().config.limits.max_packet_size;
         loop {
             match wasp_mqtt::decode(&mut self.io.inbuf, Some(self.version), max) {
                 Ok(Some(packet)) => {
                     self.last_received = tokio::time::Instant::now();
-                    self.handle(packet)?;
+                    self.handle(packet).await?;
                 }
                 Ok(None) => return Ok(()),
                 Err(e) => {
@@ -556,9 +725,9 @@ impl Conn {
         }
     }
 
-    fn handle(&mut self, packet: Packet) -> Result<(), Close> {
+    async fn handle(&mut self, packet: Packet) -> Result<(), Close> {
         match packet {
-            Packet::Publish(p) => self.on_publish(p),
+            Packet::Publish(p) => self.on_publish(p).await,
             Packet::PubAck(r) => {
                 self.on_puback(r.packet_id);
                 Ok(())
@@ -575,7 +744,7 @@ impl Conn {
                 self.on_pubcomp(r.packet_id);
                 Ok(())
             }
-            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Subscribe(s) => self.on_subscribe(s).await,
             Packet::Unsubscribe(u) => {
                 self.on_unsubscribe(u);
                 Ok(())
@@ -586,16 +755,13 @@ impl Conn {
             }
             Packet::Disconnect(d) => Err(self.on_disconnect(d)),
             Packet::Connect(_) => Err(violation(ReasonCode::ProtocolError, "second CONNECT")),
-            Packet::Auth(_) => Err(violation(
-                ReasonCode::ProtocolError,
-                "AUTH without enhanced authentication",
-            )),
+            Packet::Auth(a) => self.on_auth(a).await,
             other @ (Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
             | Packet::PingResp) => Err(violation(
                 ReasonCode::ProtocolError,
-                format!("{} may only be sent by a server", kind(&other)),
+                format!("{} may only be sent by a server", other.name()),
             )),
         }
     }
@@ -609,11 +775,11 @@ impl Conn {
             &mut self.io.outbuf,
             self.max_packet_out,
         ) {
-            debug!(error = %e, packet = kind(packet), "packet not sent");
+            debug!(error = %e, packet = packet.name(), "packet not sent");
         }
     }
 
-    fn on_publish(&mut self, mut p: Publish) -> Result<(), Close> {
+    async fn on_publish(&mut self, mut p: Publish) -> Result<(), Close> {
         let limits = &self.io.broker.config.limits;
         if self.version.is_v5() {
             if !p.properties.subscription_identifiers.is_empty() {
@@ -685,15 +851,22 @@ impl Conn {
             }
         }
 
-        let (reason, why) = match self.route_publish(&p) {
+        let (ack_qos, ack_id) = (p.qos, p.packet_id);
+        let (reason, why) = match self.admit_and_route(p).await {
             Ok(reason) => (reason, None),
-            Err((reason, why)) => (reason, self.problem_information.then(|| why.to_owned())),
+            Err(refusal) => {
+                debug!(code = ?refusal.code, reason = %refusal.reason, "PUBLISH refused");
+                (
+                    refusal.code,
+                    self.problem_information.then_some(refusal.reason),
+                )
+            }
         };
         let properties = Properties {
             reason_string: why,
             ..Properties::default()
         };
-        match (p.qos, p.packet_id) {
+        match (ack_qos, ack_id) {
             (QoS::AtMostOnce, _) | (_, None) => {}
             (QoS::AtLeastOnce, Some(id)) => self.send(&Packet::PubAck(PubResponse {
                 packet_id: id,
@@ -714,38 +887,42 @@ impl Conn {
         Ok(())
     }
 
-    /// Routes an inbound PUBLISH and returns the reason code for its acknowledgement, or the refusal with a
-    /// reason string.
-    fn route_publish(&mut self, p: &Publish) -> Result<ReasonCode, (ReasonCode, &'static str)> {
+    /// Checks an inbound PUBLISH (broker rules, then the authorizers and transformers) and routes it.
+    /// Returns the reason code for its acknowledgement, or the refusal.
+    async fn admit_and_route(&mut self, mut p: Publish) -> Result<ReasonCode, Refusal> {
         if p.topic.starts_with("$SYS/") || &*p.topic == "$SYS" {
             // `$SYS` topics are the broker's own (MQTT-4.7.2-1 leaves `$` topics to the server): clients may
             // not publish to them.
-            debug!(topic = %p.topic, "PUBLISH to $SYS refused");
-            return Err((
-                ReasonCode::NotAuthorized,
-                "clients may not publish to $SYS topics",
-            ));
+            return Err(Refusal {
+                code: ReasonCode::NotAuthorized,
+                reason: "clients may not publish to $SYS topics".into(),
+            });
         }
         if self.version.is_v5()
             && p.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&p.payload).is_err()
         {
-            info!(topic = %p.topic, "payload is not UTF-8 although its format indicator says so");
-            return Err((
-                ReasonCode::PayloadFormatInvalid,
-                "payload is not UTF-8 but its Payload Format Indicator is 1",
-            ));
+            return Err(Refusal {
+                code: ReasonCode::PayloadFormatInvalid,
+                reason: "payload is not UTF-8 but its Payload Format Indicator is 1".into(),
+            });
         }
-        let now = Instant::now();
-        let mut properties = p.properties.clone();
+        if !self.access.publish_is_free(&p.topic) {
+            self.access
+                .authorize_publish(&p.topic, p.qos, p.retain)
+                .await?;
+            let maximum_qos = self.broker().config.limits.maximum_qos;
+            self.access.transform(&mut p, maximum_qos).await?;
+        }
+        let mut properties = p.properties;
         let expires_at = properties
             .message_expiry_interval
             .take()
-            .map(|secs| now + Duration::from_secs(u64::from(secs)));
+            .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
         properties.topic_alias = None;
         let message = Message {
-            topic: p.topic.clone(),
-            payload: p.payload.clone(),
+            topic: p.topic,
+            payload: p.payload,
             qos: p.qos,
             retain: p.retain,
             properties,
@@ -821,16 +998,81 @@ impl Conn {
         }
     }
 
-    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Close> {
+    /// AUTH on a live connection: 5.0 re-authentication (0x19), or the client's answer (0x18) during one.
+    async fn on_auth(&mut self, a: Auth) -> Result<(), Close> {
+        let Some(method) = self.auth_method.clone() else {
+            return Err(violation(
+                ReasonCode::ProtocolError,
+                "AUTH without enhanced authentication",
+            ));
+        };
+        if a.properties.authentication_method.as_deref() != Some(method.as_str()) {
+            // MQTT-4.12.1-1: the method cannot change.
+            return Err(violation(
+                ReasonCode::ProtocolError,
+                "AUTH with another authentication method",
+            ));
+        }
+        let request = wit::AuthRequest {
+            client: self.access.client().clone(),
+            password: None,
+            auth_method: Some(method.clone()),
+            auth_data: a.properties.authentication_data.map(|d| d.to_vec()),
+            reauthentication: true,
+        };
+        let chain = self.access.chain().clone();
+        let decided = match (a.reason, self.reauthenticating.take()) {
+            (ReasonCode::ReAuthenticate, None) => chain.authenticate(&request).await,
+            (ReasonCode::ContinueAuthentication, Some(plugin)) => {
+                chain.resume_authenticate(&plugin, &request).await
+            }
+            (reason, _) => {
+                return Err(violation(
+                    ReasonCode::ProtocolError,
+                    format!("unexpected AUTH with reason {reason:?}"),
+                ));
+            }
+        };
+        let who = decided.source.plugin().map_or("", |p| p.name()).to_owned();
+        let (reason, data) = match decided.verdict {
+            wit::AuthVerdict::Allow(attributes) => {
+                info!(plugin = %who, "client re-authenticated");
+                self.access.set_attributes(attributes);
+                (ReasonCode::Success, None)
+            }
+            wit::AuthVerdict::Continue(data) => {
+                self.reauthenticating = decided.source.plugin().cloned();
+                (ReasonCode::ContinueAuthentication, Some(data))
+            }
+            wit::AuthVerdict::Deny(denial) => {
+                let refusal = Refusal::from_denial(denial, access::DISCONNECT, &who);
+                return Err(violation(refusal.code, refusal.reason));
+            }
+            wit::AuthVerdict::Defer => {
+                return Err(violation(
+                    ReasonCode::NotAuthorized,
+                    "no plugin accepted the re-authentication",
+                ));
+            }
+        };
+        let properties = Properties {
+            authentication_method: Some(method),
+            authentication_data: data.map(Into::into),
+            ..Properties::default()
+        };
+        self.send(&Packet::Auth(Auth { reason, properties }));
+        Ok(())
+    }
+
+    async fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Close> {
         let maximum_qos = self.broker().config.limits.maximum_qos;
         let subscription_id = s.properties.subscription_identifiers.first().copied();
         let mut reason_codes = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
         let mut problems = Vec::new();
         for (filter, requested) in &s.filters {
-            let shared = match parse_filter(filter) {
-                Ok(Filter::Plain(_)) => false,
-                Ok(Filter::Shared { .. }) => true,
+            let (shared, plain) = match parse_filter(filter) {
+                Ok(f) => (matches!(f, Filter::Shared { .. }), f.filter()),
                 Err(e) => {
                     debug!(%filter, error = %e, "invalid topic filter");
                     problems.push(format!("{filter:?}: {e}"));
@@ -845,7 +1087,17 @@ impl Conn {
                     format!("No Local on the shared subscription {filter}"),
                 ));
             }
-            let granted = requested.qos.min(maximum_qos);
+            // Authorizers see the filter without its `$share/{group}/` prefix.
+            let allowed = match self.access.authorize_subscribe(plain, requested.qos).await {
+                Ok(qos) => qos,
+                Err(refusal) => {
+                    debug!(%filter, reason = %refusal.reason, "subscription refused");
+                    problems.push(format!("{filter:?}: {}", refusal.reason));
+                    reason_codes.push(refusal.code);
+                    continue;
+                }
+            };
+            let granted = allowed.min(maximum_qos);
             let options = SubscriptionOptions {
                 qos: granted,
                 ..*requested
@@ -871,7 +1123,7 @@ impl Conn {
             }
         }
         let reason_string = (self.problem_information && !problems.is_empty())
-            .then(|| format!("invalid topic filter {}", problems.join("; ")));
+            .then(|| format!("refused: {}", problems.join("; ")));
         self.send(&Packet::SubAck(SubAck {
             packet_id: s.packet_id,
             properties: Properties {

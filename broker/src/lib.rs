@@ -13,9 +13,12 @@
 //!   on the publisher's task, so fan-out work is spread over the cores.
 //! - `session`: a session's state that outlives connections: subscriptions, the queue of messages waiting to
 //!   be sent, and outbound in-flight QoS 1/2 messages.
+//! - `access`: the plugin hooks as a connection uses them (authorization with a verdict cache,
+//!   transformation), on top of `wasp_plugin_host::Chain`.
 //! - [`router`] and [`retained`]: the two tries (subscriptions by filter, retained messages by topic).
 //! - `sys`: publishes the `$SYS/broker/...` topics.
 
+mod access;
 pub mod broker;
 pub mod config;
 mod connection;

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
+use wasp_plugin_host::{Chain, HostConfig, HostError, HostServices, PluginHost};
 
 use crate::broker::Broker;
 use crate::config::{Config, ListenerKind};
@@ -34,17 +35,25 @@ pub enum ServerError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// A plugin could not be loaded, or its `init` refused its configuration.
+    #[error(transparent)]
+    Plugin(#[from] HostError),
 }
 
 /// A broker with its listeners bound, not yet accepting.
 pub struct Server {
     broker: Arc<Broker>,
-    listeners: Vec<(Arc<str>, TcpListener)>,
+    /// Each listener with its plugin chain.
+    listeners: Vec<(Arc<str>, TcpListener, Chain)>,
+    /// Keeps the plugins' engine (and its epoch ticker) alive; `None` without plugins.
+    _plugin_host: Option<PluginHost>,
 }
 
 impl Server {
-    /// Binds every listener of `config`.
+    /// Loads the plugins (refusing to start if one fails or rejects its configuration) and binds every
+    /// listener of `config`.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let (plugin_host, plugins) = load_plugins(&config).await?;
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
             match listener.kind {
@@ -56,13 +65,22 @@ impl Server {
                             source,
                         }
                     })?;
-                    listeners.push((Arc::from(listener.name.as_str()), socket));
+                    // The listener's chain: the plugins that name it (or name no listener), in file order.
+                    let chain = Chain::new(
+                        plugins
+                            .iter()
+                            .filter(|(names, _)| names.is_empty() || names.contains(&listener.name))
+                            .map(|(_, plugin)| plugin.clone())
+                            .collect(),
+                    );
+                    listeners.push((Arc::from(listener.name.as_str()), socket, chain));
                 }
             }
         }
         Ok(Server {
             broker: Arc::new(Broker::new(config)),
             listeners,
+            _plugin_host: plugin_host,
         })
     }
 
@@ -70,7 +88,7 @@ impl Server {
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.listeners
             .iter()
-            .filter_map(|(name, l)| l.local_addr().ok().map(|addr| (name.to_string(), addr)))
+            .filter_map(|(name, l, _)| l.local_addr().ok().map(|addr| (name.to_string(), addr)))
             .collect()
     }
 
@@ -83,11 +101,12 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        for (name, listener) in self.listeners {
+        for (name, listener, chain) in self.listeners {
             tasks.spawn(accept_loop(
                 self.broker.clone(),
                 name,
                 listener,
+                chain,
                 stop_rx.clone(),
             ));
         }
@@ -116,6 +135,7 @@ async fn accept_loop(
     broker: Arc<Broker>,
     name: Arc<str>,
     listener: TcpListener,
+    chain: Chain,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
@@ -135,8 +155,9 @@ async fn accept_loop(
                     let broker = broker.clone();
                     let name = name.clone();
                     let stop = stop.clone();
+                    let chain = chain.clone();
                     connections.spawn(async move {
-                        crate::connection::serve(broker.clone(), stream, peer, name, stop).await;
+                        crate::connection::serve(broker.clone(), stream, peer, name, chain, stop).await;
                         broker.stats.sockets_open.fetch_sub(1, Ordering::Relaxed);
                     });
                 }
@@ -151,4 +172,46 @@ async fn accept_loop(
         }
     }
     while connections.join_next().await.is_some() {}
+}
+
+/// A loaded plugin and the listeners it serves (empty: all).
+type LoadedPlugin = (Vec<String>, wasp_plugin_host::Plugin);
+
+/// Loads every configured plugin, in order. The host is sized from the plugins' own limits.
+async fn load_plugins(
+    config: &Config,
+) -> Result<(Option<PluginHost>, Vec<LoadedPlugin>), ServerError> {
+    if config.plugins.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let host_config = HostConfig {
+        cache_dir: config.plugin_cache_dir.clone(),
+        max_memory_bytes: config
+            .plugins
+            .iter()
+            .map(|p| p.spec.limits.memory_bytes)
+            .max()
+            .unwrap_or(0),
+        total_instances: config
+            .plugins
+            .iter()
+            .map(|p| p.spec.limits.max_instances)
+            .sum(),
+    };
+    let host = PluginHost::new(host_config)?;
+    let mut plugins = Vec::with_capacity(config.plugins.len());
+    for plugin in &config.plugins {
+        let loaded = host
+            .load(plugin.spec.clone(), HostServices::default())
+            .await?;
+        info!(
+            plugin = loaded.name(),
+            path = %plugin.spec.wasm.display(),
+            from_cache = loaded.loaded_from_cache(),
+            interests = ?loaded.interests(),
+            "plugin loaded"
+        );
+        plugins.push((plugin.listeners.clone(), loaded));
+    }
+    Ok((Some(host), plugins))
 }

@@ -1,0 +1,366 @@
+//! The plugin hooks as one connection uses them: authorization of publishes and subscriptions (with a
+//! per-session cache of verdicts), transformation of inbound publishes, and the mapping between the broker's
+//! MQTT types and the WIT types plugins see.
+//!
+//! The plugins themselves (and their failure policies) live behind [`Chain`], in `wasp-plugin-host`. This
+//! module adds what the broker decides: the listener's default when every plugin defers (allow when
+//! anonymous access is on, deny otherwise), which reason codes a plugin may put in which packet, and how a
+//! transformer's result is applied to a PUBLISH.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wasp_mqtt::codec::reason_code_allowed;
+use wasp_mqtt::{ProtocolVersion, Publish, QoS, ReasonCode};
+use wasp_plugin_host::types as wit;
+use wasp_plugin_host::{Chain, Hook, Transformed};
+
+/// At most this many verdicts are cached per session; the cache is emptied when it is full.
+const CACHE_CAPACITY: usize = 1024;
+
+/// Packet type numbers, for [`reason_code_allowed`].
+pub(crate) const CONNACK: u8 = 2;
+const PUBACK: u8 = 4;
+const SUBACK: u8 = 9;
+pub(crate) const DISCONNECT: u8 = 14;
+
+/// A refusal: the reason code to send and, for MQTT 5 clients, a reason string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub code: ReasonCode,
+    pub reason: String,
+}
+
+impl Refusal {
+    /// A plugin's denial, with its reason code kept only if `packet_type` may carry it (else 0x87).
+    pub(crate) fn from_denial(denial: wit::Denial, packet_type: u8, who: &str) -> Self {
+        Self {
+            code: plugin_code(denial.reason_code, packet_type),
+            reason: denial
+                .reason
+                .unwrap_or_else(|| format!("refused by plugin {who}")),
+        }
+    }
+}
+
+/// A plugin's reason code if `packet_type` may carry it as a refusal, else Not authorized.
+pub(crate) fn plugin_code(code: u8, packet_type: u8) -> ReasonCode {
+    ReasonCode::from_u8(code)
+        .filter(|c| c.is_error() && reason_code_allowed(packet_type, *c))
+        .unwrap_or(ReasonCode::NotAuthorized)
+}
+
+/// The WIT protocol version.
+pub(crate) fn wit_protocol(version: ProtocolVersion) -> wit::ProtocolVersion {
+    match version {
+        ProtocolVersion::V31 => wit::ProtocolVersion::V31,
+        ProtocolVersion::V311 => wit::ProtocolVersion::V311,
+        ProtocolVersion::V5 => wit::ProtocolVersion::V5,
+    }
+}
+
+/// The WIT QoS.
+pub(crate) fn wit_qos(qos: QoS) -> wit::Qos {
+    match qos {
+        QoS::AtMostOnce => wit::Qos::AtMostOnce,
+        QoS::AtLeastOnce => wit::Qos::AtLeastOnce,
+        QoS::ExactlyOnce => wit::Qos::ExactlyOnce,
+    }
+}
+
+/// The MQTT QoS of a WIT QoS.
+pub(crate) fn mqtt_qos(qos: wit::Qos) -> QoS {
+    match qos {
+        wit::Qos::AtMostOnce => QoS::AtMostOnce,
+        wit::Qos::AtLeastOnce => QoS::AtLeastOnce,
+        wit::Qos::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+/// A cached verdict: allowed (at this QoS, for subscriptions) or refused.
+type Verdict = Result<QoS, Refusal>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    subscribe: bool,
+    topic: String,
+    qos: QoS,
+    retain: bool,
+}
+
+/// The hooks of one connection's listener, with the session's attributes and cached verdicts.
+pub(crate) struct Access {
+    chain: Chain,
+    session: wit::Session,
+    /// Verdict when every plugin defers: the listener's default.
+    allow_by_default: bool,
+    cache: HashMap<CacheKey, (Verdict, Instant)>,
+}
+
+impl Access {
+    pub(crate) fn new(chain: Chain, client: wit::ClientInfo, allow_by_default: bool) -> Self {
+        Self {
+            chain,
+            session: wit::Session {
+                client,
+                attributes: Vec::new(),
+            },
+            allow_by_default,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The listener's plugin chain.
+    pub(crate) fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// The client as plugins see it.
+    pub(crate) fn client(&self) -> &wit::ClientInfo {
+        &self.session.client
+    }
+
+    /// Replaces the session's attributes (after (re-)authentication); cached verdicts are forgotten.
+    pub(crate) fn set_attributes(&mut self, attributes: wit::Attributes) {
+        self.session.attributes = attributes;
+        self.cache.clear();
+    }
+
+    /// True when no plugin authorizes or transforms publishes to `topic`: the fast path.
+    pub(crate) fn publish_is_free(&self, topic: &str) -> bool {
+        !self.chain.wants(Hook::AuthorizePublish, Some(topic))
+            && !self.chain.wants(Hook::Transform, Some(topic))
+    }
+
+    /// Authorizes a PUBLISH (or a Will) to `topic`.
+    pub(crate) async fn authorize_publish(
+        &mut self,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<(), Refusal> {
+        if !self.chain.wants(Hook::AuthorizePublish, Some(topic)) {
+            return Ok(());
+        }
+        let key = CacheKey {
+            subscribe: false,
+            topic: topic.to_owned(),
+            qos,
+            retain,
+        };
+        if let Some(verdict) = self.cached(&key) {
+            return verdict.map(|_| ());
+        }
+        let decided = self
+            .chain
+            .authorize_publish(&self.session, topic, wit_qos(qos), retain)
+            .await;
+        let who = decided.source.plugin().map_or("", |p| p.name()).to_owned();
+        let verdict = match decided.verdict.decision {
+            wit::Decision::Allow => Ok(qos),
+            wit::Decision::Deny(denial) => Err(Refusal::from_denial(denial, PUBACK, &who)),
+            wit::Decision::Defer => self.default_verdict(qos, "publish"),
+        };
+        self.remember(key, &verdict, decided.verdict.cache_seconds);
+        verdict.map(|_| ())
+    }
+
+    /// Authorizes one SUBSCRIBE filter; `Ok` carries the QoS granted (at most `qos`).
+    pub(crate) async fn authorize_subscribe(
+        &mut self,
+        filter: &str,
+        qos: QoS,
+    ) -> Result<QoS, Refusal> {
+        if !self.chain.wants(Hook::AuthorizeSubscribe, None) {
+            return Ok(qos);
+        }
+        let key = CacheKey {
+            subscribe: true,
+            topic: filter.to_owned(),
+            qos,
+            retain: false,
+        };
+        if let Some(verdict) = self.cached(&key) {
+            return verdict;
+        }
+        let decided = self
+            .chain
+            .authorize_subscribe(&self.session, filter, wit_qos(qos))
+            .await;
+        let who = decided.source.plugin().map_or("", |p| p.name()).to_owned();
+        let verdict = match decided.verdict.decision {
+            wit::SubscribeDecision::Allow(granted) => Ok(mqtt_qos(granted).min(qos)),
+            wit::SubscribeDecision::Deny(denial) => Err(Refusal::from_denial(denial, SUBACK, &who)),
+            wit::SubscribeDecision::Defer => self.default_verdict(qos, "subscription"),
+        };
+        self.remember(key, &verdict, decided.verdict.cache_seconds);
+        verdict
+    }
+
+    fn default_verdict(&self, qos: QoS, what: &str) -> Verdict {
+        if self.allow_by_default {
+            Ok(qos)
+        } else {
+            Err(Refusal {
+                code: ReasonCode::NotAuthorized,
+                reason: format!("no plugin allowed this {what} and anonymous access is off"),
+            })
+        }
+    }
+
+    fn cached(&mut self, key: &CacheKey) -> Option<Verdict> {
+        let (verdict, until) = self.cache.get(key)?;
+        if *until > Instant::now() {
+            return Some(verdict.clone());
+        }
+        self.cache.remove(key);
+        None
+    }
+
+    fn remember(&mut self, key: CacheKey, verdict: &Verdict, seconds: Option<u32>) {
+        let Some(seconds) = seconds.filter(|s| *s > 0) else {
+            return;
+        };
+        if self.cache.len() >= CACHE_CAPACITY {
+            self.cache.clear();
+        }
+        let until = Instant::now() + Duration::from_secs(u64::from(seconds));
+        self.cache.insert(key, (verdict.clone(), until));
+    }
+
+    /// Runs the transformers on an inbound PUBLISH and applies their patch to it. `Err`: a plugin dropped
+    /// the message.
+    pub(crate) async fn transform(
+        &self,
+        publish: &mut Publish,
+        maximum_qos: QoS,
+    ) -> Result<(), Refusal> {
+        if !self.chain.wants(Hook::Transform, Some(&publish.topic)) {
+            return Ok(());
+        }
+        let message = wit::Message {
+            topic: publish.topic.to_string(),
+            payload: publish.payload.to_vec(),
+            qos: wit_qos(publish.qos),
+            retain: publish.retain,
+            user_properties: publish
+                .properties
+                .user_properties
+                .iter()
+                .map(|(key, value)| wit::UserProperty {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            content_type: publish.properties.content_type.clone(),
+        };
+        match self.chain.transform(&self.session, &message).await {
+            Transformed::Unchanged => Ok(()),
+            Transformed::Modified(m) => {
+                if m.topic != *publish.topic {
+                    publish.topic = Arc::from(m.topic);
+                }
+                if m.payload != publish.payload {
+                    publish.payload = Bytes::from(m.payload);
+                }
+                publish.qos = mqtt_qos(m.qos).min(maximum_qos);
+                publish.retain = m.retain;
+                publish.properties.user_properties = m
+                    .user_properties
+                    .into_iter()
+                    .map(|p| (p.key, p.value))
+                    .collect();
+                publish.properties.content_type = m.content_type;
+                Ok(())
+            }
+            Transformed::Dropped {
+                reason_code,
+                plugin,
+            } => Err(Refusal {
+                code: plugin_code(reason_code, PUBACK),
+                reason: format!("dropped by plugin {plugin}"),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_reason_codes_are_kept_only_where_the_packet_allows_them() {
+        assert_eq!(plugin_code(0x97, PUBACK), ReasonCode::QuotaExceeded);
+        assert_eq!(
+            plugin_code(0x86, CONNACK),
+            ReasonCode::BadUserNameOrPassword
+        );
+        // 0x86 cannot be sent in a PUBACK, 0x00 is not a refusal, 0xFF is no reason code at all.
+        assert_eq!(plugin_code(0x86, PUBACK), ReasonCode::NotAuthorized);
+        assert_eq!(plugin_code(0x00, SUBACK), ReasonCode::NotAuthorized);
+        assert_eq!(plugin_code(0xFF, DISCONNECT), ReasonCode::NotAuthorized);
+    }
+
+    #[test]
+    fn qos_maps_both_ways() {
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            assert_eq!(mqtt_qos(wit_qos(qos)), qos);
+        }
+    }
+
+    fn access(allow_by_default: bool) -> Access {
+        let client = wit::ClientInfo {
+            client_id: "c".into(),
+            username: None,
+            listener: "default".into(),
+            peer_address: "127.0.0.1:1".into(),
+            protocol: wit::ProtocolVersion::V5,
+            tls_identity: None,
+        };
+        Access::new(Chain::default(), client, allow_by_default)
+    }
+
+    #[tokio::test]
+    async fn without_plugins_everything_is_allowed_unchanged() {
+        let mut a = access(false);
+        assert_eq!(
+            a.authorize_publish("t", QoS::AtLeastOnce, false).await,
+            Ok(())
+        );
+        assert_eq!(
+            a.authorize_subscribe("t/#", QoS::ExactlyOnce).await,
+            Ok(QoS::ExactlyOnce)
+        );
+        assert!(a.publish_is_free("t"));
+    }
+
+    #[test]
+    fn cached_verdicts_expire_and_attributes_clear_them() {
+        let mut a = access(true);
+        let key = CacheKey {
+            subscribe: false,
+            topic: "t".into(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+        };
+        a.remember(key.clone(), &Ok(QoS::AtMostOnce), None);
+        assert_eq!(a.cached(&key), None, "no lifetime, not cached");
+        a.remember(key.clone(), &Ok(QoS::AtMostOnce), Some(60));
+        assert_eq!(a.cached(&key), Some(Ok(QoS::AtMostOnce)));
+        a.set_attributes(vec![("role".into(), "admin".into())]);
+        assert_eq!(a.cached(&key), None);
+        assert_eq!(
+            a.default_verdict(QoS::AtLeastOnce, "publish"),
+            Ok(QoS::AtLeastOnce)
+        );
+        assert_eq!(
+            access(false)
+                .default_verdict(QoS::AtLeastOnce, "publish")
+                .unwrap_err()
+                .code,
+            ReasonCode::NotAuthorized
+        );
+    }
+}
