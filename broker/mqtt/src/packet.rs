@@ -203,7 +203,11 @@ pub struct PubResponse {
 impl PubResponse {
     /// A success response with no properties.
     pub fn success(packet_id: u16) -> Self {
-        Self { packet_id, reason: ReasonCode::Success, properties: Properties::default() }
+        Self {
+            packet_id,
+            reason: ReasonCode::Success,
+            properties: Properties::default(),
+        }
     }
 }
 

@@ -177,7 +177,12 @@ mod tests {
     #[test]
     fn v3_connack_codes_round_trip() {
         for c in 0..=5u8 {
-            assert_eq!(ReasonCode::from_v3_connack_code(c).unwrap().v3_connack_code(), c);
+            assert_eq!(
+                ReasonCode::from_v3_connack_code(c)
+                    .unwrap()
+                    .v3_connack_code(),
+                c
+            );
         }
         assert_eq!(ReasonCode::from_v3_connack_code(6), None);
     }
