@@ -35,6 +35,21 @@
 //! [log]
 //! level = "info"                     # an EnvFilter directive; RUST_LOG overrides it
 //! format = "text"                    # "text" or "compact"
+//!
+//! [plugin_host]
+//! cache_dir = "/var/cache/wasp"      # compiled plugins; default $XDG_CACHE_HOME/wasp or ~/.cache/wasp
+//!
+//! [[plugins]]                        # repeatable, in chain order
+//! name = "passwords"                 # required, unique, one word
+//! path = "password-file.wasm"        # required; relative to the configuration file's folder
+//! listeners = ["default"]            # optional; every listener when absent
+//! on_auth_failure = "deny"           # deny | defer | allow, when a call traps, times out or runs out of memory
+//! on_authz_failure = "deny"          # deny | defer | allow
+//! on_transform_failure = "pass"      # pass | drop
+//! limits = { memory_mb = 64, call_timeout_ms = 100, instances = 4 }  # 1..=4096, 1..=60000, 1..=256
+//! dirs = [{ host = "secrets", guest = "/etc/wasp", writable = false }]  # guest paths are absolute
+//! [plugins.config]                   # any table: given to the plugin's init as JSON
+//! file = "/etc/wasp/passwd"
 //! ```
 
 use std::collections::HashMap;
