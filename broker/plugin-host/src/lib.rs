@@ -26,6 +26,7 @@ mod config;
 mod error;
 mod host;
 mod imports;
+mod inspect;
 mod instance;
 mod plugin;
 
@@ -40,6 +41,7 @@ pub use imports::HostServices;
 pub use imports::clock::{Clock, SystemClock};
 pub use imports::kv::{KvStore, MemoryKv};
 pub use imports::log::{LogRecord, LogSink, TracingLog};
+pub use inspect::{ComponentInfo, inspect_component};
 pub use plugin::{Exports, FailureCounts, Hook, Plugin, PluginStats};
 
 /// The WIT types of `wasp:plugin/types` (and the log level of `wasp:plugin/log`), as generated.

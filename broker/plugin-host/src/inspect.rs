@@ -1,0 +1,173 @@
+//! [`inspect_component`]: what a `.wasm` component exports and imports, read without instantiating it
+//! (so without calling `init`). For tools such as `wasp plugin inspect`, which also want the exports of a
+//! plugin whose `init` rejects its configuration.
+
+use std::path::Path;
+
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine};
+
+use crate::error::HostError;
+use crate::plugin::Exports;
+
+// The same names `host.rs` looks exports up by.
+const INTERFACE_PLUGIN: &str = "wasp:plugin/plugin@0.1.0";
+const INTERFACE_AUTHENTICATOR: &str = "wasp:plugin/authenticator@0.1.0";
+const INTERFACE_AUTHORIZER: &str = "wasp:plugin/authorizer@0.1.0";
+const INTERFACE_TRANSFORMER: &str = "wasp:plugin/transformer@0.1.0";
+
+/// What a component declares: the Wasp roles it exports and every export and import by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentInfo {
+    /// Whether `wasp:plugin/plugin` (init) is exported; a component without it cannot be loaded.
+    pub plugin: bool,
+    /// The optional role interfaces it exports.
+    pub exports: Exports,
+    /// Every export name, e.g. `wasp:plugin/authenticator@0.1.0`, sorted.
+    pub export_names: Vec<String>,
+    /// Every import name (the `wasp:plugin` host imports and WASI), sorted.
+    pub import_names: Vec<String>,
+}
+
+impl ComponentInfo {
+    /// The WIT world of `wasp:plugin@0.1.0` whose exports are exactly this component's: `base`,
+    /// `authenticator-plugin`, `authorizer-plugin`, `transformer-plugin` or `full-plugin`. `None` when
+    /// `plugin` is missing or the roles are a combination no predefined world has (e.g. authenticator and
+    /// authorizer without transformer: a world of the plugin's own that includes both).
+    pub fn world(&self) -> Option<&'static str> {
+        if !self.plugin {
+            return None;
+        }
+        let Exports {
+            authenticator,
+            authorizer,
+            transformer,
+        } = self.exports;
+        match (authenticator, authorizer, transformer) {
+            (false, false, false) => Some("base"),
+            (true, false, false) => Some("authenticator-plugin"),
+            (false, true, false) => Some("authorizer-plugin"),
+            (false, false, true) => Some("transformer-plugin"),
+            (true, true, true) => Some("full-plugin"),
+            _ => None,
+        }
+    }
+
+    /// The roles exported, by WIT interface name (`authenticator`, `authorizer`, `transformer`).
+    pub fn roles(&self) -> Vec<&'static str> {
+        [
+            (self.exports.authenticator, "authenticator"),
+            (self.exports.authorizer, "authorizer"),
+            (self.exports.transformer, "transformer"),
+        ]
+        .into_iter()
+        .filter_map(|(has, name)| has.then_some(name))
+        .collect()
+    }
+}
+
+/// Reads and compiles the component at `wasm` with an engine of its own (no instance is created, no
+/// plugin code runs) and lists what it exports and imports. `name` names the plugin in errors.
+///
+/// Only names are read: whether the exports have the types the host expects is checked by
+/// [`PluginHost::load`](crate::PluginHost::load).
+pub fn inspect_component(name: &str, wasm: &Path) -> Result<ComponentInfo, HostError> {
+    let bytes = std::fs::read(wasm).map_err(|source| HostError::Read {
+        plugin: name.to_owned(),
+        path: wasm.to_owned(),
+        source,
+    })?;
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    let engine = Engine::new(&config).map_err(|e| HostError::Engine(format!("{e:#}")))?;
+    let component = Component::new(&engine, &bytes).map_err(|e| HostError::Compile {
+        plugin: name.to_owned(),
+        path: wasm.to_owned(),
+        message: format!("{e:#}"),
+    })?;
+    let ty = component.component_type();
+    let mut export_names: Vec<String> = ty.exports(&engine).map(|(n, _)| n.to_owned()).collect();
+    let mut import_names: Vec<String> = ty.imports(&engine).map(|(n, _)| n.to_owned()).collect();
+    export_names.sort();
+    import_names.sort();
+    let has = |interface: &str| export_names.iter().any(|n| n == interface);
+    Ok(ComponentInfo {
+        plugin: has(INTERFACE_PLUGIN),
+        exports: Exports {
+            authenticator: has(INTERFACE_AUTHENTICATOR),
+            authorizer: has(INTERFACE_AUTHORIZER),
+            transformer: has(INTERFACE_TRANSFORMER),
+        },
+        export_names,
+        import_names,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_programs::{ALLOW_DENY, AUTH_ONLY, GARBAGE};
+
+    #[test]
+    fn full_plugin_exports_every_role() {
+        let info = inspect_component("full", Path::new(ALLOW_DENY)).unwrap();
+        assert!(info.plugin);
+        assert_eq!(
+            info.exports,
+            Exports {
+                authenticator: true,
+                authorizer: true,
+                transformer: true
+            }
+        );
+        assert_eq!(info.world(), Some("full-plugin"));
+        assert_eq!(info.roles(), ["authenticator", "authorizer", "transformer"]);
+        assert!(
+            info.import_names
+                .iter()
+                .any(|n| n == "wasp:plugin/kv@0.1.0"),
+            "{:?}",
+            info.import_names
+        );
+    }
+
+    #[test]
+    fn narrow_world_is_named() {
+        let info = inspect_component("auth", Path::new(AUTH_ONLY)).unwrap();
+        assert_eq!(info.world(), Some("authenticator-plugin"));
+        assert_eq!(info.roles(), ["authenticator"]);
+        assert_eq!(
+            info.export_names,
+            [INTERFACE_AUTHENTICATOR, INTERFACE_PLUGIN]
+        );
+    }
+
+    #[test]
+    fn combinations_without_a_world_and_missing_plugin() {
+        let mut info = inspect_component("auth", Path::new(AUTH_ONLY)).unwrap();
+        info.exports.authorizer = true;
+        assert_eq!(info.world(), None);
+        info.exports = Exports::default();
+        assert_eq!(info.world(), Some("base"));
+        info.plugin = false;
+        assert_eq!(info.world(), None);
+    }
+
+    #[test]
+    fn unreadable_and_invalid_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("absent.wasm");
+        assert!(matches!(
+            inspect_component("p", &missing),
+            Err(HostError::Read { .. })
+        ));
+        let junk = dir.path().join("junk.wasm");
+        std::fs::write(&junk, b"not wasm").unwrap();
+        assert!(matches!(
+            inspect_component("p", &junk),
+            Err(HostError::Compile { .. })
+        ));
+        // A guest that is a valid component: whatever GARBAGE answers at run time, it inspects.
+        assert!(inspect_component("g", Path::new(GARBAGE)).unwrap().plugin);
+    }
+}
