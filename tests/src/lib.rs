@@ -61,6 +61,41 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Starts a broker after `configure` adjusted the default configuration (whose one listener is bound to
+    /// `127.0.0.1:0`), and returns it with the bound address of every listener, by name, in configuration
+    /// order: for configurations with several listeners (give them `127.0.0.1:0` too). [`Broker::addr`] is
+    /// the first listener's.
+    pub async fn start_listeners(
+        configure: impl FnOnce(&mut Config),
+    ) -> (Broker, Vec<(String, SocketAddr)>) {
+        let mut config = Config::default();
+        config.listeners[0].bind = "127.0.0.1:0".parse().expect("loopback address");
+        configure(&mut config);
+        let server = wasp::server::Server::bind(config)
+            .await
+            .expect("broker binds");
+        let addrs = server.local_addrs();
+        let addr = addrs[0].1;
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("broker runs");
+        });
+        (
+            Broker {
+                addr,
+                stop: Some(stop),
+            },
+            addrs,
+        )
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -270,6 +305,23 @@ pub mod v4 {
         }
     }
 
+    /// Connects expecting a refusal: returns the CONNACK return code. Panics if the broker accepts the
+    /// client or closes the connection without a CONNACK.
+    pub async fn connect_refused(options: MqttOptions) -> rumqttc::ConnectReturnCode {
+        let (_client, event_loop) = AsyncClient::new(options, 100);
+        let (task, mut inbox) = super::spawn_event_loop(event_loop);
+        let outcome = inbox
+            .wait_for("CONNACK", |item| match item {
+                Item::Packet(Packet::ConnAck(ack)) => Some(Err(format!("accepted: {ack:?}"))),
+                Item::Closed(ConnectionError::ConnectionRefused(code)) => Some(Ok(*code)),
+                Item::Closed(e) => Some(Err(format!("closed without a refusing CONNACK: {e:?}"))),
+                _ => None,
+            })
+            .await;
+        task.abort();
+        outcome.unwrap_or_else(|e| panic!("expected a refused CONNACK, got {e}"))
+    }
+
     impl Client {
         /// Subscribes and waits for the SUBACK; returns its return codes.
         pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<SubscribeReasonCode> {
@@ -357,7 +409,7 @@ pub mod v5 {
 
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::mqttbytes::v5::{
-        ConnAck, ConnectReturnCode, Filter, Packet, Publish, PublishProperties,
+        ConnAck, ConnectReturnCode, Filter, Packet, PubAck, Publish, PublishProperties,
         SubscribeProperties, SubscribeReasonCode,
     };
     use rumqttc::v5::{AsyncClient, ConnectionError, MqttOptions};
@@ -407,7 +459,50 @@ pub mod v5 {
         }
     }
 
+    /// Connects expecting a refusal: returns the CONNACK reason code. Panics if the broker accepts the
+    /// client or closes the connection without a CONNACK.
+    pub async fn connect_refused(options: MqttOptions) -> ConnectReturnCode {
+        let (_client, event_loop) = AsyncClient::new(options, 100);
+        let (task, mut inbox) = super::spawn_event_loop(event_loop);
+        let outcome = inbox
+            .wait_for("CONNACK", |item| match item {
+                Item::Packet(Packet::ConnAck(ack)) => Some(Err(format!("accepted: {ack:?}"))),
+                Item::Closed(ConnectionError::ConnectionRefused(code)) => Some(Ok(*code)),
+                Item::Closed(e) => Some(Err(format!("closed without a refusing CONNACK: {e:?}"))),
+                _ => None,
+            })
+            .await;
+        task.abort();
+        outcome.unwrap_or_else(|e| panic!("expected a refused CONNACK, got {e}"))
+    }
+
     impl Client {
+        /// Publishes at QoS 1 with `properties` and returns the PUBACK (its reason code tells a refusal).
+        pub async fn publish_acked(
+            &mut self,
+            topic: &str,
+            retain: bool,
+            payload: &[u8],
+            properties: PublishProperties,
+        ) -> PubAck {
+            self.client
+                .publish_with_properties(
+                    topic,
+                    QoS::AtLeastOnce,
+                    retain,
+                    payload.to_vec(),
+                    properties,
+                )
+                .await
+                .expect("publish queued");
+            self.inbox
+                .wait_for("PUBACK", |item| match item {
+                    Item::Packet(Packet::PubAck(ack)) => Some(ack.clone()),
+                    _ => None,
+                })
+                .await
+        }
+
         /// Subscribes with `filter`'s options and `properties`, waits for the SUBACK and returns its codes.
         pub async fn subscribe_filter(
             &mut self,
