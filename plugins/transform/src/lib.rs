@@ -2,8 +2,13 @@
 //! as user properties, drop oversized payloads and payloads that are not JSON.
 //!
 //! Host-independent: [`Rules::from_config`] validates the configuration, [`Rules::apply`] returns a
-//! patch for one message.
+//! patch for one message. [`TransformPlugin`] is the WebAssembly plugin over them (built for
+//! `wasm32-wasip2`).
 
+mod plugin;
 mod rules;
 
+pub use plugin::TransformPlugin;
 pub use rules::{Config, Outcome, PAYLOAD_FORMAT_INVALID, QUOTA_EXCEEDED, RuleConfig, Rules};
+
+wasp_plugin_sdk::export_plugin!(TransformPlugin);

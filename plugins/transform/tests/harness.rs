@@ -1,0 +1,209 @@
+//! The transform plugin through its real `.wasm`, loaded by the broker's own plugin host.
+
+use std::time::Duration;
+
+use wasp_plugin_harness::{
+    Harness, Hooks, HostError, Message, MessagePatch, Session, TransformVerdict, UserProperty,
+    client, message, plugin_wasm,
+};
+
+const RULES: &str = r#"
+[[rules]]
+filter = "devices/+/raw"
+rewrite_topic = "telemetry/{1}"
+stamp_time_property = "received-at"
+stamp_client_id_property = "client-id"
+
+[[rules]]
+filter = "uploads/#"
+max_payload_bytes = 16
+
+[[rules]]
+filter = "json/#"
+require_json = true
+
+[[rules]]
+filter = "strict/+"
+max_payload_bytes = 4
+oversize_reason = 0x80
+require_json = true
+invalid_json_reason = 0x83
+"#;
+
+fn plugin() -> Harness {
+    Harness::load(plugin_wasm!())
+        .config_toml(RULES)
+        .build()
+        .unwrap()
+}
+
+fn session(client_id: &str) -> Session {
+    client(client_id).username("u").session(&[])
+}
+
+fn transform(plugin: &Harness, msg: Message) -> TransformVerdict {
+    plugin.transform(&session("dev-7"), msg).unwrap()
+}
+
+fn property(key: &str, value: &str) -> UserProperty {
+    UserProperty {
+        key: key.to_owned(),
+        value: value.to_owned(),
+    }
+}
+
+fn init_error(config_toml: &str) -> String {
+    match Harness::load(plugin_wasm!())
+        .config_toml(config_toml)
+        .build()
+    {
+        Err(HostError::InitRejected { message, .. }) => message,
+        Err(other) => panic!("expected init to refuse the configuration, got {other}"),
+        Ok(_) => panic!("expected init to refuse the configuration"),
+    }
+}
+
+#[test]
+fn the_interests_are_the_rules_filters() {
+    let plugin = plugin();
+    assert_eq!(plugin.interests().hooks, Hooks::TRANSFORM);
+    assert_eq!(
+        plugin.interests().publish_filters,
+        ["devices/+/raw", "uploads/#", "json/#", "strict/+"]
+    );
+}
+
+#[test]
+fn topics_are_rewritten_and_stamped_with_the_clock_and_the_client_id() {
+    let plugin = plugin();
+    plugin.clock().set_millis(1_700_000_123_456);
+    let mut msg = message("devices/42/raw", *b"21.5");
+    // A forged stamp is replaced; other properties stay, in order.
+    msg.user_properties = vec![property("client-id", "forged"), property("unit", "C")];
+    let expected = MessagePatch {
+        topic: Some("telemetry/42".to_owned()),
+        payload: None,
+        qos: None,
+        retain: None,
+        user_properties: Some(vec![
+            property("unit", "C"),
+            property("received-at", "1700000123456"),
+            property("client-id", "dev-7"),
+        ]),
+    };
+    assert_eq!(
+        transform(&plugin, msg.clone()),
+        TransformVerdict::Modify(expected.clone())
+    );
+
+    plugin.clock().advance(Duration::from_millis(1_544));
+    let verdict = plugin.transform(&session("other"), msg).unwrap();
+    let TransformVerdict::Modify(patch) = verdict else {
+        panic!("{verdict:?}")
+    };
+    assert_eq!(
+        patch.user_properties.unwrap()[1..],
+        [
+            property("received-at", "1700000125000"),
+            property("client-id", "other"),
+        ]
+    );
+    assert_eq!(plugin.metrics(), [("modified".to_owned(), 2)]);
+}
+
+#[test]
+fn oversized_payloads_are_dropped_with_quota_exceeded() {
+    let plugin = plugin();
+    assert_eq!(
+        transform(&plugin, message("uploads/a/b", [0u8; 17])),
+        TransformVerdict::Drop(0x97)
+    );
+    assert_eq!(
+        transform(&plugin, message("uploads/a/b", [0u8; 16])),
+        TransformVerdict::Pass
+    );
+    assert_eq!(
+        transform(&plugin, message("uploads", [0u8; 17])),
+        TransformVerdict::Drop(0x97)
+    );
+    assert_eq!(plugin.metrics(), [("dropped".to_owned(), 2)]);
+}
+
+#[test]
+fn payloads_that_are_not_json_are_dropped_with_payload_format_invalid() {
+    let plugin = plugin();
+    for bad in [&b"{\"t\": 1"[..], b"", b"1 2", b"\xff\"x\""] {
+        assert_eq!(
+            transform(&plugin, message("json/x", bad)),
+            TransformVerdict::Drop(0x99),
+            "{bad:?}"
+        );
+    }
+    for good in [&b"{\"t\": [1, 2.5, null]}"[..], b" \"text\" ", b"7"] {
+        assert_eq!(
+            transform(&plugin, message("json/x", good)),
+            TransformVerdict::Pass,
+            "{good:?}"
+        );
+    }
+}
+
+#[test]
+fn configured_drop_reasons_are_used() {
+    let plugin = plugin();
+    assert_eq!(
+        transform(&plugin, message("strict/a", *b"12345")),
+        TransformVerdict::Drop(0x80)
+    );
+    assert_eq!(
+        transform(&plugin, message("strict/a", *b"{x}")),
+        TransformVerdict::Drop(0x83)
+    );
+    assert_eq!(
+        transform(&plugin, message("strict/a", *b"[1]")),
+        TransformVerdict::Pass
+    );
+}
+
+#[test]
+fn other_topics_pass_through_unchanged() {
+    let plugin = plugin();
+    let mut msg = message(
+        "devices/42/cooked",
+        *b"not json at all, and longer than sixteen bytes",
+    );
+    msg.user_properties = vec![property("client-id", "kept")];
+    assert_eq!(transform(&plugin, msg), TransformVerdict::Pass);
+    assert_eq!(
+        transform(&plugin, message("devices/42/raw/x", *b"x")),
+        TransformVerdict::Pass
+    );
+    // A wildcard-first filter would not match `$` topics; these filters do not either.
+    assert_eq!(
+        transform(&plugin, message("$SYS/uploads", [0u8; 64])),
+        TransformVerdict::Pass
+    );
+    assert!(plugin.metrics().is_empty(), "{:?}", plugin.metrics());
+}
+
+#[test]
+fn bad_configurations_are_rejected_at_init() {
+    let message = init_error("");
+    assert!(message.contains("missing field `rules`"), "{message}");
+    let message = init_error("rules = []");
+    assert!(message.contains("no rule"), "{message}");
+    let message = init_error("[[rules]]\nfilter = 'a/+'\nrewrite_topic = 'b/{2}'");
+    assert!(
+        message.contains("rules[0].rewrite_topic: {2} refers to no wildcard"),
+        "{message}"
+    );
+    let message = init_error("[[rules]]\nfilter = 'a/#/b'\nrequire_json = true");
+    assert!(
+        message.contains("rules[0].filter: invalid topic filter"),
+        "{message}"
+    );
+    let message = init_error("[[rules]]\nfilter = 'a'\nmax_bytes = 3");
+    assert!(message.contains("unknown field `max_bytes`"), "{message}");
+    let message = init_error("[[rules]]\nfilter = 'a'");
+    assert!(message.contains("the rule does nothing"), "{message}");
+}
