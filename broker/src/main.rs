@@ -1,7 +1,10 @@
 //! The `wasp` binary: command line, configuration, logging, runtime and signals.
 //!
 //! Exit status: 0 after a graceful shutdown, 1 when the broker fails (e.g. a listener cannot bind), 2 for a
-//! usage or configuration error (the message alone on stderr, no backtrace).
+//! usage or configuration error (the message alone on stderr, no backtrace). The subcommands (`wasp
+//! passwd`, `wasp plugin inspect`, in `cli/`) exit 0 on success, 1 on failure and 2 on a usage error.
+
+mod cli;
 
 use std::future::Future;
 use std::io::IsTerminal;
@@ -20,7 +23,13 @@ use wasp::config::{Config, Listener, ListenerKind, LogConfig, LogFormat};
 /// With no options it listens on 127.0.0.1:1883 with the defaults documented in examples/wasp.toml.
 /// Set RUST_LOG (e.g. RUST_LOG=debug) to override the configured log level.
 #[derive(Debug, Parser)]
-#[command(name = "wasp", version, about, long_about)]
+#[command(
+    name = "wasp",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     /// Configuration file (TOML); see examples/wasp.toml for every key.
     #[arg(short, long, value_name = "FILE")]
@@ -34,10 +43,44 @@ struct Cli {
     command: Option<Command>,
 }
 
-/// Subcommands (such as `wasp passwd` or `wasp plugin inspect`) will go here; none exist yet, so a bare
-/// `wasp` runs the broker.
+/// Tools beside the broker; a bare `wasp` runs the broker.
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    Passwd(cli::passwd::Args),
+    /// Work with plugin components.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+/// `wasp plugin ...`.
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    Inspect(cli::inspect::Args),
+}
+
+/// Runs a subcommand; its report goes to stdout, errors to stderr.
+fn run_command(command: Command) -> ExitCode {
+    match command {
+        Command::Passwd(args) => match cli::passwd::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("wasp passwd: {error}");
+                ExitCode::from(error.exit_code())
+            }
+        },
+        Command::Plugin(PluginCommand::Inspect(args)) => {
+            let mut stdout = std::io::stdout().lock();
+            match cli::inspect::run(&args, &mut stdout) {
+                Ok(cli::inspect::Outcome::Accepted) => ExitCode::SUCCESS,
+                Ok(cli::inspect::Outcome::Refused) => ExitCode::FAILURE,
+                Err(error) => {
+                    eprintln!("wasp plugin inspect: {error}");
+                    ExitCode::from(error.exit_code())
+                }
+            }
+        }
+    }
+}
 
 /// Configuration and usage errors: exit status 2.
 #[derive(Debug)]
@@ -46,7 +89,7 @@ struct UsageError(String);
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(command) = cli.command {
-        match command {}
+        return run_command(command);
     }
     let config = match load_config(cli.config.as_deref(), &cli.listen) {
         Ok(config) => config,

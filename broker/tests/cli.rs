@@ -1,0 +1,304 @@
+//! The `wasp` binary's subcommands run as a user would (`wasp passwd`, `wasp plugin inspect`), and the
+//! demo configuration in `examples/demo/`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use wasp_plugin_host::test_programs::{ALLOW_DENY, INIT_REJECT};
+use wasp_plugin_password_file::{PasswordFile, Verify};
+
+/// Runs `wasp ARGS` with `stdin` piped in, and a cache folder of its own.
+fn wasp(args: &[&str], stdin: &str, cache: &Path) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasp"))
+        .args(args)
+        .env("XDG_CACHE_HOME", cache)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run wasp");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for wasp")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn status(output: &Output) -> i32 {
+    output.status.code().expect("exit code")
+}
+
+fn read_file(path: &Path) -> PasswordFile {
+    PasswordFile::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn passwd_adds_changes_and_deletes_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("passwd");
+    let f = file.to_str().unwrap();
+    let run = |args: &[&str], stdin: &str| wasp(args, stdin, dir.path());
+
+    let out = run(&["passwd", "-c", "-b", f, "alice", "alice-pw"], "");
+    assert_eq!(status(&out), 0, "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    // Not a terminal: the password is read from stdin, once or twice.
+    let out = run(&["passwd", f, "bob"], "bob-pw\nbob-pw\n");
+    assert_eq!(status(&out), 0, "{}", text(&out.stderr));
+    let out = run(&["passwd", "-H", "sha512", f, "carol"], "carol-pw\n");
+    assert_eq!(status(&out), 0, "{}", text(&out.stderr));
+    let out = run(&["passwd", "-b", "-I", "1000", f, "dave", "dave-pw"], "");
+    assert_eq!(status(&out), 0, "{}", text(&out.stderr));
+
+    let written = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(lines.len(), 4, "{written}");
+    assert!(lines[0].starts_with("alice:$7$101$"), "{written}");
+    assert!(lines[1].starts_with("bob:$7$101$"), "{written}");
+    assert!(lines[2].starts_with("carol:$6$"), "{written}");
+    assert!(lines[3].starts_with("dave:$7$1000$"), "{written}");
+    let users = read_file(&file);
+    for (user, password) in [
+        ("alice", "alice-pw"),
+        ("bob", "bob-pw"),
+        ("carol", "carol-pw"),
+        ("dave", "dave-pw"),
+    ] {
+        assert_eq!(
+            users.verify(user, password.as_bytes()),
+            Verify::Ok,
+            "{user}"
+        );
+    }
+
+    // Changing bob's password keeps everyone else's line as it was, in place.
+    let out = run(&["passwd", "-b", f, "bob", "new-pw"], "");
+    assert_eq!(status(&out), 0, "{}", text(&out.stderr));
+    let changed = std::fs::read_to_string(&file).unwrap();
+    let changed_lines: Vec<&str> = changed.lines().collect();
+    assert_eq!(
+        [changed_lines[0], changed_lines[2], changed_lines[3]],
+        [lines[0], lines[2], lines[3]]
+    );
+    assert_ne!(changed_lines[1], lines[1]);
+    let users = read_file(&file);
+    assert_eq!(users.verify("bob", b"new-pw"), Verify::Ok);
+    assert_eq!(users.verify("bob", b"bob-pw"), Verify::BadPassword);
+
+    // -D removes the user; deleting an absent user fails and leaves the file alone.
+    let out = run(&["passwd", "-D", f, "carol"], "");
+    assert_eq!(status(&out), 0, "{}", text(&out.stderr));
+    let users = read_file(&file);
+    assert_eq!(users.len(), 3);
+    assert_eq!(users.verify("carol", b"carol-pw"), Verify::UnknownUser);
+    let before = std::fs::read_to_string(&file).unwrap();
+    let out = run(&["passwd", "-D", f, "carol"], "");
+    assert_eq!(status(&out), 1);
+    assert!(
+        text(&out.stderr).contains("\"carol\""),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Mismatched or empty passwords are refused.
+    let out = run(&["passwd", f, "erin"], "one\ntwo\n");
+    assert_eq!(status(&out), 1);
+    assert!(
+        text(&out.stderr).contains("do not match"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["passwd", f, "erin"], "\n");
+    assert_eq!(status(&out), 1);
+    assert!(
+        text(&out.stderr).contains("empty password"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+
+    // -c overwrites: only the new user is left.
+    let out = run(&["passwd", "-c", "-b", f, "frank", "frank-pw"], "");
+    assert_eq!(status(&out), 0, "{}", text(&out.stderr));
+    let users = read_file(&file);
+    assert_eq!(users.len(), 1);
+    assert_eq!(users.verify("frank", b"frank-pw"), Verify::Ok);
+}
+
+#[test]
+fn passwd_usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("passwd");
+    let f = file.to_str().unwrap();
+    let usage = [
+        vec!["passwd", "-c", "-D", f, "a"],
+        vec!["passwd", "-b", f, "a"],
+        vec!["passwd", f, "a", "password-without-b"],
+        vec!["passwd", "-D", "-b", f, "a", "pw"],
+        vec!["passwd", "-H", "md5", "-b", f, "a", "pw"],
+        vec!["passwd", "-I", "0", "-b", f, "a", "pw"],
+        vec![
+            "passwd", "-H", "sha512", "-I", "5", "-c", "-b", f, "a", "pw",
+        ],
+        vec![
+            "--listen",
+            "127.0.0.1:1999",
+            "passwd",
+            "-c",
+            "-b",
+            f,
+            "a",
+            "pw",
+        ],
+    ];
+    for args in usage {
+        let out = wasp(&args, "", dir.path());
+        assert_eq!(status(&out), 2, "{args:?}: {}", text(&out.stderr));
+        assert!(!file.exists(), "{args:?} wrote the file");
+    }
+    // Without -c, a missing file is an error, not a new file.
+    let out = wasp(&["passwd", "-b", f, "a", "pw"], "", dir.path());
+    assert_eq!(status(&out), 1);
+    assert!(
+        text(&out.stderr).contains("use -c"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Names that cannot be stored in the file.
+    let out = wasp(&["passwd", "-c", "-b", f, "a:b", "pw"], "", dir.path());
+    assert_eq!(status(&out), 1);
+    assert!(!file.exists());
+}
+
+#[test]
+fn plugin_inspect_reports_exports_and_interests() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wasp(
+        &[
+            "plugin",
+            "inspect",
+            ALLOW_DENY,
+            "--config",
+            r#"{"filters": ["sensors/#"]}"#,
+        ],
+        "",
+        dir.path(),
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(status(&out), 0, "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("world: wasp:plugin/full-plugin@0.1.0\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("roles: authenticator, authorizer, transformer\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("hooks: authenticate, authorize-publish, authorize-subscribe, transform\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with("publish-filters:\n  sensors/#\n"),
+        "{stdout}"
+    );
+
+    // init rejects: the exports and the plugin's message, exit status 1.
+    let out = wasp(&["plugin", "inspect", INIT_REJECT], "", dir.path());
+    let stdout = text(&out.stdout);
+    assert_eq!(status(&out), 1, "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("roles: authenticator\n"), "{stdout}");
+    assert!(
+        stdout.contains("init: rejected the configuration: config key `token` is required"),
+        "{stdout}"
+    );
+
+    // Not JSON: a usage error before the plugin is read.
+    let out = wasp(
+        &["plugin", "inspect", INIT_REJECT, "--config", "token=1"],
+        "",
+        dir.path(),
+    );
+    assert_eq!(status(&out), 2, "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    // Not a component.
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"\0asm junk").unwrap();
+    let out = wasp(
+        &["plugin", "inspect", junk.to_str().unwrap()],
+        "",
+        dir.path(),
+    );
+    assert_eq!(status(&out), 1);
+    assert!(
+        text(&out.stderr).contains("not a valid WebAssembly component"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+fn demo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo")
+}
+
+#[test]
+fn demo_config_parses_and_points_at_the_example_plugins() {
+    let demo = demo_dir();
+    let config = wasp::config::Config::load(&demo.join("wasp.toml")).unwrap();
+    assert!(!config.allow_anonymous);
+    let binds: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| l.bind.to_string())
+        .collect();
+    assert_eq!(binds, ["127.0.0.1:1883"]);
+    let wasm: Vec<String> = config
+        .plugins
+        .iter()
+        .map(|p| {
+            p.spec
+                .wasm
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(
+        wasm,
+        [
+            "wasp_plugin_password_file.wasm",
+            "wasp_plugin_acl_file.wasm",
+            "wasp_plugin_transform.wasm"
+        ]
+    );
+    let target = demo.join("../../target/wasm32-wasip2/release");
+    for plugin in &config.plugins {
+        assert_eq!(plugin.spec.wasm.parent().unwrap(), target);
+    }
+    // The files the plugins are told to read exist in the directory granted to them.
+    for (plugin, file) in [(0, "passwd"), (1, "acl")] {
+        let spec = &config.plugins[plugin].spec;
+        let config: serde_json::Value = serde_json::from_str(&spec.config_json).unwrap();
+        let guest_path = config["file"].as_str().unwrap();
+        let grant = &spec.dirs[0];
+        assert_eq!(guest_path, format!("{}/{file}", grant.guest));
+        assert!(grant.host.join(file).is_file(), "{}", grant.host.display());
+        assert!(!grant.writable);
+    }
+}
+
+#[test]
+fn demo_passwords_verify() {
+    let users = read_file(&demo_dir().join("passwd"));
+    assert_eq!(users.len(), 2);
+    assert_eq!(users.verify("alice", b"alice-password"), Verify::Ok);
+    assert_eq!(users.verify("bob", b"bob-password"), Verify::Ok);
+}
