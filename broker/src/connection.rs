@@ -249,23 +249,13 @@ impl Io {
         }
     }
 
-    /// Writes everything buffered, giving up after `limit`.
+    /// Writes everything buffered and closes the write side, giving up after `limit`.
     async fn flush(&mut self, limit: Duration) {
-        let write = async {
-            while !self.outbuf.is_empty() {
-                match self.writer.write_buf(&mut self.outbuf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        self.broker
-                            .stats
-                            .bytes_sent
-                            .fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                }
-            }
-            let _ = self.writer.shutdown().await;
-        };
-        let _ = tokio::time::timeout(limit, write).await;
+        let started = tokio::time::Instant::now();
+        if self.write_out(limit).await {
+            let left = limit.saturating_sub(started.elapsed());
+            let _ = tokio::time::timeout(left, self.writer.shutdown()).await;
+        }
     }
 }
 
