@@ -7,7 +7,11 @@
 //! 1. Raw wasmtime, same engine settings as the host: `TypedFunc::call` (sync) against
 //!    `TypedFunc::call_async` with `epoch_deadline_async_yield_and_update`, on `authorize-publish` of the
 //!    `allow-deny` guest (short strings, no host imports).
-//! 2. The host's API (`Plugin::authorize_publish`: pool check-out, fiber, validation, check-in).
+//! 2. The host's API (`Plugin::authorize_publish`: pool check-out, fiber, validation, check-in), and the
+//!    per-call cost of every other hook through the same path: `authenticate` (the guest uses the kv, log,
+//!    metrics and clock imports), `authorize_subscribe`, and `transform` with a 16-byte and a 4 KiB payload
+//!    (the guest upper-cases the payload and appends a user property: the whole message crosses the
+//!    boundary both ways).
 //! 3. Loading: compile (cache miss) against a cache hit, and creating an instance.
 
 use std::time::{Duration, Instant};
@@ -19,6 +23,8 @@ use wasp_plugin_host::types::*;
 use wasp_plugin_host::{HostConfig, HostServices, PluginHost, PluginSpec, SandboxLimits};
 
 const ITERATIONS: u32 = 200_000;
+/// Calls per hook in the host-path measurements of the other hooks (each also warms up with a tenth).
+const HOOK_ITERATIONS: u32 = 100_000;
 
 type AuthorizePublish = TypedFunc<(Session, String, Qos, bool), (AuthzVerdict,)>;
 
@@ -166,6 +172,7 @@ async fn through_the_host(session: &Session) {
     };
     let spec = || {
         let mut spec = PluginSpec::new("allow-deny", guests::ALLOW_DENY);
+        spec.config_json = r#"{"users": ["alice"], "tag": "T"}"#.to_owned();
         spec.limits = SandboxLimits::default();
         spec
     };
@@ -212,6 +219,63 @@ async fn through_the_host(session: &Session) {
         started.elapsed(),
         ITERATIONS,
     );
+
+    let request = AuthRequest {
+        client: session.client.clone(),
+        password: Some(b"alice-pw".to_vec()),
+        auth_method: None,
+        auth_data: None,
+        reauthentication: false,
+    };
+    measure(
+        "Plugin::authenticate (allow; kv get+set, log, metrics)",
+        || async {
+            let verdict = plugin.authenticate(&request).await.expect("call");
+            assert!(matches!(verdict, AuthVerdict::Allow(_)));
+        },
+    )
+    .await;
+    measure("Plugin::authorize_subscribe (allow)", || async {
+        plugin
+            .authorize_subscribe(session, "allow/sensors/#", Qos::AtLeastOnce)
+            .await
+            .expect("call");
+    })
+    .await;
+    for (label, size) in [
+        ("Plugin::transform, 16 B payload (modify)", 16),
+        ("Plugin::transform, 4 KiB payload (modify)", 4096),
+    ] {
+        let message = Message {
+            topic: "sensors/1".to_owned(),
+            payload: vec![b'a'; size],
+            qos: Qos::AtLeastOnce,
+            retain: false,
+            user_properties: Vec::new(),
+            content_type: None,
+        };
+        measure(label, || async {
+            let verdict = plugin.transform(session, &message).await.expect("call");
+            assert!(matches!(verdict, TransformVerdict::Modify(_)));
+        })
+        .await;
+    }
+}
+
+/// Warms up, then times [`HOOK_ITERATIONS`] calls of `call` and reports the mean per call.
+async fn measure<F, Fut>(label: &str, mut call: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..HOOK_ITERATIONS / 10 {
+        call().await;
+    }
+    let started = Instant::now();
+    for _ in 0..HOOK_ITERATIONS {
+        call().await;
+    }
+    report(label, started.elapsed(), HOOK_ITERATIONS);
 }
 
 fn main() {
