@@ -1,0 +1,210 @@
+//! Broker behaviour that no client library exposes well, checked with a small client built on the
+//! project's codec: shutdown notice, the client's Maximum Packet Size, the bound of a session's queue.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wasp_mqtt::{
+    Connect, Disconnect, Packet, Properties, ProtocolVersion, PubResponse, Publish, QoS,
+    ReasonCode, Subscribe, SubscriptionOptions,
+};
+use wasp_tests::{Broker, QUIET, TIMEOUT};
+
+/// A 5.0 client that speaks packets through `wasp_mqtt`.
+struct Client {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Client {
+    async fn connect(
+        broker: &Broker,
+        id: &str,
+        clean: bool,
+        properties: Properties,
+    ) -> (Client, bool) {
+        let stream = TcpStream::connect(broker.addr).await.expect("connect");
+        let mut client = Client {
+            stream,
+            buf: BytesMut::new(),
+        };
+        client
+            .send(Packet::Connect(Box::new(Connect {
+                protocol: ProtocolVersion::V5,
+                clean_start: clean,
+                keep_alive: 60,
+                client_id: id.into(),
+                will: None,
+                username: None,
+                password: None,
+                properties,
+            })))
+            .await;
+        match client.recv().await {
+            Some(Packet::ConnAck(ack)) => {
+                assert_eq!(ack.reason, ReasonCode::Success, "{ack:?}");
+                (client, ack.session_present)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, packet: Packet) {
+        let mut out = BytesMut::new();
+        wasp_mqtt::encode(&packet, ProtocolVersion::V5, &mut out, u32::MAX).expect("encodes");
+        self.stream.write_all(&out).await.expect("write");
+    }
+
+    /// The next packet, or `None` when the broker closed the connection. Panics after [`TIMEOUT`].
+    async fn recv(&mut self) -> Option<Packet> {
+        self.recv_within(TIMEOUT)
+            .await
+            .expect("a packet or the close within the timeout")
+    }
+
+    /// `Err(())` when nothing arrived within `limit`.
+    async fn recv_within(&mut self, limit: Duration) -> Result<Option<Packet>, ()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(p) = wasp_mqtt::decode(&mut self.buf, Some(ProtocolVersion::V5), u32::MAX)
+                .expect("decodes")
+            {
+                return Ok(Some(p));
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Err(_) => return Err(()),
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, filter: &str, qos: QoS) {
+        let options = SubscriptionOptions {
+            qos,
+            ..SubscriptionOptions::default()
+        };
+        self.send(Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties: Properties::default(),
+            filters: vec![(filter.into(), options)],
+        }))
+        .await;
+        match self.recv().await {
+            Some(Packet::SubAck(ack)) => {
+                assert_eq!(ack.reason_codes, vec![ReasonCode::granted(qos)])
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// Publishes at QoS 1 and waits for the PUBACK.
+    async fn publish_qos1(&mut self, packet_id: u16, topic: &str, payload: Vec<u8>) {
+        self.send(Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: topic.into(),
+            packet_id: Some(packet_id),
+            properties: Properties::default(),
+            payload: Bytes::from(payload),
+        }))
+        .await;
+        match self.recv().await {
+            Some(Packet::PubAck(ack)) => assert_eq!(ack.packet_id, packet_id),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+
+    /// The payloads of the PUBLISHes that arrive until nothing comes for [`QUIET`], acknowledging them.
+    async fn drain_payloads(&mut self) -> Vec<Vec<u8>> {
+        let mut payloads = Vec::new();
+        while let Ok(Some(packet)) = self.recv_within(QUIET).await {
+            let Packet::Publish(p) = packet else {
+                panic!("expected PUBLISH, got {packet:?}")
+            };
+            if let Some(id) = p.packet_id {
+                self.send(Packet::PubAck(PubResponse::success(id))).await;
+            }
+            payloads.push(p.payload.to_vec());
+        }
+        payloads
+    }
+
+    async fn disconnect(mut self) {
+        self.send(Packet::Disconnect(Disconnect {
+            reason: ReasonCode::NORMAL_DISCONNECTION,
+            properties: Properties::default(),
+        }))
+        .await;
+    }
+}
+
+/// 5.0 section 4.13 / 3.14: a server that shuts down tells its 5.0 clients with DISCONNECT 0x8B.
+#[tokio::test]
+async fn shutdown_sends_server_shutting_down() {
+    let broker = Broker::start().await;
+    let (mut client, _) = Client::connect(&broker, "bye", true, Properties::default()).await;
+    drop(broker);
+    match client.recv().await {
+        Some(Packet::Disconnect(d)) => {
+            assert_eq!(d.reason, ReasonCode::ServerShuttingDown, "{d:?}")
+        }
+        other => panic!("expected DISCONNECT 0x8B, got {other:?}"),
+    }
+    assert_eq!(
+        client.recv().await,
+        None,
+        "the connection closes after the DISCONNECT"
+    );
+}
+
+/// MQTT-3.1.2-24/25: the server does not send a packet above the client's Maximum Packet Size; it drops
+/// that message for this client and goes on with the next one.
+#[tokio::test]
+async fn client_maximum_packet_size_is_honoured() {
+    let broker = Broker::start().await;
+    let small_max = Properties {
+        maximum_packet_size: Some(64),
+        ..Properties::default()
+    };
+    let (mut sub, _) = Client::connect(&broker, "small", true, small_max).await;
+    sub.subscribe("size/#", QoS::AtLeastOnce).await;
+    let (mut publisher, _) = Client::connect(&broker, "big-pub", true, Properties::default()).await;
+    publisher.publish_qos1(1, "size/big", vec![b'x'; 200]).await;
+    publisher
+        .publish_qos1(2, "size/small", b"fits".to_vec())
+        .await;
+    assert_eq!(sub.drain_payloads().await, vec![b"fits".to_vec()]);
+}
+
+/// A persistent session's queue is bounded by `limits.max_queued_messages`: when it is full, newer
+/// messages are dropped and the queued ones are delivered in order on resume.
+#[tokio::test]
+async fn full_session_queue_keeps_the_oldest_messages() {
+    let broker = Broker::start_with(|c| c.limits.max_queued_messages = 3).await;
+    let persistent = Properties {
+        session_expiry_interval: Some(60),
+        ..Properties::default()
+    };
+    let (mut sub, present) = Client::connect(&broker, "queued", true, persistent.clone()).await;
+    assert!(!present);
+    sub.subscribe("q/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+
+    let (mut publisher, _) = Client::connect(&broker, "q-pub", true, Properties::default()).await;
+    for i in 0..6u16 {
+        publisher
+            .publish_qos1(i + 1, "q/t", vec![b'0' + i as u8])
+            .await;
+    }
+
+    let (mut sub, present) = Client::connect(&broker, "queued", false, persistent).await;
+    assert!(present, "the session was kept");
+    assert_eq!(
+        sub.drain_payloads().await,
+        vec![b"0".to_vec(), b"1".to_vec(), b"2".to_vec()]
+    );
+}
