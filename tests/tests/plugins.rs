@@ -1029,7 +1029,7 @@ async fn recv(conn: &mut Conn) -> Packet {
 fn auth_properties(method: &str, data: Option<&[u8]>) -> Properties {
     Properties {
         authentication_method: Some(method.to_owned()),
-        authentication_data: data.map(|d| bytes::Bytes::copy_from_slice(d)),
+        authentication_data: data.map(bytes::Bytes::copy_from_slice),
         ..Properties::default()
     }
 }
