@@ -208,3 +208,152 @@ async fn full_session_queue_keeps_the_oldest_messages() {
         vec![b"0".to_vec(), b"1".to_vec(), b"2".to_vec()]
     );
 }
+
+/// MQTT-3.3.4-7/8: the server sends no more unacknowledged QoS 1 PUBLISHes than the client's Receive
+/// Maximum; acknowledging frees the window.
+#[tokio::test]
+async fn client_receive_maximum_bounds_the_outbound_window() {
+    let broker = Broker::start().await;
+    let window = Properties {
+        receive_maximum: Some(2),
+        ..Properties::default()
+    };
+    let (mut sub, _) = Client::connect(&broker, "window", true, window).await;
+    sub.subscribe("w/#", QoS::AtLeastOnce).await;
+    let (mut publisher, _) = Client::connect(&broker, "w-pub", true, Properties::default()).await;
+    for i in 0..5u16 {
+        publisher
+            .publish_qos1(i + 1, "w/t", vec![b'0' + i as u8])
+            .await;
+    }
+    let mut ids = Vec::new();
+    while let Ok(Some(Packet::Publish(p))) = sub.recv_within(QUIET).await {
+        ids.push((p.packet_id.expect("QoS 1 has an id"), p.payload.to_vec()));
+    }
+    assert_eq!(
+        ids.len(),
+        2,
+        "only the window is sent before any PUBACK: {ids:?}"
+    );
+    sub.send(Packet::PubAck(PubResponse::success(ids[0].0)))
+        .await;
+    sub.send(Packet::PubAck(PubResponse::success(ids[1].0)))
+        .await;
+    // The other three follow, in order, as the window frees.
+    let rest = sub.drain_payloads().await;
+    assert_eq!(rest, vec![b"2".to_vec(), b"3".to_vec(), b"4".to_vec()]);
+}
+
+/// 5.0 section 3.2.2.3.4: with `limits.maximum_qos = 1` the broker announces Maximum QoS 1, grants at
+/// most QoS 1, and a PUBLISH at QoS 2 is answered with DISCONNECT 0x9B (MQTT-3.2.2-11).
+#[tokio::test]
+async fn maximum_qos_is_announced_granted_and_enforced() {
+    let broker = Broker::start_with(|c| c.limits.maximum_qos = QoS::AtLeastOnce).await;
+    let stream = TcpStream::connect(broker.addr).await.expect("connect");
+    let mut c = Client {
+        stream,
+        buf: BytesMut::new(),
+    };
+    c.send(Packet::Connect(Box::new(Connect {
+        protocol: ProtocolVersion::V5,
+        clean_start: true,
+        keep_alive: 0,
+        client_id: "maxqos".into(),
+        will: None,
+        username: None,
+        password: None,
+        properties: Properties::default(),
+    })))
+    .await;
+    match c.recv().await {
+        Some(Packet::ConnAck(ack)) => assert_eq!(ack.properties.maximum_qos, Some(1), "{ack:?}"),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    c.send(Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        properties: Properties::default(),
+        filters: vec![(
+            "m/#".into(),
+            SubscriptionOptions {
+                qos: QoS::ExactlyOnce,
+                ..SubscriptionOptions::default()
+            },
+        )],
+    }))
+    .await;
+    match c.recv().await {
+        Some(Packet::SubAck(ack)) => assert_eq!(ack.reason_codes, vec![ReasonCode::GrantedQoS1]),
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+    c.send(Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        topic: "m/x".into(),
+        packet_id: Some(7),
+        properties: Properties::default(),
+        payload: Bytes::from_static(b"2"),
+    }))
+    .await;
+    match c.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::QoSNotSupported, "{d:?}"),
+        other => panic!("expected DISCONNECT 0x9B, got {other:?}"),
+    }
+    assert_eq!(c.recv().await, None);
+}
+
+/// 5.0 section 3.2.2.3.14: a client asking for no keep alive (0) or more than `limits.max_keep_alive_secs`
+/// is told the broker's value as Server Keep Alive.
+#[tokio::test]
+async fn server_keep_alive_caps_the_clients_keep_alive() {
+    let broker = Broker::start_with(|c| c.limits.max_keep_alive = 30).await;
+    let stream = TcpStream::connect(broker.addr).await.expect("connect");
+    let mut c = Client {
+        stream,
+        buf: BytesMut::new(),
+    };
+    for keep_alive in [60u16, 0] {
+        c.send(Packet::Connect(Box::new(Connect {
+            protocol: ProtocolVersion::V5,
+            clean_start: true,
+            keep_alive,
+            client_id: format!("ka-{keep_alive}"),
+            will: None,
+            username: None,
+            password: None,
+            properties: Properties::default(),
+        })))
+        .await;
+        match c.recv().await {
+            Some(Packet::ConnAck(ack)) => {
+                assert_eq!(ack.properties.server_keep_alive, Some(30), "{ack:?}")
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        let stream = TcpStream::connect(broker.addr).await.expect("connect");
+        c = Client {
+            stream,
+            buf: BytesMut::new(),
+        };
+    }
+}
+
+/// MQTT-3.1.2-23 / 4.1.1: a session whose Session Expiry Interval has passed is gone: the client comes
+/// back to a new session (Session Present 0) without its subscriptions.
+#[tokio::test]
+async fn expired_session_is_discarded() {
+    let broker = Broker::start().await;
+    let short = Properties {
+        session_expiry_interval: Some(1),
+        ..Properties::default()
+    };
+    let (mut sub, _) = Client::connect(&broker, "expiring", true, short.clone()).await;
+    sub.subscribe("e/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (mut publisher, _) = Client::connect(&broker, "e-pub", true, Properties::default()).await;
+    publisher.publish_qos1(1, "e/t", b"late".to_vec()).await;
+    let (mut sub, present) = Client::connect(&broker, "expiring", false, short).await;
+    assert!(!present, "the session expired");
+    assert_eq!(sub.drain_payloads().await, Vec::<Vec<u8>>::new());
+}
