@@ -1,0 +1,450 @@
+//! Broker throughput with the three shipped plugins loaded (password-file, acl-file, transform) against no
+//! plugins. Prints numbers; it is not a test:
+//!
+//! ```text
+//! cargo run --release -p wasp-tests --example plugin_throughput
+//! ```
+//!
+//! An in-process broker on `127.0.0.1:0` (its own tokio runtime, 2 worker threads) and a load generator on
+//! the main thread (a current-thread runtime) speaking raw MQTT 5.0 over TCP with Wasp's own codec:
+//! `PUBLISHERS` publishers send QoS 1 PUBLISHes of `PAYLOAD` bytes to `bench/<n>` in a closed loop (at most
+//! `WINDOW` unacknowledged each), and one subscriber on `bench/#` (QoS 1, acknowledging everything) counts
+//! what it receives. After `WARM_UP`, the messages received during `MEASURE` give the rate. The two
+//! configurations run `ROUNDS` times each, interleaved; the medians are compared (target: plugins >= 0.85x
+//! none). The load generator's own CPU time (its thread, from `/proc/thread-self/stat`) and the process's
+//! are printed, to show whether the generator is the bottleneck.
+//!
+//! With plugins every client logs in through password-file (user `sha512` of the committed fixtures), the
+//! ACL allows `bench/#` to that user, and a transform rule on `bench/#` stamps the publisher's client id as
+//! a user property, so every PUBLISH goes through authorize-publish (whose verdicts the broker caches for
+//! 5 s per session and topic, as the acl-file plugin allows) and through transform (never cached).
+
+// A benchmark binary: printing its results is its purpose.
+#![allow(clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use wasp::config::{Config, PluginConfig};
+use wasp_mqtt::{
+    Connect, Packet, Properties, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, Subscribe,
+    SubscriptionOptions, decode, encode,
+};
+use wasp_plugin_host::{DirGrant, PluginSpec};
+use wasp_tests::Broker;
+
+const PUBLISHERS: usize = 8;
+const WINDOW: usize = 32;
+const PAYLOAD: usize = 64;
+const WARM_UP: Duration = Duration::from_secs(1);
+const MEASURE: Duration = Duration::from_secs(5);
+const ROUNDS: usize = 3;
+/// Longest wait for any one read or write; a run that stalls this long fails.
+const IO_LIMIT: Duration = Duration::from_secs(10);
+const MAX_PACKET: u32 = 1 << 20;
+const V5: ProtocolVersion = ProtocolVersion::V5;
+const USER: &str = "sha512";
+const PASSWORD: &str = "sha512-pw";
+/// Clock ticks per second of `/proc/*/stat` (USER_HZ, 100 on Linux everywhere in practice).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+const ACL: &str = "user sha512\ntopic readwrite bench/#\n";
+
+/// Process CPU time (user + system) of `/proc/<which>/stat`: `self` or `thread-self`.
+fn cpu_time(which: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{which}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the command: field 3 (state) is index 0, so utime (14) and stime (15) are 11 and 12.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_secs_f64(ticks as f64 / TICKS_PER_SECOND)
+}
+
+/// The three plugins, built once (`build_wasm`), with their configuration.
+struct Plugins {
+    password_file: PathBuf,
+    acl_file: PathBuf,
+    transform: PathBuf,
+    acl_dir: tempfile::TempDir,
+    cache_dir: tempfile::TempDir,
+}
+
+fn grant(host: &Path, guest: &str) -> DirGrant {
+    DirGrant {
+        host: host.to_owned(),
+        guest: guest.to_owned(),
+        writable: false,
+    }
+}
+
+impl Plugins {
+    fn build() -> Plugins {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+        let build = |dir: &str| wasp_plugin_harness::build_wasm(&root.join(dir));
+        let acl_dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(acl_dir.path().join("acl"), ACL).expect("write acl");
+        Plugins {
+            password_file: build("password-file"),
+            acl_file: build("acl-file"),
+            transform: build("transform"),
+            acl_dir,
+            cache_dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn install(&self, config: &mut Config) {
+        let fixtures =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/password-file/tests/fixtures");
+        let spec = |name: &str, wasm: &Path, json: &str| {
+            let mut spec = PluginSpec::new(name, wasm);
+            spec.config_json = json.to_owned();
+            spec
+        };
+        let mut passwords = spec(
+            "passwords",
+            &self.password_file,
+            r#"{"file": "/etc/wasp/mosquitto-2.0.11.passwd"}"#,
+        );
+        passwords.dirs.push(grant(&fixtures, "/etc/wasp"));
+        let mut acl = spec("acl", &self.acl_file, r#"{"file": "/etc/wasp/acl"}"#);
+        acl.dirs.push(grant(self.acl_dir.path(), "/etc/wasp"));
+        let stamp = spec(
+            "stamp",
+            &self.transform,
+            r#"{"rules": [{"filter": "bench/#", "stamp_client_id_property": "client-id"}]}"#,
+        );
+        config.allow_anonymous = false;
+        config.plugins = [passwords, acl, stamp]
+            .into_iter()
+            .map(|spec| PluginConfig {
+                spec,
+                listeners: Vec::new(),
+            })
+            .collect();
+        config.plugin_cache_dir = Some(self.cache_dir.path().to_owned());
+    }
+}
+
+/// A raw MQTT 5.0 connection: a socket and its read buffer.
+struct Client {
+    stream: TcpStream,
+    inbox: BytesMut,
+    out: BytesMut,
+}
+
+impl Client {
+    async fn connect(addr: std::net::SocketAddr, client_id: &str) -> Client {
+        let stream = timeout(IO_LIMIT, TcpStream::connect(addr))
+            .await
+            .expect("connect within the limit")
+            .expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let mut client = Client {
+            stream,
+            inbox: BytesMut::with_capacity(64 << 10),
+            out: BytesMut::with_capacity(64 << 10),
+        };
+        client.queue(&Packet::Connect(Box::new(Connect {
+            protocol: V5,
+            clean_start: true,
+            keep_alive: 60,
+            client_id: client_id.to_owned(),
+            will: None,
+            username: Some(USER.to_owned()),
+            password: Some(Bytes::from_static(PASSWORD.as_bytes())),
+            properties: Properties::default(),
+        })));
+        client.flush().await;
+        match client.next().await {
+            Packet::ConnAck(ack) if ack.reason == ReasonCode::Success => client,
+            other => panic!("{client_id}: CONNECT refused: {other:?}"),
+        }
+    }
+
+    fn queue(&mut self, packet: &Packet) {
+        encode(packet, V5, &mut self.out, MAX_PACKET).expect("encode");
+    }
+
+    async fn flush(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        timeout(IO_LIMIT, self.stream.write_all(&self.out))
+            .await
+            .expect("write within the limit")
+            .expect("write");
+        self.out.clear();
+    }
+
+    /// The next packet already buffered, if any.
+    fn buffered(&mut self) -> Option<Packet> {
+        decode(&mut self.inbox, Some(V5), MAX_PACKET).expect("decode")
+    }
+
+    /// Reads more bytes (bounded wait); false at end of stream.
+    async fn fill(&mut self) -> bool {
+        let n = timeout(IO_LIMIT, self.stream.read_buf(&mut self.inbox))
+            .await
+            .expect("read within the limit")
+            .expect("read");
+        n > 0
+    }
+
+    async fn next(&mut self) -> Packet {
+        loop {
+            if let Some(packet) = self.buffered() {
+                return packet;
+            }
+            assert!(self.fill().await, "connection closed");
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    stamped: AtomicU64,
+    acked: AtomicU64,
+    refused: AtomicU64,
+    /// The reason code of the last refused PUBLISH.
+    refusal: AtomicU64,
+}
+
+/// Publishes to `bench/<n>` with at most [`WINDOW`] unacknowledged until `stop`.
+async fn publisher(mut client: Client, n: usize, stop: Arc<AtomicBool>, counters: Arc<Counters>) {
+    let topic: Arc<str> = Arc::from(format!("bench/{n}"));
+    let payload = Bytes::from(vec![b'x'; PAYLOAD]);
+    let mut in_flight = 0usize;
+    let mut next_id: u16 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        while in_flight < WINDOW {
+            next_id = next_id % 60_000 + 1;
+            client.queue(&Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: topic.clone(),
+                packet_id: Some(next_id),
+                properties: Properties::default(),
+                payload: payload.clone(),
+            }));
+            in_flight += 1;
+        }
+        client.flush().await;
+        if !client.fill().await {
+            return;
+        }
+        while let Some(packet) = client.buffered() {
+            if let Packet::PubAck(ack) = packet {
+                in_flight -= 1;
+                if ack.reason == ReasonCode::Success {
+                    counters.acked.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    counters.refused.fetch_add(1, Ordering::Relaxed);
+                    counters
+                        .refusal
+                        .store(u64::from(ack.reason as u8), Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Counts what `bench/#` delivers, acknowledging each PUBLISH, until `stop`.
+async fn subscriber(mut client: Client, stop: Arc<AtomicBool>, counters: Arc<Counters>) {
+    while !stop.load(Ordering::Relaxed) {
+        if !client.fill().await {
+            return;
+        }
+        let mut received = 0;
+        while let Some(packet) = client.buffered() {
+            if let Packet::Publish(publish) = packet {
+                received += 1;
+                if publish
+                    .properties
+                    .user_properties
+                    .iter()
+                    .any(|(k, _)| k == "client-id")
+                {
+                    counters.stamped.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(id) = publish.packet_id {
+                    client.queue(&Packet::PubAck(PubResponse::success(id)));
+                }
+            }
+        }
+        counters.received.fetch_add(received, Ordering::Relaxed);
+        client.flush().await;
+    }
+}
+
+struct Run {
+    rate: f64,
+    stamped_share: f64,
+    refused: u64,
+    refusal: u64,
+    generator_cpu: f64,
+    process_cpu: f64,
+}
+
+/// One run against `broker`: connect, warm up, measure, stop.
+async fn run(broker: &Broker) -> Run {
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(Counters::default());
+    let mut sub = Client::connect(broker.addr, "bench-sub").await;
+    sub.queue(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        properties: Properties::default(),
+        filters: vec![(
+            "bench/#".to_owned(),
+            SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..SubscriptionOptions::default()
+            },
+        )],
+    }));
+    sub.flush().await;
+    match sub.next().await {
+        Packet::SubAck(ack) if ack.reason_codes == [ReasonCode::GrantedQoS1] => {}
+        other => panic!("SUBSCRIBE refused: {other:?}"),
+    }
+    // The subscriber stops last (aborted once the publishers are done), so that no PUBLISH of the run
+    // finds no subscriber (0x10).
+    let subscriber = tokio::task::spawn_local(subscriber(sub, Arc::default(), counters.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..PUBLISHERS {
+        let client = Client::connect(broker.addr, &format!("bench-pub-{n}")).await;
+        tasks.spawn_local(publisher(client, n, stop.clone(), counters.clone()));
+    }
+
+    tokio::time::sleep(WARM_UP).await;
+    let (received0, stamped0) = (
+        counters.received.load(Ordering::Relaxed),
+        counters.stamped.load(Ordering::Relaxed),
+    );
+    let (generator0, process0, started) =
+        (cpu_time("thread-self"), cpu_time("self"), Instant::now());
+    tokio::time::sleep(MEASURE).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (generator1, process1) = (cpu_time("thread-self"), cpu_time("self"));
+    let received = counters.received.load(Ordering::Relaxed) - received0;
+    let stamped = counters.stamped.load(Ordering::Relaxed) - stamped0;
+
+    stop.store(true, Ordering::Relaxed);
+    // Each publisher sees `stop` after its next read, which its outstanding PUBACKs provide; bounded anyway.
+    let _ = timeout(IO_LIMIT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
+    subscriber.abort();
+    Run {
+        rate: received as f64 / elapsed,
+        stamped_share: if received == 0 {
+            0.0
+        } else {
+            stamped as f64 / received as f64
+        },
+        refused: counters.refused.load(Ordering::Relaxed),
+        refusal: counters.refusal.load(Ordering::Relaxed),
+        generator_cpu: (generator1 - generator0).as_secs_f64() / elapsed,
+        process_cpu: (process1 - process0).as_secs_f64() / elapsed,
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    let broker_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("broker runtime");
+    let generator = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("load generator runtime");
+    let local = tokio::task::LocalSet::new();
+
+    println!("building the three plugins (cargo build --release --target wasm32-wasip2) ...");
+    let plugins = Plugins::build();
+    println!(
+        "load: {PUBLISHERS} publishers x QoS 1 -> 1 subscriber on bench/#, {PAYLOAD}-byte payloads, \
+         closed loop with {WINDOW} unacknowledged PUBLISHes per publisher, {} s warm-up + {} s measured, \
+         {ROUNDS} rounds interleaved",
+        WARM_UP.as_secs(),
+        MEASURE.as_secs()
+    );
+    println!(
+        "broker: in-process, tokio multi-thread runtime with 2 workers; load generator: raw MQTT 5.0 \
+         (wasp_mqtt codec) on the main thread, one current-thread runtime; loopback TCP"
+    );
+    println!(
+        "plugins: password-file (login at CONNECT), acl-file (authorize-publish; the broker caches its \
+         verdicts 5 s per session and topic), transform (stamps client-id on bench/#, every PUBLISH)"
+    );
+    println!(
+        "cpu columns: cores used during the measured window (1.00 = one core), from /proc/*/stat \
+         (assumed 100 ticks/s); generator = the load generator's thread, process = broker + generator"
+    );
+
+    let mut none = Vec::new();
+    let mut with_plugins = Vec::new();
+    for round in 1..=ROUNDS {
+        for plugins_on in [false, true] {
+            let broker = broker_runtime.block_on(Broker::start_with(|config| {
+                if plugins_on {
+                    plugins.install(config);
+                }
+            }));
+            let result = generator.block_on(local.run_until(run(&broker)));
+            drop(broker);
+            // Let the broker finish its shutdown before the next run.
+            std::thread::sleep(Duration::from_millis(300));
+            let label = if plugins_on {
+                "3 plugins"
+            } else {
+                "no plugins"
+            };
+            println!(
+                "round {round} {label:<10} {:>9.0} msg/s  stamped {:>5.1}%  refused {:>4} (last 0x{:02x})  cpu generator {:.2}  \
+                 process {:.2} ({:.1} us/msg)",
+                result.rate,
+                result.stamped_share * 100.0,
+                result.refused,
+                result.refusal,
+                result.generator_cpu,
+                result.process_cpu,
+                result.process_cpu / result.rate * 1e6
+            );
+            if plugins_on {
+                with_plugins.push(result.rate);
+            } else {
+                none.push(result.rate);
+            }
+        }
+    }
+    let none = median(&mut none);
+    let with_plugins = median(&mut with_plugins);
+    let ratio = with_plugins / none;
+    println!("median no plugins {none:>9.0} msg/s");
+    println!("median 3 plugins  {with_plugins:>9.0} msg/s");
+    println!(
+        "ratio plugins/none {ratio:.3} (target >= 0.85): {}",
+        if ratio >= 0.85 { "met" } else { "NOT met" }
+    );
+}
