@@ -38,26 +38,7 @@ impl Broker {
 
     /// Starts a broker after `configure` adjusted the default configuration (bound to `127.0.0.1:0`).
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Broker {
-        let mut config = Config::default();
-        config.listeners[0].bind = "127.0.0.1:0".parse().expect("loopback address");
-        configure(&mut config);
-        let server = wasp::server::Server::bind(config)
-            .await
-            .expect("broker binds");
-        let addr = server.local_addrs()[0].1;
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            server
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("broker runs");
-        });
-        Broker {
-            addr,
-            stop: Some(stop),
-        }
+        Broker::start_listeners(configure).await.0
     }
 }
 
