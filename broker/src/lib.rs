@@ -27,3 +27,5 @@ pub mod router;
 pub mod server;
 mod session;
 mod sys;
+#[cfg(test)]
+mod topic_strategies;

@@ -283,6 +283,7 @@ impl<M> RetainedStore<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topic_strategies::{filter, topic};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
     use wasp_mqtt::topic::matches;
@@ -445,25 +446,6 @@ mod tests {
         store.set(&deep, Some(3));
         // Dropping a deep chain must not recurse either.
         drop(store);
-    }
-
-    fn topic() -> impl Strategy<Value = String> {
-        let level = prop::sample::select(vec!["a", "b", "", "$s"]);
-        prop::collection::vec(level, 1..5)
-            .prop_map(|l| l.join("/"))
-            .prop_filter("a topic name is not empty", |t| !t.is_empty())
-    }
-
-    fn filter() -> impl Strategy<Value = String> {
-        let level = prop::sample::select(vec!["a", "b", "", "$s", "+"]);
-        (prop::collection::vec(level, 0..5), any::<bool>())
-            .prop_map(|(mut levels, hash)| {
-                if hash || levels.is_empty() {
-                    levels.push("#");
-                }
-                levels.join("/")
-            })
-            .prop_filter("a filter is not empty", |f| !f.is_empty())
     }
 
     proptest! {

@@ -531,6 +531,7 @@ fn walk<K: Eq + Hash + Clone, V>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topic_strategies::{filter, topic};
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
     use wasp_mqtt::topic::matches;
@@ -886,28 +887,6 @@ mod tests {
         // Every reader sees each plain subscription 1000 times; fetch_add spreads the group's 4000 messages
         // exactly evenly.
         assert_eq!(total, [5000; 4]);
-    }
-
-    fn level() -> impl Strategy<Value = &'static str> {
-        prop::sample::select(vec!["a", "b", "", "$s"])
-    }
-
-    fn topic() -> impl Strategy<Value = String> {
-        prop::collection::vec(level(), 1..5)
-            .prop_map(|l| l.join("/"))
-            .prop_filter("a topic name is not empty", |t| !t.is_empty())
-    }
-
-    fn filter() -> impl Strategy<Value = String> {
-        let filter_level = prop::sample::select(vec!["a", "b", "", "$s", "+"]);
-        (prop::collection::vec(filter_level, 0..5), any::<bool>())
-            .prop_map(|(mut levels, hash)| {
-                if hash || levels.is_empty() {
-                    levels.push("#");
-                }
-                levels.join("/")
-            })
-            .prop_filter("a filter is not empty", |f| !f.is_empty())
     }
 
     proptest! {
