@@ -157,7 +157,7 @@ impl Access {
             .chain
             .authorize_publish(&self.session, topic, wit_qos(qos), retain)
             .await;
-        let who = decided.source.plugin().map_or("", |p| p.name()).to_owned();
+        let who = decided.source.plugin_name().to_owned();
         let verdict = match decided.verdict.decision {
             wit::Decision::Allow => Ok(qos),
             wit::Decision::Deny(denial) => Err(Refusal::from_denial(denial, PUBACK, &who)),
@@ -189,7 +189,7 @@ impl Access {
             .chain
             .authorize_subscribe(&self.session, filter, wit_qos(qos))
             .await;
-        let who = decided.source.plugin().map_or("", |p| p.name()).to_owned();
+        let who = decided.source.plugin_name().to_owned();
         let verdict = match decided.verdict.decision {
             wit::SubscribeDecision::Allow(granted) => Ok(mqtt_qos(granted).min(qos)),
             wit::SubscribeDecision::Deny(denial) => Err(Refusal::from_denial(denial, SUBACK, &who)),

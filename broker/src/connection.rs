@@ -512,7 +512,7 @@ async fn authenticate(
     };
     let mut decided = chain.authenticate(&request).await;
     loop {
-        let who = decided.source.plugin().map_or("", |p| p.name()).to_owned();
+        let who = decided.source.plugin_name().to_owned();
         match decided.verdict {
             wit::AuthVerdict::Allow(attributes) => return Some(attributes),
             wit::AuthVerdict::Deny(denial) => {
@@ -1023,7 +1023,7 @@ impl Conn {
                 ));
             }
         };
-        let who = decided.source.plugin().map_or("", |p| p.name()).to_owned();
+        let who = decided.source.plugin_name().to_owned();
         let (reason, data) = match decided.verdict {
             wit::AuthVerdict::Allow(attributes) => {
                 info!(plugin = %who, "client re-authenticated");

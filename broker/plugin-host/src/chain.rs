@@ -40,6 +40,10 @@ impl Source {
             Source::Default => None,
         }
     }
+    /// The name of the plugin that decided, or "" when no plugin did.
+    pub fn plugin_name(&self) -> &str {
+        self.plugin().map_or("", |p| p.name())
+    }
 }
 
 /// A chain's verdict and who made it.
