@@ -8,11 +8,13 @@
 //! - [`reason`]: MQTT 5.0 reason codes and the 3.x return codes they map to.
 //! - [`codec`]: [`decode`] a packet from a buffer (incrementally, enforcing a maximum packet size) and
 //!   [`encode`] one for a given protocol version (honouring the peer's maximum packet size).
-//! - [`topic`]: validation of topic names and filters, shared-subscription filters, and filter matching.
+//! - [`topic`]: validation of topic names and filters, shared-subscription filters, and filter matching
+//!   (one filter with [`topic::matches`], a set of them with [`topic::FilterTree`]).
 
 #![deny(missing_docs)]
 
 pub mod codec;
+mod filter_tree;
 pub mod packet;
 pub mod reason;
 pub mod topic;

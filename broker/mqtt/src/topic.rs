@@ -6,6 +6,8 @@
 
 use thiserror::Error;
 
+pub use crate::filter_tree::FilterTree;
+
 /// The maximum length in bytes of a topic name or filter: an MQTT UTF-8 string is at most 65535 bytes.
 pub const MAX_TOPIC_LEN: usize = 65_535;
 
