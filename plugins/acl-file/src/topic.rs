@@ -1,45 +1,26 @@
 //! MQTT topic filter matching, covering and overlap, with mosquitto's `$` rule: a filter whose first
-//! level is a wildcard matches no topic starting with `$`.
+//! level is a wildcard matches no topic starting with `$`. Validation and matching are the broker's
+//! (through the SDK); covering and overlap, which the broker does not need, are here.
 
-/// Whether `topic` is a valid topic name (non-empty, no wildcards, at most 65535 bytes).
+use wasp_plugin_sdk::topic;
+
+/// Whether `topic` is a valid topic name: the broker's own rule (`wasp_plugin_sdk::topic`).
 pub fn valid_topic(topic: &str) -> bool {
-    !topic.is_empty() && topic.len() <= 65535 && !topic.contains(['+', '#'])
+    topic::valid_name(topic).is_ok()
 }
 
-/// Whether `filter` is a valid topic filter: `+` fills a whole level, `#` is the whole last level.
+/// Whether `filter` is a valid topic filter: the broker's own rule (`wasp_plugin_sdk::topic`).
 pub fn valid_filter(filter: &str) -> bool {
-    if filter.is_empty() || filter.len() > 65535 {
-        return false;
-    }
-    let levels: Vec<&str> = filter.split('/').collect();
-    let last = levels.len() - 1;
-    levels.iter().enumerate().all(|(i, level)| match *level {
-        "+" => true,
-        "#" => i == last,
-        l => !l.contains(['+', '#']),
-    })
+    topic::valid_filter(filter).is_ok()
 }
 
 fn is_wild(level: &str) -> bool {
     level == "+" || level == "#"
 }
 
-/// Whether topic name `topic` matches `filter` (both assumed valid).
+/// Whether topic name `topic` matches `filter` (both assumed valid): the broker's own matcher.
 pub fn filter_matches(filter: &str, topic: &str) -> bool {
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    if topic.starts_with('$') && filter.split('/').next().is_some_and(is_wild) {
-        return false;
-    }
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(fl), Some(tl)) if fl == tl => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
+    topic::matches(filter, topic)
 }
 
 /// Whether every topic matched by filter `inner` is also matched by filter `outer`.
