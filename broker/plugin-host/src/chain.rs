@@ -10,6 +10,8 @@
 //!
 //! Transformers compose: each one sees the message as patched by those before it.
 
+use std::sync::Arc;
+
 use crate::bindings::wasp::plugin::types::{
     AuthRequest, AuthVerdict, AuthzVerdict, Decision, Denial, Message, MessagePatch, Qos, Session,
     SubscribeDecision, SubscribeVerdict, TransformVerdict,
@@ -71,15 +73,128 @@ fn failure_denial() -> Denial {
     }
 }
 
-/// Plugins in configuration order. Cheap to clone.
+/// Plugins of a chain as a bit set: bit `i` is the chain's `i`-th plugin, except [`OVERFLOW_BIT`], which
+/// stands for every plugin from that index on (checked one by one; chains that long are unusual).
+type Mask = u64;
+const OVERFLOW_BIT: usize = Mask::BITS as usize - 1;
+
+fn bit(index: usize) -> Mask {
+    1 << index.min(OVERFLOW_BIT)
+}
+
+/// Which plugins a chain asks about a PUBLISH to one topic, for the two publish-time hooks: the plugins
+/// that implement the hook and whose publish filters match the topic (no filters: every topic). From
+/// [`Chain::publish_interest`]; cheap to copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PublishInterest {
+    authorize: Mask,
+    transform: Mask,
+}
+
+impl PublishInterest {
+    /// No plugin authorizes or transforms this topic: the broker does not enter Wasm for it.
+    pub fn is_empty(&self) -> bool {
+        self.authorize == 0 && self.transform == 0
+    }
+
+    /// Some plugin authorizes publishes to this topic.
+    pub fn authorizes(&self) -> bool {
+        self.authorize != 0
+    }
+
+    /// Some plugin transforms publishes to this topic.
+    pub fn transforms(&self) -> bool {
+        self.transform != 0
+    }
+}
+
+/// The chain's publish filters, built once: one trie of every plugin's filters, each filter carrying its
+/// plugin's bit for each publish-time hook the plugin implements, so that one walk of the topic's levels
+/// answers both hooks. Plugins without filters are in `every_topic`.
+#[derive(Debug, Default)]
+struct PublishFilters {
+    tree: wasp_mqtt::topic::FilterTree<PublishInterest>,
+    every_topic: PublishInterest,
+    /// Which plugins implement each hook, whatever the topic (`Hook::ALL` order).
+    implementers: [Mask; 4],
+}
+
+impl PublishFilters {
+    fn new(plugins: &[Plugin]) -> Self {
+        let mut interests = PublishFilters::default();
+        for (index, plugin) in plugins.iter().enumerate() {
+            for hook in Hook::ALL {
+                if plugin.implements(hook) {
+                    interests.implementers[hook as usize] |= bit(index);
+                }
+            }
+            let own = PublishInterest {
+                authorize: interests.implementers[Hook::AuthorizePublish as usize] & bit(index),
+                transform: interests.implementers[Hook::Transform as usize] & bit(index),
+            };
+            if own.is_empty() {
+                continue;
+            }
+            let filters = &plugin.interests().publish_filters;
+            if filters.is_empty() {
+                interests.every_topic.authorize |= own.authorize;
+                interests.every_topic.transform |= own.transform;
+            }
+            for filter in filters {
+                interests.tree.insert(filter, own);
+            }
+        }
+        interests
+    }
+
+    fn publish(&self, topic: &str) -> PublishInterest {
+        let mut found = self.every_topic;
+        self.tree.for_each_match(topic, |own| {
+            found.authorize |= own.authorize;
+            found.transform |= own.transform;
+        });
+        found
+    }
+}
+
+/// Plugins in configuration order, with their publish filters in a topic trie. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Chain {
     plugins: Vec<Plugin>,
+    filters: Arc<PublishFilters>,
 }
 
 impl Chain {
     pub fn new(plugins: Vec<Plugin>) -> Self {
-        Self { plugins }
+        let filters = Arc::new(PublishFilters::new(&plugins));
+        Self { plugins, filters }
+    }
+
+    /// Which plugins would be asked to authorize or transform a PUBLISH to `topic`: one walk of the
+    /// chain's filter trie (no Wasm). Pass it to [`Chain::authorize_publish_with`] and
+    /// [`Chain::transform_with`] to avoid matching the topic again.
+    pub fn publish_interest(&self, topic: &str) -> PublishInterest {
+        self.filters.publish(topic)
+    }
+
+    /// The plugins in `mask` at index `from` or later, in chain order, that implement `hook` and (for
+    /// the plugins behind [`OVERFLOW_BIT`]) want `topic`.
+    fn asked<'a>(
+        &'a self,
+        hook: Hook,
+        mask: Mask,
+        topic: &'a str,
+        from: usize,
+    ) -> impl Iterator<Item = (usize, &'a Plugin)> + 'a {
+        self.plugins
+            .iter()
+            .enumerate()
+            .skip(from)
+            .filter(move |(index, plugin)| {
+                mask & bit(*index) != 0
+                    && (*index < OVERFLOW_BIT
+                        || (plugin.implements(hook) && plugin.wants_topic(topic)))
+            })
     }
 
     pub fn plugins(&self) -> &[Plugin] {
@@ -92,9 +207,20 @@ impl Chain {
 
     /// Whether any plugin would be asked for this hook (and topic, for publish-time hooks).
     pub fn wants(&self, hook: Hook, topic: Option<&str>) -> bool {
-        self.plugins
-            .iter()
-            .any(|p| p.implements(hook) && topic.is_none_or(|t| p.wants_topic(t)))
+        let implementers = self.filters.implementers[hook as usize];
+        match (hook, topic) {
+            (_, None) | (Hook::Authenticate | Hook::AuthorizeSubscribe, _) => implementers != 0,
+            (Hook::AuthorizePublish, Some(topic)) => {
+                self.asks(hook, self.publish_interest(topic).authorize, topic)
+            }
+            (Hook::Transform, Some(topic)) => {
+                self.asks(hook, self.publish_interest(topic).transform, topic)
+            }
+        }
+    }
+
+    fn asks(&self, hook: Hook, mask: Mask, topic: &str) -> bool {
+        mask != 0 && self.asked(hook, mask, topic, 0).next().is_some()
     }
 
     /// Authenticates a CONNECT. A `continue` verdict names its plugin in `source`: call
@@ -160,11 +286,22 @@ impl Chain {
         qos: Qos,
         retain: bool,
     ) -> Decided<AuthzVerdict> {
-        let asked = self
-            .plugins
-            .iter()
-            .filter(|p| p.implements(Hook::AuthorizePublish) && p.wants_topic(topic));
-        for plugin in asked {
+        let interest = self.publish_interest(topic);
+        self.authorize_publish_with(interest, session, topic, qos, retain)
+            .await
+    }
+
+    /// [`Chain::authorize_publish`] with `interest` = [`Chain::publish_interest`] of `topic`.
+    pub async fn authorize_publish_with(
+        &self,
+        interest: PublishInterest,
+        session: &Session,
+        topic: &str,
+        qos: Qos,
+        retain: bool,
+    ) -> Decided<AuthzVerdict> {
+        let asked = self.asked(Hook::AuthorizePublish, interest.authorize, topic, 0);
+        for (_, plugin) in asked {
             match plugin.authorize_publish(session, topic, qos, retain).await {
                 Ok(AuthzVerdict {
                     decision: Decision::Defer,
@@ -253,16 +390,28 @@ impl Chain {
 
     /// Runs the transformers on an inbound PUBLISH.
     pub async fn transform(&self, session: &Session, message: &Message) -> Transformed {
+        let interest = self.publish_interest(&message.topic);
+        self.transform_with(interest, session, message).await
+    }
+
+    /// [`Chain::transform`] with `interest` = [`Chain::publish_interest`] of the message's topic. A
+    /// transformer that changes the topic makes the chain match the new topic for the transformers after it.
+    pub async fn transform_with(
+        &self,
+        interest: PublishInterest,
+        session: &Session,
+        message: &Message,
+    ) -> Transformed {
         let mut current: Option<Message> = None;
-        for plugin in self
-            .plugins
-            .iter()
-            .filter(|p| p.implements(Hook::Transform))
-        {
+        let mut mask = interest.transform;
+        let mut next = 0;
+        loop {
             let seen = current.as_ref().unwrap_or(message);
-            if !plugin.wants_topic(&seen.topic) {
-                continue;
-            }
+            let Some((index, plugin)) = self.asked(Hook::Transform, mask, &seen.topic, next).next()
+            else {
+                break;
+            };
+            next = index + 1;
             match plugin.transform(session, seen).await {
                 Ok(TransformVerdict::Pass) => {}
                 Ok(TransformVerdict::Drop(reason_code)) => {
@@ -272,9 +421,13 @@ impl Chain {
                     };
                 }
                 Ok(TransformVerdict::Modify(patch)) => {
-                    let mut next = current.take().unwrap_or_else(|| message.clone());
-                    apply_patch(&mut next, patch);
-                    current = Some(next);
+                    let mut patched = current.take().unwrap_or_else(|| message.clone());
+                    let topic_changed = patch.topic.as_ref().is_some_and(|t| *t != patched.topic);
+                    apply_patch(&mut patched, patch);
+                    if topic_changed {
+                        mask = self.publish_interest(&patched.topic).transform;
+                    }
+                    current = Some(patched);
                 }
                 Err(_) => match plugin.failure_policy().transform {
                     OnTransformFailure::Pass => {}

@@ -183,6 +183,84 @@ async fn publish_hooks_only_reach_plugins_whose_filters_match() {
 }
 
 #[tokio::test]
+async fn a_renamed_topic_is_matched_again_for_the_transformers_after() {
+    let host = host();
+    let d = FailurePolicy::default();
+    let config =
+        |filter: &str, tag: &str| format!(r#"{{"filters": ["{filter}"], "tag": "{tag}"}}"#);
+    // "rename/x" becomes "renamed/x" at the first plugin; the second only wants the new topic, the
+    // third only the old one.
+    let renamer = load(
+        &host,
+        "renamer",
+        guests::ALLOW_DENY,
+        &config("rename/#", "R"),
+        d,
+    )
+    .await;
+    let after = load(
+        &host,
+        "after",
+        guests::ALLOW_DENY,
+        &config("renamed/#", "A"),
+        d,
+    )
+    .await;
+    let old = load(
+        &host,
+        "old",
+        guests::ALLOW_DENY,
+        &config("rename/#", "O"),
+        d,
+    )
+    .await;
+    let chain = Chain::new(vec![renamer, after.clone(), old.clone()]);
+    let interest = chain.publish_interest("rename/x");
+    assert!(interest.transforms() && interest.authorizes());
+    assert!(chain.publish_interest("other").is_empty());
+    match chain.transform(&session(), &message("rename/x")).await {
+        Transformed::Modified(m) => {
+            assert_eq!(m.topic, "renamed/x");
+            let tags: Vec<&str> = m.user_properties.iter().map(|p| &*p.value).collect();
+            assert_eq!(tags, ["R", "A"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(after.stats().calls_of(Hook::Transform), 1);
+    assert_eq!(old.stats().calls_of(Hook::Transform), 0);
+}
+
+#[tokio::test]
+async fn chains_longer_than_the_interest_mask_ask_every_plugin_in_order() {
+    let host = host();
+    let d = FailurePolicy::default();
+    let config = |filter: &str| format!(r#"{{"filters": ["{filter}"], "tag": "T"}}"#);
+    let a = load(&host, "a", guests::ALLOW_DENY, &config("a/+"), d).await;
+    let b = load(&host, "b", guests::ALLOW_DENY, &config("b/#"), d).await;
+    // 70 plugins: `a` at even indexes, `b` at odd ones, past the 64 bits of the interest mask.
+    let plugins: Vec<Plugin> = (0..70)
+        .map(|i| if i % 2 == 0 { a.clone() } else { b.clone() })
+        .collect();
+    let chain = Chain::new(plugins);
+    for (topic, wanted) in [
+        ("a/1", true),
+        ("b", true),
+        ("b/1/2", true),
+        ("a", false),
+        ("c/1", false),
+    ] {
+        assert_eq!(chain.wants(Hook::Transform, Some(topic)), wanted, "{topic}");
+        assert_eq!(chain.publish_interest(topic).is_empty(), !wanted, "{topic}");
+    }
+    match chain.transform(&session(), &message("b/x")).await {
+        Transformed::Modified(m) => assert_eq!(m.user_properties.len(), 35, "every b asked once"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.stats().calls_of(Hook::Transform), 35);
+    assert_eq!(a.stats().calls_of(Hook::Transform), 0);
+}
+
+#[tokio::test]
 async fn access_failure_policies_deny_defer_allow() {
     let host = host();
     let fallback = load(
