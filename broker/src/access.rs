@@ -17,7 +17,8 @@ use wasp_mqtt::{ProtocolVersion, Publish, QoS, ReasonCode};
 use wasp_plugin_host::types as wit;
 use wasp_plugin_host::{Chain, Hook, Transformed};
 
-/// At most this many verdicts are cached per session; the cache is emptied when it is full.
+/// At most this many topics (and filters) have cached verdicts per session; the cache is emptied when it
+/// is full.
 const CACHE_CAPACITY: usize = 1024;
 
 /// Packet type numbers, for [`reason_code_allowed`].
@@ -82,13 +83,17 @@ pub(crate) fn mqtt_qos(qos: wit::Qos) -> QoS {
 /// A cached verdict: allowed (at this QoS, for subscriptions) or refused.
 type Verdict = Result<QoS, Refusal>;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// What a verdict was asked for besides the topic: a PUBLISH (with its QoS and RETAIN flag) or a
+/// subscription (with its QoS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct CacheKey {
     subscribe: bool,
-    topic: String,
     qos: QoS,
     retain: bool,
 }
+
+/// The cached verdicts of one topic name or filter, one per [`CacheKey`] asked (usually one).
+type CacheSlots = Vec<(CacheKey, Verdict, Instant)>;
 
 /// The hooks of one connection's listener, with the session's attributes and cached verdicts.
 pub(crate) struct Access {
@@ -96,7 +101,8 @@ pub(crate) struct Access {
     session: wit::Session,
     /// Verdict when every plugin defers: the listener's default.
     allow_by_default: bool,
-    cache: HashMap<CacheKey, (Verdict, Instant)>,
+    /// Keyed by topic (or filter) so that a lookup borrows the PUBLISH's topic instead of allocating a key.
+    cache: HashMap<String, CacheSlots>,
 }
 
 impl Access {
@@ -130,8 +136,7 @@ impl Access {
 
     /// True when no plugin authorizes or transforms publishes to `topic`: the fast path.
     pub(crate) fn publish_is_free(&self, topic: &str) -> bool {
-        !self.chain.wants(Hook::AuthorizePublish, Some(topic))
-            && !self.chain.wants(Hook::Transform, Some(topic))
+        self.chain.publish_interest(topic).is_empty()
     }
 
     /// Authorizes a PUBLISH (or a Will) to `topic`.
@@ -141,21 +146,21 @@ impl Access {
         qos: QoS,
         retain: bool,
     ) -> Result<(), Refusal> {
-        if !self.chain.wants(Hook::AuthorizePublish, Some(topic)) {
+        let interest = self.chain.publish_interest(topic);
+        if !interest.authorizes() {
             return Ok(());
         }
         let key = CacheKey {
             subscribe: false,
-            topic: topic.to_owned(),
             qos,
             retain,
         };
-        if let Some(verdict) = self.cached(&key) {
+        if let Some(verdict) = self.cached(topic, key) {
             return verdict.map(|_| ());
         }
         let decided = self
             .chain
-            .authorize_publish(&self.session, topic, wit_qos(qos), retain)
+            .authorize_publish_with(interest, &self.session, topic, wit_qos(qos), retain)
             .await;
         let who = decided.source.plugin_name().to_owned();
         let verdict = match decided.verdict.decision {
@@ -163,7 +168,7 @@ impl Access {
             wit::Decision::Deny(denial) => Err(Refusal::from_denial(denial, PUBACK, &who)),
             wit::Decision::Defer => self.default_verdict(qos, "publish"),
         };
-        self.remember(key, &verdict, decided.verdict.cache_seconds);
+        self.remember(topic, key, &verdict, decided.verdict.cache_seconds);
         verdict.map(|_| ())
     }
 
@@ -178,11 +183,10 @@ impl Access {
         }
         let key = CacheKey {
             subscribe: true,
-            topic: filter.to_owned(),
             qos,
             retain: false,
         };
-        if let Some(verdict) = self.cached(&key) {
+        if let Some(verdict) = self.cached(filter, key) {
             return verdict;
         }
         let decided = self
@@ -195,7 +199,7 @@ impl Access {
             wit::SubscribeDecision::Deny(denial) => Err(Refusal::from_denial(denial, SUBACK, &who)),
             wit::SubscribeDecision::Defer => self.default_verdict(qos, "subscription"),
         };
-        self.remember(key, &verdict, decided.verdict.cache_seconds);
+        self.remember(filter, key, &verdict, decided.verdict.cache_seconds);
         verdict
     }
 
@@ -210,24 +214,34 @@ impl Access {
         }
     }
 
-    fn cached(&mut self, key: &CacheKey) -> Option<Verdict> {
-        let (verdict, until) = self.cache.get(key)?;
+    /// The unexpired verdict cached for `topic` and `key`. Allocates nothing (an expired one is removed).
+    fn cached(&mut self, topic: &str, key: CacheKey) -> Option<Verdict> {
+        let slots = self.cache.get_mut(topic)?;
+        let i = slots.iter().position(|(k, _, _)| *k == key)?;
+        let (_, verdict, until) = &slots[i];
         if *until > Instant::now() {
             return Some(verdict.clone());
         }
-        self.cache.remove(key);
+        drop(slots.swap_remove(i));
+        if slots.is_empty() {
+            self.cache.remove(topic);
+        }
         None
     }
 
-    fn remember(&mut self, key: CacheKey, verdict: &Verdict, seconds: Option<u32>) {
+    fn remember(&mut self, topic: &str, key: CacheKey, verdict: &Verdict, seconds: Option<u32>) {
         let Some(seconds) = seconds.filter(|s| *s > 0) else {
             return;
         };
-        if self.cache.len() >= CACHE_CAPACITY {
+        if self.cache.len() >= CACHE_CAPACITY && !self.cache.contains_key(topic) {
             self.cache.clear();
         }
         let until = Instant::now() + Duration::from_secs(u64::from(seconds));
-        self.cache.insert(key, (verdict.clone(), until));
+        let slots = self.cache.entry(topic.to_owned()).or_default();
+        match slots.iter_mut().find(|(k, _, _)| *k == key) {
+            Some(slot) => *slot = (key, verdict.clone(), until),
+            None => slots.push((key, verdict.clone(), until)),
+        }
     }
 
     /// Runs the transformers on an inbound PUBLISH and applies their patch to it. `Err`: a plugin dropped
@@ -237,7 +251,8 @@ impl Access {
         publish: &mut Publish,
         maximum_qos: QoS,
     ) -> Result<(), Refusal> {
-        if !self.chain.wants(Hook::Transform, Some(&publish.topic)) {
+        let interest = self.chain.publish_interest(&publish.topic);
+        if !interest.transforms() {
             return Ok(());
         }
         let message = wit::Message {
@@ -256,7 +271,11 @@ impl Access {
                 .collect(),
             content_type: publish.properties.content_type.clone(),
         };
-        match self.chain.transform(&self.session, &message).await {
+        match self
+            .chain
+            .transform_with(interest, &self.session, &message)
+            .await
+        {
             Transformed::Unchanged => Ok(()),
             Transformed::Modified(m) => {
                 if m.topic != *publish.topic {
@@ -341,16 +360,33 @@ mod tests {
         let mut a = access(true);
         let key = CacheKey {
             subscribe: false,
-            topic: "t".into(),
             qos: QoS::AtMostOnce,
             retain: false,
         };
-        a.remember(key.clone(), &Ok(QoS::AtMostOnce), None);
-        assert_eq!(a.cached(&key), None, "no lifetime, not cached");
-        a.remember(key.clone(), &Ok(QoS::AtMostOnce), Some(60));
-        assert_eq!(a.cached(&key), Some(Ok(QoS::AtMostOnce)));
+        a.remember("t", key, &Ok(QoS::AtMostOnce), None);
+        assert_eq!(a.cached("t", key), None, "no lifetime, not cached");
+        a.remember("t", key, &Ok(QoS::AtMostOnce), Some(60));
+        assert_eq!(a.cached("t", key), Some(Ok(QoS::AtMostOnce)));
+        let retained = CacheKey {
+            retain: true,
+            ..key
+        };
+        let subscription = CacheKey {
+            subscribe: true,
+            ..key
+        };
+        assert_eq!(
+            a.cached("t", retained),
+            None,
+            "another key of the same topic"
+        );
+        assert_eq!(a.cached("t", subscription), None);
+        a.remember("t", subscription, &Ok(QoS::AtMostOnce), Some(60));
+        assert_eq!(a.cached("t", subscription), Some(Ok(QoS::AtMostOnce)));
+        assert_eq!(a.cached("t", key), Some(Ok(QoS::AtMostOnce)), "both kept");
+        assert_eq!(a.cached("u", key), None);
         a.set_attributes(vec![("role".into(), "admin".into())]);
-        assert_eq!(a.cached(&key), None);
+        assert_eq!(a.cached("t", key), None);
         assert_eq!(
             a.default_verdict(QoS::AtLeastOnce, "publish"),
             Ok(QoS::AtLeastOnce)
