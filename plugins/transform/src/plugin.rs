@@ -36,9 +36,15 @@ impl Plugin for TransformPlugin {
             .into_iter()
             .map(|p| (p.key, p.value))
             .collect();
+        // A host call per message only when a rule uses the time.
+        let now_millis = if self.rules.stamps_time() {
+            clock::now_millis()
+        } else {
+            0
+        };
         let outcome = self.rules.apply(
             &session.client.client_id,
-            clock::now_millis(),
+            now_millis,
             &message.topic,
             &message.payload,
             &properties,

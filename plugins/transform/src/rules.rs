@@ -263,6 +263,12 @@ impl Rules {
         Ok(Rules { rules })
     }
 
+    /// Whether some rule stamps the time: otherwise [`Rules::apply`] ignores `now_millis` and the plugin
+    /// need not ask the host's clock on every message.
+    pub fn stamps_time(&self) -> bool {
+        self.rules.iter().any(|r| r.stamp_time.is_some())
+    }
+
     /// The topic filters of all rules, in order (the plugin's declared interests).
     pub fn filters(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().map(|r| r.filter.as_str())
@@ -454,6 +460,27 @@ mod tests {
         // Nothing to change: Pass, not a copy.
         let already = props(&[("received-at", "5"), ("client-id", "me")]);
         assert_eq!(r.apply("me", 5, "t", b"", &already), Outcome::Pass);
+        assert!(r.stamps_time());
+    }
+
+    #[test]
+    fn the_clock_is_needed_only_by_time_stamps() {
+        let r = rules(
+            r##"
+            [[rules]]
+            filter = "a/#"
+            stamp_client_id_property = "client-id"
+            "##,
+        );
+        assert!(!r.stamps_time());
+        let stamped = r.apply("me", 0, "a/b", b"", &[]);
+        assert_eq!(
+            stamped,
+            Outcome::Modify {
+                topic: None,
+                user_properties: Some(props(&[("client-id", "me")]))
+            }
+        );
     }
 
     #[test]
