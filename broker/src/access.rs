@@ -273,7 +273,7 @@ impl Access {
         };
         match self
             .chain
-            .transform_with(interest, &self.session, &message)
+            .transform_owned(interest, &self.session, message)
             .await
         {
             Transformed::Unchanged => Ok(()),

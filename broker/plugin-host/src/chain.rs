@@ -10,6 +10,7 @@
 //!
 //! Transformers compose: each one sees the message as patched by those before it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::bindings::wasp::plugin::types::{
@@ -179,13 +180,13 @@ impl Chain {
 
     /// The plugins in `mask` at index `from` or later, in chain order, that implement `hook` and (for
     /// the plugins behind [`OVERFLOW_BIT`]) want `topic`.
-    fn asked<'a>(
-        &'a self,
+    fn asked<'s, 't>(
+        &'s self,
         hook: Hook,
         mask: Mask,
-        topic: &'a str,
+        topic: &'t str,
         from: usize,
-    ) -> impl Iterator<Item = (usize, &'a Plugin)> + 'a {
+    ) -> impl Iterator<Item = (usize, &'s Plugin)> + use<'s, 't> {
         self.plugins
             .iter()
             .enumerate()
@@ -402,17 +403,40 @@ impl Chain {
         session: &Session,
         message: &Message,
     ) -> Transformed {
-        let mut current: Option<Message> = None;
+        self.transform_cow(interest, session, Cow::Borrowed(message))
+            .await
+    }
+
+    /// [`Chain::transform_with`] taking the message by value: the first patch applies to it in place
+    /// instead of to a copy.
+    pub async fn transform_owned(
+        &self,
+        interest: PublishInterest,
+        session: &Session,
+        message: Message,
+    ) -> Transformed {
+        self.transform_cow(interest, session, Cow::Owned(message))
+            .await
+    }
+
+    async fn transform_cow(
+        &self,
+        interest: PublishInterest,
+        session: &Session,
+        mut message: Cow<'_, Message>,
+    ) -> Transformed {
+        let mut modified = false;
         let mut mask = interest.transform;
         let mut next = 0;
         loop {
-            let seen = current.as_ref().unwrap_or(message);
-            let Some((index, plugin)) = self.asked(Hook::Transform, mask, &seen.topic, next).next()
-            else {
+            let asked = self
+                .asked(Hook::Transform, mask, &message.topic, next)
+                .next();
+            let Some((index, plugin)) = asked else {
                 break;
             };
             next = index + 1;
-            match plugin.transform(session, seen).await {
+            match plugin.transform(session, &message).await {
                 Ok(TransformVerdict::Pass) => {}
                 Ok(TransformVerdict::Drop(reason_code)) => {
                     return Transformed::Dropped {
@@ -421,13 +445,13 @@ impl Chain {
                     };
                 }
                 Ok(TransformVerdict::Modify(patch)) => {
-                    let mut patched = current.take().unwrap_or_else(|| message.clone());
+                    let patched = message.to_mut();
                     let topic_changed = patch.topic.as_ref().is_some_and(|t| *t != patched.topic);
-                    apply_patch(&mut patched, patch);
+                    apply_patch(patched, patch);
                     if topic_changed {
                         mask = self.publish_interest(&patched.topic).transform;
                     }
-                    current = Some(patched);
+                    modified = true;
                 }
                 Err(_) => match plugin.failure_policy().transform {
                     OnTransformFailure::Pass => {}
@@ -440,9 +464,10 @@ impl Chain {
                 },
             }
         }
-        match current {
-            Some(message) => Transformed::Modified(message),
-            None => Transformed::Unchanged,
+        if modified {
+            Transformed::Modified(message.into_owned())
+        } else {
+            Transformed::Unchanged
         }
     }
 }
