@@ -288,12 +288,13 @@ impl Rules {
         payload: &[u8],
         user_properties: &[(String, String)],
     ) -> Outcome {
-        let matching: Vec<(&Rule, Vec<&str>)> = self
-            .rules
-            .iter()
-            .filter_map(|r| captures(&r.filter, topic).map(|c| (r, c)))
-            .collect();
-        for (rule, _) in &matching {
+        // Captures are only needed for the first rewrite; the other rules only need to match.
+        let matching = || {
+            self.rules
+                .iter()
+                .filter(|r| wasp_plugin_sdk::topic::matches(&r.filter, topic))
+        };
+        for rule in matching() {
             if let Some((max, reason)) = rule.max_payload
                 && payload.len() > max
             {
@@ -306,7 +307,10 @@ impl Rules {
             }
         }
         let mut new_topic = None;
-        if let Some((rule, caps)) = matching.iter().find(|(r, _)| r.rewrite.is_some()) {
+        if let Some((rule, caps)) = matching()
+            .find(|r| r.rewrite.is_some())
+            .and_then(|r| captures(&r.filter, topic).map(|c| (r, c)))
+        {
             let mut t = String::new();
             for piece in rule.rewrite.iter().flatten() {
                 match piece {
@@ -322,7 +326,7 @@ impl Rules {
             }
         }
         let mut stamps: Vec<(&str, String)> = Vec::new();
-        for (rule, _) in &matching {
+        for rule in matching() {
             if let Some(name) = &rule.stamp_time {
                 stamps.retain(|(n, _)| n != name);
                 stamps.push((name, now_millis.to_string()));
@@ -677,5 +681,35 @@ mod tests {
         assert_eq!(captures("a/#", "a/"), Some(vec![""]));
         assert_eq!(captures("+/#", "a/b/c"), Some(vec!["a", "b/c"]));
         assert_eq!(captures("$SYS/#", "$SYS/x"), Some(vec!["x"]));
+    }
+
+    /// `apply` selects rules with the SDK's `matches` and captures only for the rewrite: both must agree.
+    #[test]
+    fn captures_match_exactly_where_the_sdk_matches() {
+        let levels = ["a", "b", "", "$s", "+", "#"];
+        let mut filters = vec!["#".to_owned(), "+".to_owned()];
+        let mut topics = vec!["a".to_owned(), "$s".to_owned(), "".to_owned()];
+        for x in levels {
+            for y in levels {
+                filters.push(format!("{x}/{y}"));
+                for z in levels {
+                    filters.push(format!("{x}/{y}/{z}"));
+                }
+                if !x.contains(['+', '#']) && !y.contains(['+', '#']) {
+                    topics.push(format!("{x}/{y}"));
+                    topics.push(format!("{x}/{y}/a"));
+                }
+            }
+        }
+        filters.retain(|f| valid_filter(f));
+        for f in &filters {
+            for t in topics.iter().filter(|t| !t.is_empty()) {
+                assert_eq!(
+                    captures(f, t).is_some(),
+                    wasp_plugin_sdk::topic::matches(f, t),
+                    "{f:?} {t:?}"
+                );
+            }
+        }
     }
 }
