@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -61,6 +61,8 @@ enum Close {
     KeepAliveTimeout,
     /// The broker is shutting down (5.0: DISCONNECT 0x8B).
     Shutdown,
+    /// The credentials' `wasp:expires-at` passed without a re-authentication (5.0: DISCONNECT 0xA0).
+    CredentialsExpired,
 }
 
 impl Close {
@@ -81,6 +83,12 @@ impl Close {
                 ReasonCode::ServerShuttingDown,
                 "the broker is shutting down".into(),
             )),
+            // 0xA0 "the maximum connection time authorized for this connection has been exceeded" is the
+            // 5.0 code closest to "the token that authorized this connection has expired".
+            Close::CredentialsExpired => Some((
+                ReasonCode::MaximumConnectTime,
+                "the credentials expired and the client did not re-authenticate".into(),
+            )),
         }
     }
 
@@ -90,9 +98,11 @@ impl Close {
         match self {
             Close::Disconnected { with_will } => *with_will,
             Close::Shutdown => false,
-            Close::PeerGone | Close::Violation(..) | Close::TakenOver | Close::KeepAliveTimeout => {
-                true
-            }
+            Close::PeerGone
+            | Close::Violation(..)
+            | Close::TakenOver
+            | Close::KeepAliveTimeout
+            | Close::CredentialsExpired => true,
         }
     }
 }
@@ -318,6 +328,24 @@ async fn handshake_and_run(
     else {
         return;
     };
+    let credentials_expire = match credentials_expiry(&attributes, SystemTime::now()) {
+        Ok(Some(left)) if left.is_zero() => {
+            info!("refused: the authenticator allowed credentials that have already expired");
+            io.refuse(
+                version,
+                ReasonCode::NotAuthorized,
+                Some("credentials expired".into()),
+            )
+            .await;
+            return;
+        }
+        Ok(left) => left.map(|left| tokio::time::Instant::now() + left),
+        Err(why) => {
+            warn!("refused: {why}");
+            io.refuse(version, ReasonCode::UnspecifiedError, None).await;
+            return;
+        }
+    };
     access.set_attributes(attributes);
     // A Will the client may not publish is refused now rather than dropped later.
     if let Some(will) = &connect.will
@@ -460,6 +488,7 @@ async fn handshake_and_run(
         access,
         auth_method,
         reauthenticating: None,
+        credentials_expire,
     };
     conn.resend_inflight();
     let close = conn.run(kick_rx, shutdown).await;
@@ -586,6 +615,34 @@ async fn authenticate(
     }
 }
 
+/// The reserved attribute naming when the credentials end, in milliseconds since the Unix epoch.
+const EXPIRES_AT: &str = "wasp:expires-at";
+
+/// How long the credentials behind `attributes` remain valid after `now`: `None` when no
+/// `wasp:expires-at` attribute is set, zero when that time has passed. An unparsable value is an error
+/// naming it (the authentication is refused rather than left unbounded).
+fn credentials_expiry(
+    attributes: &wit::Attributes,
+    now: SystemTime,
+) -> Result<Option<Duration>, String> {
+    let Some((_, value)) = attributes.iter().rev().find(|(key, _)| key == EXPIRES_AT) else {
+        return Ok(None);
+    };
+    let millis: u64 = value.trim().parse().map_err(|_| {
+        format!("attribute {EXPIRES_AT} = {value:?} is not a number of milliseconds since the Unix epoch")
+    })?;
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(millis);
+    Ok(Some(at.duration_since(now).unwrap_or(Duration::ZERO)))
+}
+
+/// Sleeps until `at`; never returns when `at` is `None` (the branch is disabled then anyway).
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Takes the lease of a client id's slot, kicking the connection that holds it. `None` if that connection
 /// did not let go within [`TAKEOVER_WAIT`].
 async fn acquire_slot(
@@ -618,7 +675,7 @@ fn generate_client_id() -> String {
     use std::sync::atomic::AtomicU64;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
+    let nanos = SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
@@ -652,6 +709,8 @@ struct Conn {
     auth_method: Option<String>,
     /// During a re-authentication exchange: the plugin that answered `continue`.
     reauthenticating: Option<Plugin>,
+    /// When the credentials end (`wasp:expires-at`), unless a re-authentication moves it.
+    credentials_expire: Option<tokio::time::Instant>,
 }
 
 impl Conn {
@@ -693,6 +752,10 @@ impl Conn {
                 _ = self.session.wakeup.notified() => {}
                 _ = tokio::time::sleep_until(keep_alive_deadline), if !self.keep_alive.is_zero() => {
                     return Close::KeepAliveTimeout;
+                }
+                _ = sleep_until_some(self.credentials_expire), if self.credentials_expire.is_some() => {
+                    info!("credentials expired");
+                    return Close::CredentialsExpired;
                 }
             }
         }
@@ -1026,7 +1089,18 @@ impl Conn {
         let who = decided.source.plugin_name().to_owned();
         let (reason, data) = match decided.verdict {
             wit::AuthVerdict::Allow(attributes) => {
+                let left = match credentials_expiry(&attributes, SystemTime::now()) {
+                    Ok(Some(left)) if left.is_zero() => {
+                        return Err(violation(
+                            ReasonCode::NotAuthorized,
+                            "re-authenticated with credentials that have already expired",
+                        ));
+                    }
+                    Ok(left) => left,
+                    Err(why) => return Err(violation(ReasonCode::UnspecifiedError, why)),
+                };
                 info!(plugin = %who, "client re-authenticated");
+                self.credentials_expire = left.map(|left| tokio::time::Instant::now() + left);
                 self.access.set_attributes(attributes);
                 (ReasonCode::Success, None)
             }
@@ -1426,4 +1500,60 @@ fn schedule_expiry(
         }
         broker.remove_slot_if_unused(&client_id, &slot);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(pairs: &[(&str, &str)]) -> wit::Attributes {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn credentials_expiry_reads_the_reserved_attribute() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+        assert_eq!(
+            credentials_expiry(&attrs(&[("role", "admin")]), now),
+            Ok(None)
+        );
+        assert_eq!(
+            credentials_expiry(&attrs(&[("wasp:expires-at", "1700000002500")]), now),
+            Ok(Some(Duration::from_millis(2500)))
+        );
+        // Already past: zero, which the callers refuse.
+        assert_eq!(
+            credentials_expiry(&attrs(&[("wasp:expires-at", "1699999999999")]), now),
+            Ok(Some(Duration::ZERO))
+        );
+        // The last value wins, as a later plugin's attribute would.
+        assert_eq!(
+            credentials_expiry(
+                &attrs(&[
+                    ("wasp:expires-at", "1700000001000"),
+                    ("wasp:expires-at", "1700000009000")
+                ]),
+                now
+            ),
+            Ok(Some(Duration::from_secs(9)))
+        );
+        let error = credentials_expiry(&attrs(&[("wasp:expires-at", "soon")]), now).unwrap_err();
+        assert!(
+            error.contains("wasp:expires-at") && error.contains("soon"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn expired_credentials_close_with_maximum_connect_time_and_the_will() {
+        let close = Close::CredentialsExpired;
+        assert_eq!(
+            close.disconnect_reason().map(|(code, _)| code),
+            Some(ReasonCode::MaximumConnectTime)
+        );
+        assert!(close.publishes_will());
+    }
 }
