@@ -17,6 +17,8 @@ const GUESTS: &[&str] = &[
     "init-reject",
     "auth-only",
     "fs-probe",
+    "v010-authorizer",
+    "http-probe",
 ];
 
 fn main() {
@@ -27,6 +29,10 @@ fn main() {
     let wit = manifest_dir.join("../../wit");
 
     println!("cargo:rerun-if-changed={}", wit.display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        programs.join("wit-0.1.0").display()
+    );
     println!(
         "cargo:rerun-if-changed={}",
         programs.join("Cargo.toml").display()

@@ -926,6 +926,7 @@ impl Ctx<'_> {
                     limits,
                     failure,
                     dirs,
+                    http: None,
                 },
                 listeners: plugin_listeners,
             });
@@ -1246,6 +1247,7 @@ reload_secs = 5
                                 writable: true,
                             },
                         ],
+                        http: None,
                     },
                     listeners: vec!["public".into()],
                 }],

@@ -93,6 +93,29 @@ pub struct DirGrant {
     pub writable: bool,
 }
 
+/// Outgoing HTTP a plugin may make through the `http` import (WIT 0.1.1). A plugin whose component
+/// imports `wasp:plugin/http` is refused at load without one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HttpGrant {
+    /// The hosts the plugin may reach: `"host"` (the scheme's default port: 443, or 80 for plain
+    /// HTTP) or `"host:port"`; IPv6 addresses in brackets (`"[::1]:8443"`). Compared case-insensitively
+    /// with the URL's host; no wildcards. Empty: every request is refused.
+    pub hosts: Vec<String>,
+    /// PEM certificates trusted besides the built-in (webpki) roots, e.g. the CA of a private identity
+    /// provider.
+    pub ca_file: Option<PathBuf>,
+    /// Whether `http://` URLs are allowed (default: only `https://`).
+    pub allow_plain_http: bool,
+}
+
+impl HttpGrant {
+    /// Checks one `hosts` entry: a host name or IP address with an optional port, nothing else (no
+    /// scheme, path, user or wildcard). `Err` says what is wrong.
+    pub fn check_host_entry(entry: &str) -> Result<(), String> {
+        crate::imports::http::parse_host_entry(entry).map(|_| ())
+    }
+}
+
 /// One plugin to load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginSpec {
@@ -104,10 +127,12 @@ pub struct PluginSpec {
     pub limits: SandboxLimits,
     pub failure: FailurePolicy,
     pub dirs: Vec<DirGrant>,
+    /// Outgoing HTTP (the `http` import); `None`: a component importing it is refused at load.
+    pub http: Option<HttpGrant>,
 }
 
 impl PluginSpec {
-    /// A spec with default limits and policy, config `{}` and no directories.
+    /// A spec with default limits and policy, config `{}`, no directories and no HTTP.
     pub fn new(name: impl Into<String>, wasm: impl Into<PathBuf>) -> Self {
         Self {
             name: name.into(),
@@ -116,6 +141,7 @@ impl PluginSpec {
             limits: SandboxLimits::default(),
             failure: FailurePolicy::default(),
             dirs: Vec::new(),
+            http: None,
         }
     }
 }

@@ -41,6 +41,10 @@ pub enum HostError {
     },
     #[error("plugin `{plugin}`: {message}")]
     Limits { plugin: String, message: String },
+    /// The component imports `wasp:plugin/http` without a grant, or the grant is unusable (a host
+    /// entry, the CA file).
+    #[error("plugin `{plugin}`: {message}")]
+    Http { plugin: String, message: String },
     #[error("plugin `{plugin}` ({}) failed to start: {source}", path.display())]
     Start {
         plugin: String,

@@ -19,9 +19,12 @@ use wasmtime::{
 };
 
 use crate::bindings::FullPlugin;
-use crate::bindings::exports::wasp::plugin::{authenticator, authorizer, plugin, transformer};
+use crate::bindings::exports::wasp::plugin::{
+    authenticator, authorizer, plugin, ticker, transformer,
+};
 use crate::config::{HostConfig, PluginSpec};
 use crate::error::{CallError, HostError};
+use crate::imports::http::{HttpAccess, HttpClient, ReqwestClient};
 use crate::imports::{HostServices, PluginCtx};
 use crate::instance::{State, Template, wasi_ctx};
 use crate::plugin::{Exports, Parts, Plugin};
@@ -29,10 +32,16 @@ use crate::plugin::{Exports, Parts, Plugin};
 /// How often the epoch advances: the granularity of call deadlines and of yields to the runtime.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-const INTERFACE_PLUGIN: &str = "wasp:plugin/plugin@0.1.0";
-const INTERFACE_AUTHENTICATOR: &str = "wasp:plugin/authenticator@0.1.0";
-const INTERFACE_AUTHORIZER: &str = "wasp:plugin/authorizer@0.1.0";
-const INTERFACE_TRANSFORMER: &str = "wasp:plugin/transformer@0.1.0";
+// Looked up semver-compatibly by wasmtime: a component built against 0.1.0 exports
+// `wasp:plugin/plugin@0.1.0`, which these 0.1.1 names find (and its 0.1.0 imports find the 0.1.1
+// definitions of the linker).
+pub(crate) const INTERFACE_PLUGIN: &str = "wasp:plugin/plugin@0.1.1";
+pub(crate) const INTERFACE_AUTHENTICATOR: &str = "wasp:plugin/authenticator@0.1.1";
+pub(crate) const INTERFACE_AUTHORIZER: &str = "wasp:plugin/authorizer@0.1.1";
+pub(crate) const INTERFACE_TRANSFORMER: &str = "wasp:plugin/transformer@0.1.1";
+pub(crate) const INTERFACE_TICKER: &str = "wasp:plugin/ticker@0.1.1";
+/// The `http` import, without its version.
+pub(crate) const IMPORT_HTTP_PREFIX: &str = "wasp:plugin/http@";
 
 /// Increments the engine's epoch every [`EPOCH_TICK`] until the last holder is dropped. Held by the
 /// host and by every plugin, so plugins that outlive the host keep their deadlines.
@@ -232,6 +241,7 @@ impl PluginHost {
             limits,
             failure,
             dirs,
+            http,
         } = spec;
         if limits.memory_bytes > self.config.max_memory_bytes {
             return Err(HostError::Limits {
@@ -339,16 +349,57 @@ impl PluginHost {
         let authenticator = optional!(INTERFACE_AUTHENTICATOR, authenticator::GuestIndices);
         let authorizer = optional!(INTERFACE_AUTHORIZER, authorizer::GuestIndices);
         let transformer = optional!(INTERFACE_TRANSFORMER, transformer::GuestIndices);
+        let ticker = optional!(INTERFACE_TICKER, ticker::GuestIndices);
         let exports = Exports {
             authenticator: authenticator.is_some(),
             authorizer: authorizer.is_some(),
             transformer: transformer.is_some(),
+            ticker: ticker.is_some(),
+        };
+
+        let imports_http = component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(import, _)| import.starts_with(IMPORT_HTTP_PREFIX));
+        let http = match (imports_http, http) {
+            (false, _) => None,
+            (true, None) => {
+                return Err(HostError::Http {
+                    message: format!(
+                        "{} imports wasp:plugin/http but the plugin has no http grant: add \
+                         http = {{ hosts = [\"idp.example.com\"] }} (the hosts it may reach) to its \
+                         [[plugins]] entry",
+                        wasm.display()
+                    ),
+                    plugin: name,
+                });
+            }
+            (true, Some(grant)) => {
+                let client: Arc<dyn HttpClient> = match services.http.clone() {
+                    Some(client) => client,
+                    None => Arc::new(ReqwestClient::new(grant.ca_file.as_deref()).map_err(
+                        |message| HostError::Http {
+                            plugin: name.clone(),
+                            message: format!("http grant: {message}"),
+                        },
+                    )?),
+                };
+                let access =
+                    HttpAccess::new(&grant, client, limits.call_timeout).map_err(|message| {
+                        HostError::Http {
+                            plugin: name.clone(),
+                            message: format!("http grant: hosts: {message}"),
+                        }
+                    })?;
+                Some(Arc::new(access))
+            }
         };
 
         let ctx = Arc::new(PluginCtx {
             name: name.as_str().into(),
             services,
             metrics: Default::default(),
+            http,
         });
         if let Err((index, message)) = wasi_ctx(&ctx, &dirs) {
             return Err(HostError::Dir {
@@ -367,6 +418,7 @@ impl PluginHost {
             authenticator,
             authorizer,
             transformer,
+            ticker,
         };
         let (first, init) =
             template

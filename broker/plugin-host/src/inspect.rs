@@ -10,30 +10,35 @@ use wasmtime::{Config, Engine};
 use crate::error::HostError;
 use crate::plugin::Exports;
 
-// The same names `host.rs` looks exports up by.
-const INTERFACE_PLUGIN: &str = "wasp:plugin/plugin@0.1.0";
-const INTERFACE_AUTHENTICATOR: &str = "wasp:plugin/authenticator@0.1.0";
-const INTERFACE_AUTHORIZER: &str = "wasp:plugin/authorizer@0.1.0";
-const INTERFACE_TRANSFORMER: &str = "wasp:plugin/transformer@0.1.0";
+use crate::host::{
+    IMPORT_HTTP_PREFIX, INTERFACE_AUTHENTICATOR, INTERFACE_AUTHORIZER, INTERFACE_PLUGIN,
+    INTERFACE_TICKER, INTERFACE_TRANSFORMER,
+};
 
 /// What a component declares: the Wasp roles it exports and every export and import by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComponentInfo {
     /// Whether `wasp:plugin/plugin` (init) is exported; a component without it cannot be loaded.
     pub plugin: bool,
+    /// The version of `wasp:plugin` its `plugin` export was built against, e.g. `0.1.0` or `0.1.1`.
+    pub version: Option<String>,
     /// The optional role interfaces it exports.
     pub exports: Exports,
-    /// Every export name, e.g. `wasp:plugin/authenticator@0.1.0`, sorted.
+    /// Whether it imports `wasp:plugin/http` (loading it then needs an http grant).
+    pub imports_http: bool,
+    /// Every export name, e.g. `wasp:plugin/authenticator@0.1.1`, sorted.
     pub export_names: Vec<String>,
     /// Every import name (the `wasp:plugin` host imports and WASI), sorted.
     pub import_names: Vec<String>,
 }
 
 impl ComponentInfo {
-    /// The WIT world of `wasp:plugin@0.1.0` whose exports are exactly this component's: `base`,
-    /// `authenticator-plugin`, `authorizer-plugin`, `transformer-plugin` or `full-plugin`. `None` when
-    /// `plugin` is missing or the roles are a combination no predefined world has (e.g. authenticator and
-    /// authorizer without transformer: a world of the plugin's own that includes both).
+    /// The predefined WIT world of `wasp:plugin` whose exports are exactly this component's: `base`,
+    /// `authenticator-plugin`, `authorizer-plugin`, `transformer-plugin`, `http-authenticator-plugin`
+    /// (authenticator and ticker) or `full-plugin` (every role, with or without ticker, as 0.1.0's
+    /// `full-plugin` had none). `None` when `plugin` is missing or the roles are a combination no
+    /// predefined world has (e.g. authenticator and authorizer without transformer: a world of the
+    /// plugin's own that includes both).
     pub fn world(&self) -> Option<&'static str> {
         if !self.plugin {
             return None;
@@ -42,23 +47,27 @@ impl ComponentInfo {
             authenticator,
             authorizer,
             transformer,
+            ticker,
         } = self.exports;
-        match (authenticator, authorizer, transformer) {
-            (false, false, false) => Some("base"),
-            (true, false, false) => Some("authenticator-plugin"),
-            (false, true, false) => Some("authorizer-plugin"),
-            (false, false, true) => Some("transformer-plugin"),
-            (true, true, true) => Some("full-plugin"),
+        match (authenticator, authorizer, transformer, ticker) {
+            (false, false, false, false) => Some("base"),
+            (true, false, false, false) => Some("authenticator-plugin"),
+            (false, true, false, false) => Some("authorizer-plugin"),
+            (false, false, true, false) => Some("transformer-plugin"),
+            (true, false, false, true) => Some("http-authenticator-plugin"),
+            (true, true, true, _) => Some("full-plugin"),
             _ => None,
         }
     }
 
-    /// The roles exported, by WIT interface name (`authenticator`, `authorizer`, `transformer`).
+    /// The roles exported, by WIT interface name (`authenticator`, `authorizer`, `transformer`,
+    /// `ticker`).
     pub fn roles(&self) -> Vec<&'static str> {
         [
             (self.exports.authenticator, "authenticator"),
             (self.exports.authorizer, "authorizer"),
             (self.exports.transformer, "transformer"),
+            (self.exports.ticker, "ticker"),
         ]
         .into_iter()
         .filter_map(|(has, name)| has.then_some(name))
@@ -69,7 +78,8 @@ impl ComponentInfo {
 /// Reads and compiles the component at `wasm` with an engine of its own (no instance is created, no
 /// plugin code runs) and lists what it exports and imports. `name` names the plugin in errors.
 ///
-/// Only names are read: whether the exports have the types the host expects is checked by
+/// Only names are read (semver-compatibly, as the host does: a 0.1.0 component's roles are found):
+/// whether the exports have the types the host expects is checked by
 /// [`PluginHost::load`](crate::PluginHost::load).
 pub fn inspect_component(name: &str, wasm: &Path) -> Result<ComponentInfo, HostError> {
     let bytes = std::fs::read(wasm).map_err(|source| HostError::Read {
@@ -90,14 +100,23 @@ pub fn inspect_component(name: &str, wasm: &Path) -> Result<ComponentInfo, HostE
     let mut import_names: Vec<String> = ty.imports(&engine).map(|(n, _)| n.to_owned()).collect();
     export_names.sort();
     import_names.sort();
-    let has = |interface: &str| export_names.iter().any(|n| n == interface);
+    let has = |interface: &str| component.get_export_index(None, interface).is_some();
+    let version = export_names
+        .iter()
+        .find_map(|n| n.strip_prefix("wasp:plugin/plugin@"))
+        .map(str::to_owned);
     Ok(ComponentInfo {
         plugin: has(INTERFACE_PLUGIN),
+        version,
         exports: Exports {
             authenticator: has(INTERFACE_AUTHENTICATOR),
             authorizer: has(INTERFACE_AUTHORIZER),
             transformer: has(INTERFACE_TRANSFORMER),
+            ticker: has(INTERFACE_TICKER),
         },
+        imports_http: import_names
+            .iter()
+            .any(|n| n.starts_with(IMPORT_HTTP_PREFIX)),
         export_names,
         import_names,
     })
@@ -106,7 +125,7 @@ pub fn inspect_component(name: &str, wasm: &Path) -> Result<ComponentInfo, HostE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_programs::{ALLOW_DENY, AUTH_ONLY, GARBAGE};
+    use crate::test_programs::{ALLOW_DENY, AUTH_ONLY, GARBAGE, HTTP_PROBE, V010_AUTHORIZER};
 
     #[test]
     fn full_plugin_exports_every_role() {
@@ -117,17 +136,44 @@ mod tests {
             Exports {
                 authenticator: true,
                 authorizer: true,
-                transformer: true
+                transformer: true,
+                ticker: true,
             }
         );
         assert_eq!(info.world(), Some("full-plugin"));
-        assert_eq!(info.roles(), ["authenticator", "authorizer", "transformer"]);
+        assert_eq!(info.version.as_deref(), Some("0.1.1"));
+        assert_eq!(
+            info.roles(),
+            ["authenticator", "authorizer", "transformer", "ticker"]
+        );
         assert!(
             info.import_names
                 .iter()
-                .any(|n| n == "wasp:plugin/kv@0.1.0"),
+                .any(|n| n == "wasp:plugin/kv@0.1.1"),
             "{:?}",
             info.import_names
+        );
+        // It never calls `http.send`, so the import is not in the component.
+        assert!(!info.imports_http, "{:?}", info.import_names);
+    }
+
+    #[test]
+    fn http_authenticator_world_and_import() {
+        let info = inspect_component("probe", Path::new(HTTP_PROBE)).unwrap();
+        assert_eq!(info.world(), Some("http-authenticator-plugin"));
+        assert_eq!(info.roles(), ["authenticator", "ticker"]);
+        assert!(info.imports_http, "{:?}", info.import_names);
+    }
+
+    #[test]
+    fn a_0_1_0_component_is_read_semver_compatibly() {
+        let info = inspect_component("old", Path::new(V010_AUTHORIZER)).unwrap();
+        assert!(info.plugin);
+        assert_eq!(info.version.as_deref(), Some("0.1.0"));
+        assert_eq!(info.world(), Some("authorizer-plugin"));
+        assert_eq!(
+            info.export_names,
+            ["wasp:plugin/authorizer@0.1.0", "wasp:plugin/plugin@0.1.0"]
         );
     }
 

@@ -12,7 +12,9 @@ use wasmtime::component::{InstancePre, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::exports::wasp::plugin::{authenticator, authorizer, plugin, transformer};
+use crate::bindings::exports::wasp::plugin::{
+    authenticator, authorizer, plugin, ticker, transformer,
+};
 use crate::bindings::wasp::plugin::types::{
     AuthRequest, AuthVerdict, AuthzVerdict, Interests, Message, Qos, Session, SubscribeVerdict,
     TransformVerdict,
@@ -49,6 +51,13 @@ impl WasiView for State {
 }
 
 impl crate::bindings::wasp::plugin::types::Host for State {}
+
+impl State {
+    /// When the current call's deadline passes.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
 
 /// Memory and table limits of one instance. Memory is limited for all the instance's memories together;
 /// a refused growth is remembered so that the trap that follows is reported as out-of-memory.
@@ -121,6 +130,7 @@ pub(crate) struct Template {
     pub authenticator: Option<authenticator::GuestIndices>,
     pub authorizer: Option<authorizer::GuestIndices>,
     pub transformer: Option<transformer::GuestIndices>,
+    pub ticker: Option<ticker::GuestIndices>,
 }
 
 /// A live instance with its store.
@@ -129,6 +139,7 @@ pub(crate) struct Warm {
     authenticator: Option<authenticator::Guest>,
     authorizer: Option<authorizer::Guest>,
     transformer: Option<transformer::Guest>,
+    ticker: Option<ticker::Guest>,
 }
 
 /// One hook call and its arguments.
@@ -149,6 +160,7 @@ pub(crate) enum Request<'a> {
         session: &'a Session,
         message: &'a Message,
     },
+    Tick,
 }
 
 /// The answer to a [`Request`], unvalidated.
@@ -157,6 +169,7 @@ pub(crate) enum Response {
     AuthorizePublish(AuthzVerdict),
     AuthorizeSubscribe(SubscribeVerdict),
     Transform(TransformVerdict),
+    Tick(u32),
 }
 
 /// The WASI context of an instance: no environment, arguments, stdin, network or name lookup; stdout
@@ -240,6 +253,12 @@ impl Template {
             .map(|i| i.load(&mut store, &instance))
             .transpose()
             .map_err(instantiate_error)?;
+        let ticker = self
+            .ticker
+            .as_ref()
+            .map(|i| i.load(&mut store, &instance))
+            .transpose()
+            .map_err(instantiate_error)?;
         let interests = match plugin.call_init(&mut store, &self.config_json).await {
             Ok(result) => result,
             Err(e) => return Err(classify(&e, &store)),
@@ -250,6 +269,7 @@ impl Template {
                 authenticator,
                 authorizer,
                 transformer,
+                ticker,
             },
             interests,
         ))
@@ -333,6 +353,13 @@ impl Warm {
                     .call_transform(&mut *store, session, message)
                     .await
                     .map(Response::Transform)
+            }
+            Request::Tick => {
+                let guest = self
+                    .ticker
+                    .as_ref()
+                    .ok_or(CallError::MissingExport("ticker"))?;
+                guest.call_tick(&mut *store).await.map(Response::Tick)
             }
         };
         result.map_err(|e| classify(&e, store))

@@ -59,6 +59,8 @@ pub struct Exports {
     pub authenticator: bool,
     pub authorizer: bool,
     pub transformer: bool,
+    /// `ticker` (WIT 0.1.1): [`Plugin::tick`].
+    pub ticker: bool,
 }
 
 impl Exports {
@@ -106,6 +108,13 @@ pub struct PluginStats {
     pub instances_recycled: u64,
     /// Instances idle in the pool now.
     pub idle_instances: usize,
+    /// [`Plugin::tick`] calls, and those that failed (also counted in `failures` by cause).
+    pub ticks: u64,
+    pub failed_ticks: u64,
+    /// Requests through the `http` import, and those that got an error (refused by the grant
+    /// included).
+    pub http_requests: u64,
+    pub http_failures: u64,
 }
 
 impl PluginStats {
@@ -134,7 +143,13 @@ struct Counters {
     instantiate: AtomicU64,
     instances_created: AtomicU64,
     instances_recycled: AtomicU64,
+    ticks: AtomicU64,
+    failed_ticks: AtomicU64,
 }
+
+/// What [`Plugin::tick`] logs a failure as (`hook = Tick`, next to the hooks' names).
+#[derive(Debug)]
+struct Tick;
 
 /// At most one warning per plugin per second about failed calls; the others are counted and reported
 /// with the next warning.
@@ -266,6 +281,22 @@ impl Plugin {
             instances_created: load(&c.instances_created),
             instances_recycled: load(&c.instances_recycled),
             idle_instances: self.0.idle.lock().len(),
+            ticks: load(&c.ticks),
+            failed_ticks: load(&c.failed_ticks),
+            http_requests: self
+                .0
+                .template
+                .ctx
+                .http
+                .as_ref()
+                .map_or(0, |h| load(&h.requests)),
+            http_failures: self
+                .0
+                .template
+                .ctx
+                .http
+                .as_ref()
+                .map_or(0, |h| load(&h.failures)),
         }
     }
 
@@ -345,6 +376,32 @@ impl Plugin {
         .await
     }
 
+    /// Calls the optional `ticker` export (WIT 0.1.1): the seconds until the next call, 0 for none.
+    /// The call has the hooks' deadline (`call_timeout`), which also bounds the `http` requests it
+    /// makes. A failure is counted (`failed_ticks`, and by cause) and logged like a hook's; without the
+    /// export it is [`CallError::MissingExport`].
+    pub async fn tick(&self) -> Result<u32, CallError> {
+        let counters = &self.0.counters;
+        counters.ticks.fetch_add(1, Ordering::Relaxed);
+        let result = if self.0.exports.ticker {
+            self.pooled_call(Request::Tick, |r| match r {
+                Response::Tick(seconds) => Ok(seconds),
+                _ => Err(CallError::InvalidOutput(
+                    "answer to another hook".to_owned(),
+                )),
+            })
+            .await
+        } else {
+            Err(CallError::MissingExport("ticker"))
+        };
+        if let Err(error) = &result {
+            counters.failed_ticks.fetch_add(1, Ordering::Relaxed);
+            self.count_failure(error);
+            self.warn(Tick, error);
+        }
+        result
+    }
+
     async fn call<T>(
         &self,
         hook: Hook,
@@ -356,18 +413,23 @@ impl Plugin {
         let result = self.checked_call(hook, request, validate).await;
         if let Err(error) = &result {
             counters.failed_calls[hook.index()].fetch_add(1, Ordering::Relaxed);
-            let cause = match error {
-                CallError::Trap(_) => &counters.trap,
-                CallError::Timeout => &counters.timeout,
-                CallError::OutOfMemory => &counters.out_of_memory,
-                CallError::InvalidOutput(_) => &counters.invalid_output,
-                CallError::MissingExport(_) => &counters.missing_export,
-                CallError::Instantiate(_) => &counters.instantiate,
-            };
-            cause.fetch_add(1, Ordering::Relaxed);
+            self.count_failure(error);
             self.warn(hook, error);
         }
         result
+    }
+
+    fn count_failure(&self, error: &CallError) {
+        let counters = &self.0.counters;
+        let cause = match error {
+            CallError::Trap(_) => &counters.trap,
+            CallError::Timeout => &counters.timeout,
+            CallError::OutOfMemory => &counters.out_of_memory,
+            CallError::InvalidOutput(_) => &counters.invalid_output,
+            CallError::MissingExport(_) => &counters.missing_export,
+            CallError::Instantiate(_) => &counters.instantiate,
+        };
+        cause.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn checked_call<T>(
@@ -383,6 +445,16 @@ impl Plugin {
                 Hook::Transform => "transformer",
             }));
         }
+        self.pooled_call(request, validate).await
+    }
+
+    /// Checks an instance out of the pool (or creates one), calls, and checks it back in unless the
+    /// call failed.
+    async fn pooled_call<T>(
+        &self,
+        request: Request<'_>,
+        validate: impl FnOnce(Response) -> Result<T, CallError>,
+    ) -> Result<T, CallError> {
         // The semaphore is never closed.
         let _slot = self
             .0
@@ -425,7 +497,7 @@ impl Plugin {
         Ok(warm)
     }
 
-    fn warn(&self, hook: Hook, error: &CallError) {
+    fn warn(&self, hook: impl std::fmt::Debug, error: &CallError) {
         let mut limiter = self.0.warn.lock();
         let now = Instant::now();
         if limiter

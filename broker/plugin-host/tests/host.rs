@@ -91,6 +91,7 @@ async fn allow_deny_answers_every_hook_and_uses_the_host_imports() {
         clock: Arc::new(FixedClock(1_000)),
         kv: kv.clone(),
         log: logs.clone(),
+        http: None,
     };
     let mut spec = PluginSpec::new("users", guests::ALLOW_DENY);
     spec.config_json =
@@ -103,7 +104,8 @@ async fn allow_deny_answers_every_hook_and_uses_the_host_imports() {
         Exports {
             authenticator: true,
             authorizer: true,
-            transformer: true
+            transformer: true,
+            ticker: true,
         }
     );
     assert_eq!(
@@ -243,7 +245,8 @@ async fn a_component_of_world_authenticator_plugin_loads_with_only_its_exports()
         Exports {
             authenticator: true,
             authorizer: false,
-            transformer: false
+            transformer: false,
+            ticker: false,
         }
     );
     assert!(plugin.implements(Hook::Authenticate));
@@ -594,4 +597,94 @@ async fn plugins_reserve_instance_slots_and_give_them_back() {
     host.load(spec("second"), HostServices::default())
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn tick_returns_the_delay_and_failures_are_counted() {
+    let host = host();
+    let kv = Arc::new(MemoryKv::default());
+    let services = HostServices {
+        kv: kv.clone(),
+        ..HostServices::default()
+    };
+    let mut spec = PluginSpec::new("ticking", guests::ALLOW_DENY);
+    spec.config_json = r#"{"tick_secs": 7}"#.to_owned();
+    let plugin = host.load(spec, services).await.unwrap();
+    assert!(plugin.exports().ticker);
+    assert_eq!(plugin.tick().await, Ok(7));
+    assert_eq!(plugin.tick().await, Ok(7));
+    assert_eq!(kv.get("ticks"), Some(2u64.to_le_bytes().to_vec()));
+    let stats = plugin.stats();
+    assert_eq!((stats.ticks, stats.failed_ticks), (2, 0));
+    assert_eq!(stats.total_calls(), 0, "ticks are not hook calls");
+
+    // A tick that traps: counted, the instance recycled, the next hook call works.
+    let trap = load(&host, "trap", guests::TRAP, "{}").await;
+    assert!(matches!(trap.tick().await, Err(CallError::Trap(_))));
+    let stats = trap.stats();
+    assert_eq!((stats.ticks, stats.failed_ticks), (1, 1));
+    assert_eq!(stats.failures.trap, 1);
+    assert_eq!(stats.instances_recycled, 1);
+    assert!(trap.authenticate(&auth("ok")).await.is_ok());
+
+    // No ticker export.
+    let auth_only = load(&host, "auth", guests::AUTH_ONLY, "{}").await;
+    assert!(!auth_only.exports().ticker);
+    assert_eq!(
+        auth_only.tick().await,
+        Err(CallError::MissingExport("ticker"))
+    );
+    assert_eq!(auth_only.stats().failures.missing_export, 1);
+}
+
+/// wasmtime matches `wasp:plugin/...@0.1.0` names with the host's 0.1.1 ones (same major.minor): a
+/// component built against the frozen 0.1.0 WIT loads, its 0.1.0 imports (kv) link, its hooks are found
+/// and called.
+#[tokio::test]
+async fn a_component_built_against_wit_0_1_0_loads_and_answers() {
+    let host = host();
+    let kv = Arc::new(MemoryKv::default());
+    let services = HostServices {
+        kv: kv.clone(),
+        ..HostServices::default()
+    };
+    let info = inspect_component("old", std::path::Path::new(guests::V010_AUTHORIZER)).unwrap();
+    assert!(
+        info.export_names
+            .iter()
+            .all(|name| name.ends_with("@0.1.0")),
+        "{:?}",
+        info.export_names
+    );
+    assert!(
+        info.import_names
+            .iter()
+            .any(|name| name == "wasp:plugin/kv@0.1.0"),
+        "{:?}",
+        info.import_names
+    );
+    let plugin = host
+        .load(PluginSpec::new("old", guests::V010_AUTHORIZER), services)
+        .await
+        .unwrap();
+    assert_eq!(
+        plugin.exports(),
+        Exports {
+            authorizer: true,
+            ..Exports::default()
+        }
+    );
+    assert!(plugin.implements(Hook::AuthorizePublish));
+    let verdict = plugin
+        .authorize_publish(&session(), "any/topic", Qos::AtLeastOnce, false)
+        .await
+        .unwrap();
+    assert_eq!(verdict.decision, Decision::Allow);
+    let verdict = plugin
+        .authorize_subscribe(&session(), "any/#", Qos::ExactlyOnce)
+        .await
+        .unwrap();
+    assert_eq!(verdict.decision, SubscribeDecision::Allow(Qos::ExactlyOnce));
+    assert_eq!(kv.get("calls"), Some(2u64.to_le_bytes().to_vec()));
+    assert_eq!(plugin.tick().await, Err(CallError::MissingExport("ticker")));
 }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use wasp_plugin_host::types::{Hooks, Interests};
 use wasp_plugin_host::{
-    ComponentInfo, HostConfig, HostError, HostServices, PluginHost, PluginSpec, inspect_component,
+    ComponentInfo, HostConfig, HostError, HostServices, HttpGrant, PluginHost, PluginSpec,
+    inspect_component,
 };
 
 /// Arguments of `wasp plugin inspect`.
@@ -78,12 +79,12 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Outcome, InspectError> {
     if !info.plugin {
         writeln!(
             out,
-            "init: not called: the component does not export wasp:plugin/plugin@0.1.0, so it is not a \
+            "init: not called: the component does not export wasp:plugin/plugin@0.1.x, so it is not a \
              Wasp plugin"
         )?;
         return Ok(Outcome::Refused);
     }
-    let loaded = load(&name, &args.file, &args.config)?;
+    let loaded = load(&name, &args.file, &args.config, info.imports_http)?;
     match loaded {
         Ok(interests) => {
             writeln!(out, "init: accepted the configuration {}", args.config)?;
@@ -101,11 +102,13 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Outcome, InspectError> {
     }
 }
 
-/// Loads the plugin as the broker would (one instance), which calls `init`.
+/// Loads the plugin as the broker would (one instance), which calls `init`. A plugin importing `http`
+/// gets a grant of no hosts: it loads, and any request its `init` makes is refused.
 fn load(
     name: &str,
     file: &Path,
     config: &str,
+    imports_http: bool,
 ) -> Result<Result<Interests, HostError>, InspectError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -122,6 +125,7 @@ fn load(
         let mut spec = PluginSpec::new(name, file);
         spec.config_json = config.to_owned();
         spec.limits.max_instances = 1;
+        spec.http = imports_http.then(HttpGrant::default);
         Ok(host
             .load(spec, HostServices::default())
             .await
@@ -138,7 +142,11 @@ fn write_exports(out: &mut dyn Write, file: &Path, info: &ComponentInfo) -> std:
         roles.join(", ")
     };
     match info.world() {
-        Some(world) => writeln!(out, "world: wasp:plugin/{world}@0.1.0")?,
+        Some(world) => writeln!(
+            out,
+            "world: wasp:plugin/{world}@{}",
+            info.version.as_deref().unwrap_or("0.1.1")
+        )?,
         None if !info.plugin => writeln!(out, "world: none (no wasp:plugin/plugin export)")?,
         None => writeln!(
             out,
@@ -146,6 +154,13 @@ fn write_exports(out: &mut dyn Write, file: &Path, info: &ComponentInfo) -> std:
         )?,
     }
     writeln!(out, "roles: {roles}")?;
+    if info.imports_http {
+        writeln!(
+            out,
+            "http: imports wasp:plugin/http (the broker needs http = {{ hosts = [...] }} for it; here \
+             init runs with no host granted)"
+        )?;
+    }
     writeln!(out, "exports:")?;
     for name in &info.export_names {
         writeln!(out, "  {name}")?;
@@ -186,7 +201,9 @@ fn write_interests(out: &mut dyn Write, interests: &Interests) -> std::io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wasp_plugin_host::test_programs::{ALLOW_DENY, AUTH_ONLY, INIT_REJECT};
+    use wasp_plugin_host::test_programs::{
+        ALLOW_DENY, AUTH_ONLY, HTTP_PROBE, INIT_REJECT, V010_AUTHORIZER,
+    };
 
     fn inspect(file: &str, config: &str) -> (Result<Outcome, InspectError>, String) {
         let args = Args {
@@ -203,15 +220,17 @@ mod tests {
         let (outcome, text) = inspect(ALLOW_DENY, r#"{"filters": ["a/#", "b/+"]}"#);
         assert_eq!(outcome.unwrap(), Outcome::Accepted, "{text}");
         assert!(
-            text.contains("world: wasp:plugin/full-plugin@0.1.0\n"),
+            text.contains("world: wasp:plugin/full-plugin@0.1.1\n"),
             "{text}"
         );
         assert!(
-            text.contains("roles: authenticator, authorizer, transformer\n"),
+            text.contains("roles: authenticator, authorizer, transformer, ticker\n"),
             "{text}"
         );
-        assert!(text.contains("  wasp:plugin/transformer@0.1.0\n"), "{text}");
-        assert!(text.contains("  wasp:plugin/log@0.1.0\n"), "{text}");
+        assert!(text.contains("  wasp:plugin/transformer@0.1.1\n"), "{text}");
+        assert!(text.contains("  wasp:plugin/ticker@0.1.1\n"), "{text}");
+        assert!(text.contains("  wasp:plugin/log@0.1.1\n"), "{text}");
+        assert!(!text.contains("http:"), "{text}");
         assert!(
             text.contains(
                 "hooks: authenticate, authorize-publish, authorize-subscribe, transform\n"
@@ -226,12 +245,40 @@ mod tests {
         let (outcome, text) = inspect(AUTH_ONLY, "{}");
         assert_eq!(outcome.unwrap(), Outcome::Accepted, "{text}");
         assert!(
-            text.contains("world: wasp:plugin/authenticator-plugin@0.1.0\nroles: authenticator\n"),
+            text.contains("world: wasp:plugin/authenticator-plugin@0.1.1\nroles: authenticator\n"),
             "{text}"
         );
         assert!(!text.contains("authorizer@"), "{text}");
         assert!(
             text.ends_with("hooks: authenticate\npublish-filters: none (every topic)\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn http_importer_shows_the_ticker_role_and_loads_without_hosts() {
+        let (outcome, text) = inspect(HTTP_PROBE, "{}");
+        assert_eq!(outcome.unwrap(), Outcome::Accepted, "{text}");
+        assert!(
+            text.contains(
+                "world: wasp:plugin/http-authenticator-plugin@0.1.1\nroles: authenticator, ticker\n\
+                 http: imports wasp:plugin/http"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("  wasp:plugin/http@0.1.1\n"), "{text}");
+    }
+
+    #[test]
+    fn a_0_1_0_component_shows_its_version() {
+        let (outcome, text) = inspect(V010_AUTHORIZER, "{}");
+        assert_eq!(outcome.unwrap(), Outcome::Accepted, "{text}");
+        assert!(
+            text.contains("world: wasp:plugin/authorizer-plugin@0.1.0\nroles: authorizer\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("hooks: authorize-publish, authorize-subscribe\npublish-filters: none (every topic)\n"),
             "{text}"
         );
     }

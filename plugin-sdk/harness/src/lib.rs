@@ -159,6 +159,7 @@ impl HarnessBuilder {
             clock: clock.clone(),
             kv: kv.clone(),
             log: logs.clone(),
+            http: None,
         };
         let name = self
             .wasm
@@ -171,6 +172,7 @@ impl HarnessBuilder {
             limits: self.limits,
             failure: FailurePolicy::default(),
             dirs: self.dirs,
+            http: None,
         };
         let plugin = runtime.block_on(host.load(spec, services))?;
         Ok(Harness {

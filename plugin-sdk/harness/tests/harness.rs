@@ -18,7 +18,8 @@ fn typed_calls_reach_the_plugin_with_toml_config() {
         Exports {
             authenticator: true,
             authorizer: true,
-            transformer: true
+            transformer: true,
+            ticker: true,
         }
     );
 

@@ -1,8 +1,10 @@
-//! Host imports, one file per WIT interface (`log`, `clock`, `kv`, `metrics`) plus the guest's stdio.
+//! Host imports, one file per WIT interface (`log`, `clock`, `kv`, `metrics`, `http`) plus the guest's
+//! stdio.
 //! Each capability sits behind a trait or type that the broker and the test harness choose per plugin
 //! ([`HostServices`]); what a guest can make the host store is capped here.
 
 pub mod clock;
+pub mod http;
 pub mod kv;
 pub mod log;
 pub mod metrics;
@@ -19,15 +21,20 @@ pub struct HostServices {
     pub kv: Arc<dyn kv::KvStore>,
     /// Where `log` calls and the guest's stdout/stderr lines go.
     pub log: Arc<dyn log::LogSink>,
+    /// What sends the plugin's `http` requests once its grant allowed them. `None`: a
+    /// [`ReqwestClient`](http::ReqwestClient) trusting the grant's `ca_file`, built at load when the
+    /// component imports `http`.
+    pub http: Option<Arc<dyn http::HttpClient>>,
 }
 
 impl Default for HostServices {
-    /// The broker's: system clock, an in-memory kv, logs into `tracing`.
+    /// The broker's: system clock, an in-memory kv, logs into `tracing`, the production HTTP client.
     fn default() -> Self {
         Self {
             clock: Arc::new(clock::SystemClock),
             kv: Arc::new(kv::MemoryKv::default()),
             log: Arc::new(log::TracingLog),
+            http: None,
         }
     }
 }
@@ -43,6 +50,8 @@ pub(crate) struct PluginCtx {
     pub name: Arc<str>,
     pub services: HostServices,
     pub metrics: metrics::Counters,
+    /// The `http` grant and client; `None` when the component does not import `http`.
+    pub http: Option<Arc<http::HttpAccess>>,
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary.

@@ -1,12 +1,13 @@
 //! The well-behaved guest: allows users listed in its config, uses every host import, and exercises each
-//! verdict kind. Config (JSON): `{"users": ["alice"], "filters": ["a/#"], "tag": "A", "expires_at": 123}`,
-//! every key optional.
+//! verdict kind. Config (JSON):
+//! `{"users": ["alice"], "filters": ["a/#"], "tag": "A", "expires_at": 123, "tick_secs": 30}`, every key
+//! optional.
 
 use std::cell::RefCell;
 
 wit_bindgen::generate!({ world: "full-plugin", path: "../../../../wit" });
 
-use exports::wasp::plugin::{authenticator, authorizer, plugin, transformer};
+use exports::wasp::plugin::{authenticator, authorizer, plugin, ticker, transformer};
 use wasp::plugin::types::{
     AuthRequest, AuthVerdict, AuthzVerdict, Decision, Denial, Hooks, Interests, Message,
     MessagePatch, Qos, Session, SubscribeDecision, SubscribeVerdict, TransformVerdict,
@@ -20,6 +21,7 @@ struct Config {
     filters: Vec<String>,
     tag: Option<String>,
     expires_at: Option<u64>,
+    tick_secs: Option<u64>,
 }
 
 thread_local! {
@@ -77,6 +79,7 @@ impl plugin::Guest for Guest {
             filters: strings(&config, "filters"),
             tag: string(&config, "tag"),
             expires_at: number(&config, "expires_at"),
+            tick_secs: number(&config, "tick_secs"),
         };
         let filters = parsed.filters.clone();
         CONFIG.with(|c| *c.borrow_mut() = parsed);
@@ -193,6 +196,16 @@ impl transformer::Guest for Guest {
             retain: None,
             user_properties: Some(properties),
         })
+    }
+}
+
+impl ticker::Guest for Guest {
+    /// Counts its calls in kv `ticks` and asks to be called again after `tick_secs` (default 60).
+    fn tick() -> u32 {
+        let ticks =
+            kv::get("ticks").map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or([0; 8])));
+        kv::set("ticks", &(ticks + 1).to_le_bytes());
+        CONFIG.with(|c| c.borrow().tick_secs.unwrap_or(60)) as u32
     }
 }
 

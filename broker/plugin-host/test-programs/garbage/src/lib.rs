@@ -3,7 +3,7 @@
 
 wit_bindgen::generate!({ world: "full-plugin", path: "../../../../wit" });
 
-use exports::wasp::plugin::{authenticator, authorizer, plugin, transformer};
+use exports::wasp::plugin::{authenticator, authorizer, plugin, ticker, transformer};
 use wasp::plugin::types::{
     AuthRequest, AuthVerdict, AuthzVerdict, Decision, Denial, Hooks, Interests, Message,
     MessagePatch, Qos, Session, SubscribeDecision, SubscribeVerdict, TransformVerdict,
@@ -66,6 +66,13 @@ impl transformer::Guest for Guest {
             retain: None,
             user_properties: None,
         })
+    }
+}
+
+impl ticker::Guest for Guest {
+    fn tick() -> u32 {
+        // Any number is a valid answer.
+        u32::MAX
     }
 }
 

@@ -2,7 +2,7 @@
 
 wit_bindgen::generate!({ world: "full-plugin", path: "../../../../wit" });
 
-use exports::wasp::plugin::{authenticator, authorizer, plugin, transformer};
+use exports::wasp::plugin::{authenticator, authorizer, plugin, ticker, transformer};
 use wasp::plugin::types::{
     AuthRequest, AuthVerdict, AuthzVerdict, Decision, Hooks, Interests, Message, Qos, Session,
     SubscribeDecision, SubscribeVerdict, TransformVerdict,
@@ -69,6 +69,12 @@ impl transformer::Guest for Guest {
             fault();
         }
         TransformVerdict::Pass
+    }
+}
+
+impl ticker::Guest for Guest {
+    fn tick() -> u32 {
+        0
     }
 }
 
