@@ -48,6 +48,10 @@
 //! on_transform_failure = "pass"      # pass | drop
 //! limits = { memory_mb = 64, call_timeout_ms = 100, instances = 4 }  # 1..=4096, 1..=60000, 1..=256
 //! dirs = [{ host = "secrets", guest = "/etc/wasp", writable = false }]  # guest paths are absolute
+//! http = { hosts = ["idp.example.com", "127.0.0.1:8443"], ca_file = "ca.pem", allow_plain_http = false }
+//!                                    # outgoing HTTP (the plugin's `http` import); no grant: refused
+//!                                    # hosts: "host" (default port) or "host:port"; ca_file: extra PEM
+//!                                    # roots, relative to the configuration file's folder
 //! [plugins.config]                   # any table: given to the plugin's init as JSON
 //! file = "/etc/wasp/passwd"
 //! ```
@@ -357,7 +361,16 @@ struct FilePlugin {
     on_transform_failure: Option<Spanned<String>>,
     limits: Option<FilePluginLimits>,
     dirs: Option<Vec<Spanned<FileDirGrant>>>,
+    http: Option<FileHttpGrant>,
     config: Option<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHttpGrant {
+    hosts: Spanned<Vec<Spanned<String>>>,
+    ca_file: Option<Spanned<String>>,
+    allow_plain_http: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -781,7 +794,8 @@ impl Ctx<'_> {
         listeners: &[Listener],
     ) -> Result<Vec<PluginConfig>, ConfigError> {
         use wasp_plugin_host::{
-            DirGrant, FailurePolicy, OnAccessFailure, OnTransformFailure, PluginSpec, SandboxLimits,
+            DirGrant, FailurePolicy, HttpGrant, OnAccessFailure, OnTransformFailure, PluginSpec,
+            SandboxLimits,
         };
         let access = |value: &Option<Spanned<String>>, key: &str| {
             match value {
@@ -915,6 +929,52 @@ impl Ctx<'_> {
                     writable: grant.writable.unwrap_or(false),
                 });
             }
+            let http = match plugin.http {
+                None => None,
+                Some(grant) => {
+                    if grant.hosts.get_ref().is_empty() {
+                        return Err(self.invalid(
+                            grant.hosts.span(),
+                            "plugins.http.hosts",
+                            "plugins.http.hosts is empty: list the hosts the plugin may reach, such as \
+                             [\"idp.example.com\"], or remove http"
+                                .to_owned(),
+                        ));
+                    }
+                    let mut hosts = Vec::new();
+                    for host in grant.hosts.into_inner() {
+                        if let Err(problem) = HttpGrant::check_host_entry(host.get_ref()) {
+                            return Err(self.invalid(
+                                host.span(),
+                                "plugins.http.hosts",
+                                format!(
+                                    "plugins.http.hosts: {problem}: write a host name or address with an \
+                                     optional port, such as \"idp.example.com\" or \"127.0.0.1:8443\""
+                                ),
+                            ));
+                        }
+                        hosts.push(host.into_inner());
+                    }
+                    let ca_file = match grant.ca_file {
+                        None => None,
+                        Some(file) if file.get_ref().is_empty() => {
+                            return Err(self.invalid(
+                                file.span(),
+                                "plugins.http.ca_file",
+                                "plugins.http.ca_file is empty: give a PEM file of CA certificates, or \
+                                 remove it"
+                                    .to_owned(),
+                            ));
+                        }
+                        Some(file) => Some(self.base_dir.join(file.get_ref())),
+                    };
+                    Some(HttpGrant {
+                        hosts,
+                        ca_file,
+                        allow_plain_http: grant.allow_plain_http.unwrap_or(false),
+                    })
+                }
+            };
             // TOML values are all representable in JSON (dates become strings).
             let config_json = serde_json::to_string(&plugin.config.unwrap_or_default())
                 .unwrap_or_else(|_| "{}".to_owned());
@@ -926,7 +986,7 @@ impl Ctx<'_> {
                     limits,
                     failure,
                     dirs,
-                    http: None,
+                    http,
                 },
                 listeners: plugin_listeners,
             });
@@ -1182,6 +1242,7 @@ on_authz_failure = "allow"
 on_transform_failure = "drop"
 limits = { memory_mb = 16, call_timeout_ms = 250, instances = 2 }
 dirs = [{ host = "/etc/wasp", guest = "/etc/wasp" }, { host = "state", guest = "/state", writable = true }]
+http = { hosts = ["idp.example.com", "127.0.0.1:8443"], ca_file = "/etc/wasp/ca.pem", allow_plain_http = true }
 [plugins.config]
 file = "/etc/wasp/passwd"
 reload_secs = 5
@@ -1247,7 +1308,11 @@ reload_secs = 5
                                 writable: true,
                             },
                         ],
-                        http: None,
+                        http: Some(wasp_plugin_host::HttpGrant {
+                            hosts: vec!["idp.example.com".into(), "127.0.0.1:8443".into()],
+                            ca_file: Some("/etc/wasp/ca.pem".into()),
+                            allow_plain_http: true,
+                        }),
                     },
                     listeners: vec!["public".into()],
                 }],
@@ -1290,6 +1355,26 @@ reload_secs = 5
                 7,
                 "plugins.dirs.guest",
             ),
+            (
+                "[[plugins]]\nname = \"p\"\npath = \"x.wasm\"\nhttp = { hosts = [] }\n",
+                7,
+                "plugins.http.hosts is empty",
+            ),
+            (
+                "[[plugins]]\nname = \"p\"\npath = \"x.wasm\"\nhttp = { hosts = [\"ok.example.com\",\n  \"https://idp.example.com/jwks\"] }\n",
+                8,
+                "plugins.http.hosts: \"https://idp.example.com/jwks\" is not a host or host:port",
+            ),
+            (
+                "[[plugins]]\nname = \"p\"\npath = \"x.wasm\"\nhttp = { hosts = [\"idp:0\"] }\n",
+                7,
+                "plugins.http.hosts",
+            ),
+            (
+                "[[plugins]]\nname = \"p\"\npath = \"x.wasm\"\nhttp = { hosts = [\"idp\"], ca_file = \"\" }\n",
+                7,
+                "plugins.http.ca_file is empty",
+            ),
         ];
         for (plugin, line, key) in cases {
             let message = parse(&format!("{base}{plugin}")).unwrap_err().to_string();
@@ -1308,6 +1393,19 @@ reload_secs = 5
             message.contains("unknown key `bogus` in [[plugins]]"),
             "{message}"
         );
+        let message = parse(&format!(
+            "{base}[[plugins]]\nname = \"p\"\npath = \"x\"\nhttp = {{ hosts = [\"a\"], redirects = true }}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(message.contains("unknown key `redirects`"), "{message}");
+        assert!(message.contains("plugins.http"), "{message}");
+        let message = parse(&format!(
+            "{base}[[plugins]]\nname = \"p\"\npath = \"x\"\nhttp = {{ ca_file = \"ca.pem\" }}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(message.contains("hosts"), "{message}");
     }
 
     #[test]
@@ -1315,11 +1413,15 @@ reload_secs = 5
         let dir = std::env::temp_dir().join(format!("wasp-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("wasp.toml");
-        std::fs::write(&file, "[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\ndirs = [{ host = \"data\", guest = \"/d\" }]\n").unwrap();
+        std::fs::write(&file, "[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\ndirs = [{ host = \"data\", guest = \"/d\" }]\nhttp = { hosts = [\"idp.example.com\"], ca_file = \"certs/ca.pem\" }\n").unwrap();
         let c = Config::load(&file).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(c.plugins[0].spec.wasm, dir.join("p.wasm"));
         assert_eq!(c.plugins[0].spec.dirs[0].host, dir.join("data"));
+        let http = c.plugins[0].spec.http.as_ref().unwrap();
+        assert_eq!(http.ca_file, Some(dir.join("certs/ca.pem")));
+        assert_eq!(http.hosts, ["idp.example.com"]);
+        assert!(!http.allow_plain_http);
         assert!(c.plugins[0].listeners.is_empty());
     }
 
