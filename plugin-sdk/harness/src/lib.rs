@@ -15,9 +15,15 @@
 //!
 //! Calls block on a runtime owned by the harness: use the harness from plain `#[test]` functions, not
 //! from inside an async runtime.
+//!
+//! Outgoing HTTP (the WIT 0.1.1 `http` import) is scripted: grant hosts with
+//! [`HarnessBuilder::http_grant`], say what URLs answer with [`Harness::http`] ([`ScriptedHttp`]) and
+//! check what the plugin sent. The host's grant check, request checks and deadline run as in the broker;
+//! nothing leaves the process.
 
 mod build;
 mod client;
+mod http;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,13 +33,14 @@ use std::time::Duration;
 use parking_lot::Mutex;
 pub use wasp_plugin_host::types::*;
 pub use wasp_plugin_host::{
-    CallError, Clock, DirGrant, Exports, FailurePolicy, HostError, KvStore, LogRecord, LogSink,
-    MemoryKv, Plugin, PluginStats, SandboxLimits,
+    CallError, Clock, DirGrant, Exports, FailurePolicy, HostError, HttpGrant, KvStore, LogRecord,
+    LogSink, MemoryKv, Plugin, PluginStats, SandboxLimits,
 };
 use wasp_plugin_host::{HostConfig, HostServices, PluginHost, PluginSpec, TracingLog};
 
 pub use build::build_wasm;
 pub use client::{ClientBuilder, client, message};
+pub use http::{HttpError, HttpRequest, HttpResponse, ScriptedHttp};
 
 /// Builds the plugin crate this macro is used in (its `CARGO_MANIFEST_DIR`) and returns the `.wasm` path.
 #[macro_export]
@@ -92,6 +99,7 @@ pub struct HarnessBuilder {
     dirs: Vec<DirGrant>,
     limits: SandboxLimits,
     cache_dir: Option<PathBuf>,
+    http: Option<HttpGrant>,
 }
 
 impl HarnessBuilder {
@@ -130,6 +138,23 @@ impl HarnessBuilder {
         self
     }
 
+    /// Grants outgoing HTTPS to `hosts` (`"host"` or `"host:port"`, as in the broker's
+    /// `http = { hosts = [...] }`). Answers come from [`Harness::http`]. A plugin that imports `http`
+    /// does not load without a grant, as in the broker.
+    pub fn http_grant<S: Into<String>>(self, hosts: impl IntoIterator<Item = S>) -> Self {
+        self.http_grant_with(HttpGrant {
+            hosts: hosts.into_iter().map(Into::into).collect(),
+            ..HttpGrant::default()
+        })
+    }
+
+    /// Grants outgoing HTTP with every option (e.g. `allow_plain_http`; `ca_file` is checked but
+    /// unused, since answers are scripted).
+    pub fn http_grant_with(mut self, grant: HttpGrant) -> Self {
+        self.http = Some(grant);
+        self
+    }
+
     /// Sandbox limits (default: the broker's defaults).
     pub fn limits(mut self, limits: SandboxLimits) -> Self {
         self.limits = limits;
@@ -155,11 +180,12 @@ impl HarnessBuilder {
         let clock = Arc::new(TestClock::default());
         let kv = Arc::new(MemoryKv::default());
         let logs = Arc::new(Capture::default());
+        let http = Arc::new(ScriptedHttp::default());
         let services = HostServices {
             clock: clock.clone(),
             kv: kv.clone(),
             log: logs.clone(),
-            http: None,
+            http: Some(http.clone()),
         };
         let name = self
             .wasm
@@ -172,7 +198,7 @@ impl HarnessBuilder {
             limits: self.limits,
             failure: FailurePolicy::default(),
             dirs: self.dirs,
-            http: None,
+            http: self.http,
         };
         let plugin = runtime.block_on(host.load(spec, services))?;
         Ok(Harness {
@@ -181,6 +207,7 @@ impl HarnessBuilder {
             clock,
             kv,
             logs,
+            http,
             _host: host,
         })
     }
@@ -193,6 +220,7 @@ pub struct Harness {
     clock: Arc<TestClock>,
     kv: Arc<MemoryKv>,
     logs: Arc<Capture>,
+    http: Arc<ScriptedHttp>,
     _host: PluginHost,
 }
 
@@ -205,6 +233,7 @@ impl Harness {
             dirs: Vec::new(),
             limits: SandboxLimits::default(),
             cache_dir: None,
+            http: None,
         }
     }
 
@@ -240,6 +269,17 @@ impl Harness {
     ) -> Result<TransformVerdict, CallError> {
         self.runtime
             .block_on(self.plugin.transform(session, &message))
+    }
+
+    /// Calls the plugin's `ticker` export (WIT 0.1.1): the seconds until the broker would call it
+    /// again, 0 for never. [`CallError::MissingExport`] when the plugin does not export it.
+    pub fn tick(&self) -> Result<u32, CallError> {
+        self.runtime.block_on(self.plugin.tick())
+    }
+
+    /// The scripted HTTP answers and the requests the plugin sent.
+    pub fn http(&self) -> &ScriptedHttp {
+        &self.http
     }
 
     /// What the plugin's `init` declared.
