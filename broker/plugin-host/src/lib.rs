@@ -32,7 +32,9 @@ mod inspect;
 mod instance;
 mod plugin;
 
-pub use chain::{Chain, Decided, FAILURE_REASON_CODE, Source, Transformed, apply_patch};
+pub use chain::{
+    Chain, Decided, FAILURE_REASON_CODE, PublishInterest, Source, Transformed, apply_patch,
+};
 pub use config::{
     DirGrant, FailurePolicy, HostConfig, HttpGrant, OnAccessFailure, OnTransformFailure,
     PluginSpec, SandboxLimits,
