@@ -106,6 +106,9 @@ pub struct KeyStore {
     fetched_at: u64,
     /// Fetch attempt this instance knows of (its own or another instance's, through kv).
     attempted_at: u64,
+    /// A periodic tick refreshes the keys: verifications then fetch only when no key set was ever
+    /// obtained or for an unknown `kid`, and otherwise only adopt what the tick stored in kv.
+    background: bool,
     /// Events since the glue last drained them.
     pub events: Vec<Event>,
 }
@@ -127,8 +130,15 @@ impl KeyStore {
             kv_key,
             fetched_at: 0,
             attempted_at: 0,
+            background: false,
             events: Vec::new(),
         }
+    }
+
+    /// Declares that [`KeyStore::refresh_if_due`] is called periodically (the plugin's tick), so that
+    /// no fetch happens on a client's path when a key set is cached.
+    pub fn set_background_refresh(&mut self, background: bool) {
+        self.background = background;
     }
 
     /// The keys in use.
@@ -253,7 +263,14 @@ impl KeyStore {
         if !allowed.is_empty() && !allowed.contains(&parsed.header.alg) {
             return Err(JwtError::AlgNotAllowed(parsed.header.alg.name().into()));
         }
-        self.refresh_if_due(now, fetcher, store);
+        if self.background && self.fetched_at > 0 {
+            if self.remote.is_some() && self.stale(now) {
+                let shared = self.shared(store);
+                self.adopt_shared(&shared);
+            }
+        } else {
+            self.refresh_if_due(now, fetcher, store);
+        }
         let claims = match parsed.verify(&self.keys) {
             Err(JwtError::UnknownKid(kid)) if self.remote.is_some() => {
                 // Another instance may have fetched the new keys already.

@@ -15,8 +15,12 @@ pub mod introspect;
 pub mod jwk;
 pub mod jwt;
 pub mod keystore;
+mod plugin;
 
 pub use auth::{Authenticator, Io, Outcome, Request};
 pub use config::{Config, DEFAULT_AUTH_METHOD, Settings};
 pub use introspect::FormPoster;
 pub use keystore::{Fetcher, Store};
+pub use plugin::OAuthPlugin;
+
+wasp_plugin_sdk::export_plugin!(OAuthPlugin);

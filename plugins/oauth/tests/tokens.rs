@@ -570,3 +570,40 @@ fn malformed_tokens_are_refused_without_panicking() {
         Err(JwtError::Malformed(_))
     ));
 }
+
+#[test]
+fn with_a_background_tick_verifications_do_not_fetch_cached_keys() {
+    let signer = Signer::new("p256.pem", Algorithm::ES256, "k");
+    let token = signer.sign(&with(claims(), json!({"exp": NOW + 100_000})));
+    let http = Http::serving(&jwks(&[signer.jwk(true)]));
+    let kv = MemoryStore::default();
+    let mut ticker = remote();
+    let mut worker = remote();
+    worker.set_background_refresh(true);
+    // No key set yet: the first verification fetches anyway.
+    assert_eq!(verify(&mut worker, &token, NOW_MS, &http, &kv), Ok(()));
+    assert_eq!(http.gets.get(), 1);
+    // Long past the refresh interval, with the provider failing: no fetch on the client's path.
+    http.fail(Err("down"));
+    assert_eq!(
+        verify(&mut worker, &token, NOW_MS + 900_000, &http, &kv),
+        Ok(())
+    );
+    assert_eq!(http.gets.get(), 1);
+    // The tick (on another instance) refreshes; the worker adopts the new set from kv without fetching.
+    let rotated = Signer::new("p384.pem", Algorithm::ES384, "k2");
+    http.serve(&jwks(&[rotated.jwk(true)]));
+    ticker.refresh_if_due(NOW_MS + 900_000, &http, &kv);
+    assert_eq!(http.gets.get(), 2);
+    assert_eq!(
+        verify(
+            &mut worker,
+            &rotated.sign(&claims()),
+            NOW_MS + 900_001,
+            &http,
+            &kv
+        ),
+        Ok(())
+    );
+    assert_eq!(http.gets.get(), 2);
+}
