@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
-use wasp_plugin_host::{Chain, HostConfig, HostError, HostServices, PluginHost};
+use wasp_plugin_host::{Chain, HostConfig, HostError, HostServices, Plugin, PluginHost};
 
 use crate::broker::Broker;
 use crate::config::{Config, ListenerKind};
@@ -45,6 +45,8 @@ pub struct Server {
     broker: Arc<Broker>,
     /// Each listener with its plugin chain.
     listeners: Vec<(Arc<str>, TcpListener, Chain)>,
+    /// The plugins that export `ticker`, called periodically while the server runs.
+    tickers: Vec<Plugin>,
     /// Keeps the plugins' engine (and its epoch ticker) alive; `None` without plugins.
     _plugin_host: Option<PluginHost>,
 }
@@ -77,9 +79,16 @@ impl Server {
                 }
             }
         }
+        let tickers = plugins
+            .iter()
+            .map(|(_, plugin)| plugin)
+            .filter(|plugin| plugin.exports().ticker)
+            .cloned()
+            .collect();
         Ok(Server {
             broker: Arc::new(Broker::new(config)),
             listeners,
+            tickers,
             _plugin_host: plugin_host,
         })
     }
@@ -109,6 +118,9 @@ impl Server {
                 chain,
                 stop_rx.clone(),
             ));
+        }
+        for plugin in self.tickers {
+            tasks.spawn(tick_loop(plugin, stop_rx.clone()));
         }
         tasks.spawn(crate::sys::run(
             self.broker.clone(),
@@ -174,8 +186,33 @@ async fn accept_loop(
     while connections.join_next().await.is_some() {}
 }
 
+/// How long after a failed `tick` (trap, deadline, out of memory) the broker calls it again.
+const TICK_RETRY: Duration = Duration::from_secs(30);
+
+/// Calls a plugin's `tick` right away, then after the delay each call returns, until it returns 0 or
+/// the server stops. One task per plugin, so ticks of one plugin never overlap.
+async fn tick_loop(plugin: Plugin, mut stop: watch::Receiver<bool>) {
+    loop {
+        let delay = match plugin.tick().await {
+            Ok(0) => {
+                debug!(plugin = plugin.name(), "plugin asked for no more ticks");
+                return;
+            }
+            Ok(seconds) => Duration::from_secs(u64::from(seconds)),
+            Err(e) => {
+                warn!(plugin = plugin.name(), error = %e, retry_in = ?TICK_RETRY, "plugin tick failed");
+                TICK_RETRY
+            }
+        };
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
 /// A loaded plugin and the listeners it serves (empty: all).
-type LoadedPlugin = (Vec<String>, wasp_plugin_host::Plugin);
+type LoadedPlugin = (Vec<String>, Plugin);
 
 /// Loads every configured plugin, in order. The host is sized from the plugins' own limits.
 async fn load_plugins(

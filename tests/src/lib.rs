@@ -5,6 +5,7 @@
 //!   ([`Inbox::wait_for`]) or must not ([`Inbox::none_within`]).
 //! - [`v4`] / [`v5`]: rumqttc clients (MQTT 3.1.1 / 5.0) whose event loop runs in a task feeding an [`Inbox`].
 //! - [`raw`]: a TCP socket speaking hand-written bytes, for the negative paths.
+//! - [`idp`]: a mock OAuth identity provider (JWKS, introspection) over HTTPS on loopback.
 //!
 //! Every wait is bounded by [`TIMEOUT`] (must happen) or a short quiet period such as [`QUIET`] (must not).
 
@@ -17,6 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use wasp::config::Config;
+
+pub mod idp;
 
 /// Longest wait for something that must happen.
 pub const TIMEOUT: Duration = Duration::from_secs(5);

@@ -1316,3 +1316,46 @@ async fn enhanced_reauthentication() {
     }
     conn.expect_closed().await;
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// The ticker export and the http import through the broker
+// ---------------------------------------------------------------------------------------------------------
+
+/// The broker calls `tick` of a plugin that exports `ticker` right after start-up, without any client:
+/// the http-probe guest's tick fetches its `tick_url` over real HTTPS through its grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_ticks_a_plugin_which_fetches_over_https() {
+    let idp = wasp_tests::idp::Idp::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &idp.ca_pem).expect("write CA");
+    let mut probe = spec(
+        "probe",
+        test_programs::HTTP_PROBE,
+        &format!(r#"{{"tick_url": "{}"}}"#, idp.url("/jwks")),
+    );
+    probe.http = Some(wasp_plugin_host::HttpGrant {
+        hosts: vec![idp.host()],
+        ca_file: Some(ca_file),
+        allow_plain_http: false,
+    });
+    probe.limits.call_timeout = Duration::from_secs(2);
+    let _broker = Broker::start_with(|c| install(c, vec![plugin(probe)])).await;
+    let deadline = Instant::now() + wasp_tests::TIMEOUT;
+    while idp.hits("/jwks") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the broker did not call tick within {:?}",
+            wasp_tests::TIMEOUT
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = &idp.received()[0];
+    assert_eq!(
+        (first.method.as_str(), first.path.as_str()),
+        ("GET", "/jwks")
+    );
+    // The guest asks for its next tick in 30 s: no second call comes meanwhile.
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(idp.hits("/jwks"), 1);
+}
