@@ -47,9 +47,16 @@ struct HostHttp {
 
 #[cfg(feature = "http")]
 impl HostHttp {
-    fn send(&self, request: wasp_plugin_sdk::http::Request) -> Result<(u16, Vec<u8>), String> {
+    fn send(&self, mut request: wasp_plugin_sdk::http::Request) -> Result<(u16, Vec<u8>), String> {
+        // Once: introspection gives its own headers, `accept` among them.
+        if !request
+            .headers()
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("accept"))
+        {
+            request = request.header("accept", "application/json");
+        }
         request
-            .header("accept", "application/json")
             .timeout(std::time::Duration::from_millis(u64::from(self.timeout_ms)))
             .send()
             .map(|response| (response.status, response.body))
