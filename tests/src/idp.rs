@@ -141,7 +141,9 @@ impl Idp {
 
     /// Answers introspection of `token` with this JSON document.
     pub fn set_introspection(&self, token: &str, json: impl Into<String>) {
-        self.lock().introspection.insert(token.to_owned(), json.into());
+        self.lock()
+            .introspection
+            .insert(token.to_owned(), json.into());
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -155,7 +157,11 @@ impl Idp {
 
     /// How many requests reached `path`.
     pub fn hits(&self, path: &str) -> usize {
-        self.lock().received.iter().filter(|r| r.path == path).count()
+        self.lock()
+            .received
+            .iter()
+            .filter(|r| r.path == path)
+            .count()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -6,6 +6,7 @@
 //! - [`v4`] / [`v5`]: rumqttc clients (MQTT 3.1.1 / 5.0) whose event loop runs in a task feeding an [`Inbox`].
 //! - [`raw`]: a TCP socket speaking hand-written bytes, for the negative paths.
 //! - [`idp`]: a mock OAuth identity provider (JWKS, introspection) over HTTPS on loopback.
+//! - [`cli`]: runs a command-line client (`mosquitto_pub`, `mosquitto_sub`, a Python script) with a bound.
 //!
 //! Every wait is bounded by [`TIMEOUT`] (must happen) or a short quiet period such as [`QUIET`] (must not).
 
@@ -20,6 +21,53 @@ use tokio::time::{Instant, timeout};
 use wasp::config::Config;
 
 pub mod idp;
+
+pub mod cli {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// How a command ended.
+    #[derive(Debug)]
+    pub struct Output {
+        pub success: bool,
+        pub stdout: String,
+        pub stderr: String,
+    }
+
+    /// Runs `program` with `args` (no stdin) on a blocking thread; kills it and panics if it has not
+    /// exited within `limit`.
+    pub async fn run(program: &str, args: Vec<String>, limit: Duration) -> Output {
+        let program = program.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut child = Command::new(&program)
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run {program} (tests/run installs the clients): {e}")
+                });
+            let deadline = Instant::now() + limit;
+            while child.try_wait().expect("wait for the child").is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("{program} {args:?} did not exit within {limit:?}");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let output = child.wait_with_output().expect("child output");
+            Output {
+                success: output.status.success(),
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            }
+        })
+        .await
+        .expect("command task")
+    }
+}
 
 /// Longest wait for something that must happen.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -649,6 +697,23 @@ pub mod raw {
             }
             packet.extend(self.recv_exact(remaining).await);
             packet
+        }
+
+        /// Encodes `packet` as MQTT 5.0 with Wasp's codec and writes it.
+        pub async fn send_v5(&mut self, packet: &wasp_mqtt::Packet) {
+            let mut buf = bytes::BytesMut::new();
+            wasp_mqtt::encode(packet, wasp_mqtt::ProtocolVersion::V5, &mut buf, u32::MAX)
+                .expect("encode");
+            self.send(&buf).await;
+        }
+
+        /// Reads one packet within [`TIMEOUT`] and decodes it as MQTT 5.0 with Wasp's codec.
+        pub async fn recv_v5(&mut self) -> wasp_mqtt::Packet {
+            let bytes = self.recv_packet().await;
+            let mut buf = bytes::BytesMut::from(&bytes[..]);
+            wasp_mqtt::decode(&mut buf, Some(wasp_mqtt::ProtocolVersion::V5), u32::MAX)
+                .unwrap_or_else(|e| panic!("undecodable packet {bytes:02x?}: {e:?}"))
+                .unwrap_or_else(|| panic!("incomplete packet {bytes:02x?}"))
         }
 
         /// Asserts that the broker closes the connection within `limit` without sending anything more.

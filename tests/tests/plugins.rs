@@ -6,10 +6,8 @@
 //! Every broker runs in-process on `127.0.0.1:0`; every wait is bounded.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode, LastWill, PubAckReason, PublishProperties, SubscribeReasonCode,
@@ -132,34 +130,8 @@ async fn round_trip(addr: std::net::SocketAddr, id: &str) {
 
 /// Runs `mosquitto_pub` with `args` (10 s bound); returns whether it exited successfully, and its stderr.
 async fn mosquitto_pub(args: Vec<String>) -> (bool, String) {
-    tokio::task::spawn_blocking(move || {
-        let mut child = Command::new("mosquitto_pub")
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("mosquitto_pub is installed (tests/run installs mosquitto-clients)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if child.try_wait().expect("wait for mosquitto_pub").is_some() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("mosquitto_pub {args:?} did not exit within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let output = child.wait_with_output().expect("mosquitto_pub output");
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    })
-    .await
-    .expect("mosquitto_pub task")
+    let out = wasp_tests::cli::run("mosquitto_pub", args, Duration::from_secs(10)).await;
+    (out.success, out.stderr)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1013,17 +985,11 @@ async fn plugin_rejecting_its_config_fails_server_bind() {
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
 async fn send(conn: &mut Conn, packet: Packet) {
-    let mut buf = BytesMut::new();
-    wasp_mqtt::encode(&packet, V5, &mut buf, u32::MAX).expect("encode");
-    conn.send(&buf).await;
+    conn.send_v5(&packet).await;
 }
 
 async fn recv(conn: &mut Conn) -> Packet {
-    let bytes = conn.recv_packet().await;
-    let mut buf = BytesMut::from(&bytes[..]);
-    wasp_mqtt::decode(&mut buf, Some(V5), u32::MAX)
-        .unwrap_or_else(|e| panic!("undecodable packet {bytes:02x?}: {e:?}"))
-        .unwrap_or_else(|| panic!("incomplete packet {bytes:02x?}"))
+    conn.recv_v5().await
 }
 
 fn auth_properties(method: &str, data: Option<&[u8]>) -> Properties {
