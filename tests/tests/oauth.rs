@@ -323,8 +323,9 @@ sys.exit(0 if ok else 1)
     );
 }
 
-/// rumqttc 5.0: the ACL from the claims refuses a publish outside it with PUBACK 0x87 (not routed), and a
-/// 3.1.1 client logs in with the same kind of token.
+/// rumqttc 5.0: the ACL from the claims refuses a publish outside it with PUBACK 0x87 (not routed); a
+/// 3.1.1 client logs in with the same kind of token; a 5.0 client logs in through enhanced
+/// authentication (rumqttc cannot re-authenticate: that is tested in raw packets below).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_from_claims_with_rumqttc() {
     let idp = Idp::start().await;
@@ -384,6 +385,29 @@ async fn acl_from_claims_with_rumqttc() {
         b"19",
     )
     .await;
+    // rumqttc's MQTT 5 enhanced authentication: the token in CONNECT's Authentication Data.
+    let mut options = v5::options("dev-9", broker.addr);
+    options.set_authentication_method(Some(METHOD.to_owned()));
+    options.set_authentication_data(Some(a.sign(&claims("dev-9", 300)).into_bytes().into()));
+    let mut enhanced = v5::connect(options).await;
+    let ack = enhanced
+        .publish_acked(
+            "devices/dev-9/temp",
+            false,
+            b"17",
+            PublishProperties::default(),
+        )
+        .await;
+    assert_eq!(ack.reason, PubAckReason::NoMatchingSubscribers, "{ack:?}");
+    let mut options = v5::options("dev-9b", broker.addr);
+    options.set_authentication_method(Some(METHOD.to_owned()));
+    options.set_authentication_data(Some(
+        key_b().sign(&claims("dev-9b", 300)).into_bytes().into(),
+    ));
+    assert_eq!(
+        v5::connect_refused(options).await,
+        ConnectReturnCode::NotAuthorized
+    );
     assert_eq!(
         v5::connect_refused(v5_with_token(
             "dev-9",
