@@ -1,5 +1,6 @@
-//! The `wasp` binary's subcommands run as a user would (`wasp passwd`, `wasp plugin inspect`), and the
-//! demo configuration in `examples/demo/`.
+//! The `wasp` binary's subcommands run as a user would (`wasp passwd`, `wasp plugin inspect`), the
+//! demo configuration in `examples/demo/`, and the identity provider configurations in
+//! `examples/oauth/`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -301,4 +302,51 @@ fn demo_passwords_verify() {
     assert_eq!(users.len(), 2);
     assert_eq!(users.verify("alice", b"alice-password"), Verify::Ok);
     assert_eq!(users.verify("bob", b"bob-password"), Verify::Ok);
+}
+
+/// Every `examples/oauth/*.toml` is a valid broker configuration: clients need a token, the oauth
+/// plugin (the release `.wasm`, which need not exist: validation does not open it) with a longer call
+/// deadline than the default, HTTPS granted to the key set's host only, and an issuer, audience and key
+/// set in its `config`. The plugin's own checks of that `config` run in
+/// `plugins/oauth/tests/examples.rs`.
+#[test]
+fn oauth_example_configs_validate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/oauth");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    let names: Vec<_> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["auth0.toml", "entra.toml", "keycloak.toml"]);
+    for file in &files {
+        let config =
+            wasp::config::Config::load(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(!config.allow_anonymous, "{}", file.display());
+        assert_eq!(config.listeners.len(), 1);
+        assert_eq!(config.plugins.len(), 1);
+        let spec = &config.plugins[0].spec;
+        assert_eq!(spec.name, "oauth");
+        assert_eq!(
+            spec.wasm,
+            dir.join("../../target/wasm32-wasip2/release/wasp_oauth_plugin.wasm")
+        );
+        assert_eq!(spec.limits.call_timeout, std::time::Duration::from_secs(3));
+        let plugin: serde_json::Value = serde_json::from_str(&spec.config_json).unwrap();
+        let jwks_url = plugin["jwks_url"].as_str().unwrap();
+        let grant = spec.http.as_ref().expect("an http grant");
+        assert_eq!(grant.hosts.len(), 1);
+        assert!(
+            jwks_url.starts_with(&format!("https://{}/", grant.hosts[0])),
+            "{jwks_url} is not on {:?}",
+            grant.hosts
+        );
+        assert!(grant.ca_file.is_none() && !grant.allow_plain_http);
+        assert!(plugin["issuer"].as_str().unwrap().starts_with("https://"));
+        assert!(!plugin["audience"].as_str().unwrap().is_empty());
+    }
 }
