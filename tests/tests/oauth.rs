@@ -386,26 +386,26 @@ async fn acl_from_claims_with_rumqttc() {
     )
     .await;
     // rumqttc's MQTT 5 enhanced authentication: the token in CONNECT's Authentication Data.
-    let mut options = v5::options("dev-9", broker.addr);
-    options.set_authentication_method(Some(METHOD.to_owned()));
-    options.set_authentication_data(Some(a.sign(&claims("dev-9", 300)).into_bytes().into()));
-    let mut enhanced = v5::connect(options).await;
-    let ack = enhanced
-        .publish_acked(
-            "devices/dev-9/temp",
+    let enhanced = |id: &str, signer: &Signer| {
+        let mut options = v5::options(id, broker.addr);
+        options.set_authentication_method(Some(METHOD.to_owned()));
+        options.set_authentication_data(Some(signer.sign(&claims(id, 300)).into_bytes().into()));
+        options
+    };
+    let mut dev9 = v5::connect(enhanced("dev-9", &a)).await;
+    assert_eq!(
+        dev9.publish_acked(
+            "devices/dev-9/t",
             false,
             b"17",
-            PublishProperties::default(),
+            PublishProperties::default()
         )
-        .await;
-    assert_eq!(ack.reason, PubAckReason::NoMatchingSubscribers, "{ack:?}");
-    let mut options = v5::options("dev-9b", broker.addr);
-    options.set_authentication_method(Some(METHOD.to_owned()));
-    options.set_authentication_data(Some(
-        key_b().sign(&claims("dev-9b", 300)).into_bytes().into(),
-    ));
+        .await
+        .reason,
+        PubAckReason::NoMatchingSubscribers
+    );
     assert_eq!(
-        v5::connect_refused(options).await,
+        v5::connect_refused(enhanced("dev-9b", &key_b())).await,
         ConnectReturnCode::NotAuthorized
     );
     assert_eq!(
@@ -618,8 +618,10 @@ async fn key_rotation_and_a_failing_or_hanging_provider() {
     wait_for_jwks_fetch(&idp).await;
     let fetched_at_start = idp.hits("/jwks");
 
-    // Rotation: the provider now publishes key B only.
+    // Rotation: the provider now publishes key B only. Every fetch attempt counts against the refetch
+    // limit, the start-up one too: let a second pass first.
     idp.set_jwks(jwks(&[&b]));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let rotated = v5::connect(v5_with_token(
         "dev-10",
         &broker,
