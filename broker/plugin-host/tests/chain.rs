@@ -1,19 +1,13 @@
 //! The chain: order, defer, topic filters, failure policies, transformer composition.
 
+mod common;
+
+use common::host;
 use std::time::Duration;
 
 use wasp_plugin_host::test_programs as guests;
 use wasp_plugin_host::types::*;
 use wasp_plugin_host::*;
-
-fn host() -> PluginHost {
-    let dir = tempfile::tempdir().unwrap().keep();
-    PluginHost::new(HostConfig {
-        cache_dir: Some(dir),
-        ..HostConfig::default()
-    })
-    .unwrap()
-}
 
 async fn load(
     host: &PluginHost,

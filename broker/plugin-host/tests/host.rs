@@ -2,6 +2,9 @@
 //! call returns `Err`, is counted, the instance is recycled, the next call works), failure policies
 //! hold, and the sandbox grants nothing but what the spec grants.
 
+mod common;
+
+use common::host;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,15 +29,6 @@ impl Clock for FixedClock {
     fn now_millis(&self) -> u64 {
         self.0
     }
-}
-
-fn host() -> PluginHost {
-    let dir = tempfile::tempdir().unwrap().keep();
-    PluginHost::new(HostConfig {
-        cache_dir: Some(dir),
-        ..HostConfig::default()
-    })
-    .unwrap()
 }
 
 async fn load(host: &PluginHost, name: &str, wasm: &str, config: &str) -> Plugin {

@@ -2,6 +2,9 @@
 //! 127.0.0.1, whose certificate is signed by a CA made for the test and trusted through the grant's
 //! `ca_file`. The guest is `http-probe`: its `authenticate` fetches the URL in the password.
 
+mod common;
+
+use common::host;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -183,15 +186,6 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     let _ = stream.write_all(response.as_bytes()).await;
     let _ = stream.write_all(&payload).await;
     let _ = stream.shutdown().await;
-}
-
-fn host() -> PluginHost {
-    let dir = tempfile::tempdir().unwrap().keep();
-    PluginHost::new(HostConfig {
-        cache_dir: Some(dir),
-        ..HostConfig::default()
-    })
-    .unwrap()
 }
 
 async fn probe(
