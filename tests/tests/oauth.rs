@@ -158,6 +158,17 @@ async fn wait_for_jwks_fetch(idp: &Idp) {
     }
 }
 
+/// A provider publishing `keys`, and an [`oauth_broker`] using it, once the plugin's start-up tick has
+/// fetched the key set. The temporary directory holds the provider's CA file.
+async fn start(keys: &[&Signer], min_refetch_secs: u32) -> (Idp, Broker, tempfile::TempDir) {
+    let idp = Idp::start().await;
+    idp.set_jwks(jwks(keys));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = oauth_broker(&idp, dir.path(), min_refetch_secs).await;
+    wait_for_jwks_fetch(&idp).await;
+    (idp, broker, dir)
+}
+
 fn v5_with_token(id: &str, broker: &Broker, token: &str) -> rumqttc::v5::MqttOptions {
     let mut options = v5::options(id, broker.addr);
     options.set_credentials("ignored", token);
@@ -172,12 +183,8 @@ fn v5_with_token(id: &str, broker: &Broker, token: &str) -> rumqttc::v5::MqttOpt
 /// a key the provider does not publish, an expired token and a token for another client id are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_clients_with_a_jwt_password() {
-    let idp = Idp::start().await;
     let a = key_a();
-    idp.set_jwks(jwks(&[&a]));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = oauth_broker(&idp, dir.path(), 60).await;
-    wait_for_jwks_fetch(&idp).await;
+    let (_idp, broker, _dir) = start(&[&a], 60).await;
     let port = broker.addr.port().to_string();
     let common = |id: &str, token: &str, version: &str| -> Vec<String> {
         [
@@ -267,12 +274,8 @@ async fn paho_with_a_jwt_password() {
         "{} is missing: run tests/run, which makes the venv with paho-mqtt",
         python.display()
     );
-    let idp = Idp::start().await;
     let a = key_a();
-    idp.set_jwks(jwks(&[&a]));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = oauth_broker(&idp, dir.path(), 60).await;
-    wait_for_jwks_fetch(&idp).await;
+    let (_idp, broker, _dir) = start(&[&a], 60).await;
     let script = r#"
 import sys, threading
 import paho.mqtt.client as mqtt
@@ -328,12 +331,8 @@ sys.exit(0 if ok else 1)
 /// authentication (rumqttc cannot re-authenticate: that is tested in raw packets below).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_from_claims_with_rumqttc() {
-    let idp = Idp::start().await;
     let a = key_a();
-    idp.set_jwks(jwks(&[&a]));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = oauth_broker(&idp, dir.path(), 60).await;
-    wait_for_jwks_fetch(&idp).await;
+    let (_idp, broker, _dir) = start(&[&a], 60).await;
 
     let mut watcher = v5::connect(v5_with_token(
         "watcher",
@@ -465,12 +464,8 @@ async fn enhanced_connect(broker: &Broker, client_id: &str, token: &str) -> (Con
 /// expiry; a connection that does not re-authenticate gets DISCONNECT 0xA0 when its token expires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enhanced_auth_reauthentication_and_expiry() {
-    let idp = Idp::start().await;
     let a = key_a();
-    idp.set_jwks(jwks(&[&a]));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = oauth_broker(&idp, dir.path(), 60).await;
-    wait_for_jwks_fetch(&idp).await;
+    let (_idp, broker, _dir) = start(&[&a], 60).await;
 
     // A bad token through enhanced authentication: CONNACK 0x87.
     let (_, reason) =
@@ -534,8 +529,7 @@ async fn enhanced_auth_reauthentication_and_expiry() {
 /// is cached (a second login makes no second request).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opaque_tokens_through_introspection() {
-    let idp = Idp::start().await;
-    idp.set_jwks(jwks(&[&key_a()]));
+    let (idp, broker, _dir) = start(&[&key_a()], 60).await;
     idp.set_introspection(
         "opaque-live",
         json!({
@@ -548,9 +542,6 @@ async fn opaque_tokens_through_introspection() {
         })
         .to_string(),
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = oauth_broker(&idp, dir.path(), 60).await;
-    wait_for_jwks_fetch(&idp).await;
 
     let mut client = v5::connect(v5_with_token("dev-5", &broker, "opaque-live")).await;
     let ack = client
@@ -609,13 +600,9 @@ async fn opaque_tokens_through_introspection() {
 /// served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_rotation_and_a_failing_or_hanging_provider() {
-    let idp = Idp::start().await;
     let (a, b) = (key_a(), key_b());
-    idp.set_jwks(jwks(&[&a]));
-    let dir = tempfile::tempdir().expect("tempdir");
     // Refetch for an unknown kid at most once a second, so the test can see two refetches.
-    let broker = oauth_broker(&idp, dir.path(), 1).await;
-    wait_for_jwks_fetch(&idp).await;
+    let (idp, broker, _dir) = start(&[&a], 1).await;
     let fetched_at_start = idp.hits("/jwks");
 
     // Rotation: the provider now publishes key B only. Every fetch attempt counts against the refetch
