@@ -95,25 +95,44 @@ struct CacheKey {
 /// The cached verdicts of one topic name or filter, one per [`CacheKey`] asked (usually one).
 type CacheSlots = Vec<(CacheKey, Verdict, Instant)>;
 
+/// What a listener decides when every plugin defers (or there is none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Defaults {
+    /// The listener's `allow_anonymous` (else the top-level one): authentication and authorization
+    /// are allowed when every plugin defers.
+    pub(crate) allow_anonymous: bool,
+    /// The client presented a verified certificate whose identity became its user name: that
+    /// authenticates it when every authentication plugin defers. Authorization still follows
+    /// `allow_anonymous`.
+    pub(crate) certificate_authenticates: bool,
+}
+
+impl Defaults {
+    /// Whether CONNECT is accepted when every authentication plugin defers.
+    pub(crate) fn authenticates(self) -> bool {
+        self.allow_anonymous || self.certificate_authenticates
+    }
+}
+
 /// The hooks of one connection's listener, with the session's attributes and cached verdicts.
 pub(crate) struct Access {
     chain: Chain,
     session: wit::Session,
-    /// Verdict when every plugin defers: the listener's default.
-    allow_by_default: bool,
+    /// Verdicts when every plugin defers: the listener's defaults.
+    defaults: Defaults,
     /// Keyed by topic (or filter) so that a lookup borrows the PUBLISH's topic instead of allocating a key.
     cache: HashMap<String, CacheSlots>,
 }
 
 impl Access {
-    pub(crate) fn new(chain: Chain, client: wit::ClientInfo, allow_by_default: bool) -> Self {
+    pub(crate) fn new(chain: Chain, client: wit::ClientInfo, defaults: Defaults) -> Self {
         Self {
             chain,
             session: wit::Session {
                 client,
                 attributes: Vec::new(),
             },
-            allow_by_default,
+            defaults,
             cache: HashMap::new(),
         }
     }
@@ -121,6 +140,11 @@ impl Access {
     /// The listener's plugin chain.
     pub(crate) fn chain(&self) -> &Chain {
         &self.chain
+    }
+
+    /// The listener's defaults.
+    pub(crate) fn defaults(&self) -> Defaults {
+        self.defaults
     }
 
     /// The client as plugins see it.
@@ -204,7 +228,7 @@ impl Access {
     }
 
     fn default_verdict(&self, qos: QoS, what: &str) -> Verdict {
-        if self.allow_by_default {
+        if self.defaults.allow_anonymous {
             Ok(qos)
         } else {
             Err(Refusal {
@@ -338,7 +362,11 @@ mod tests {
             protocol: wit::ProtocolVersion::V5,
             tls_identity: None,
         };
-        Access::new(Chain::default(), client, allow_by_default)
+        let defaults = Defaults {
+            allow_anonymous: allow_by_default,
+            certificate_authenticates: false,
+        };
+        Access::new(Chain::default(), client, defaults)
     }
 
     #[tokio::test]

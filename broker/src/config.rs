@@ -15,7 +15,12 @@
 //! [[listeners]]                      # repeatable; omit every [[listeners]] for the default listener
 //! name = "default"                   # required, unique, non-empty
 //! bind = "127.0.0.1:1883"            # required, IP:PORT (no host names); port 0 picks a free port
-//! protocol = "tcp"                   # optional; only "tcp" for now
+//! protocol = "tcp"                   # optional; "tcp" or "ws" (MQTT over WebSocket)
+//! path = "/mqtt"                     # "ws" only: the upgrade request's path
+//! allow_anonymous = false            # optional; overrides the top-level value for this listener
+//! tls = { cert_file = "server.pem", key_file = "server.key" }  # optional: TLS (mqtts / wss)
+//! # tls also takes client_ca_file, require_client_cert = false, username_from_cert = "cn" | "san",
+//! # min_version = "1.2" | "1.3", reload_check_secs = 10 (0: on SIGHUP only)
 //!
 //! [limits]
 //! max_connections = 100000           # >= 1
@@ -108,14 +113,62 @@ pub struct Listener {
     pub bind: SocketAddr,
     /// Transport.
     pub kind: ListenerKind,
+    /// TLS on top of the transport (file table `tls`): MQTT over TLS, or WebSocket over TLS.
+    pub tls: Option<TlsSettings>,
+    /// Overrides the top-level `allow_anonymous` for this listener's clients.
+    pub allow_anonymous: Option<bool>,
 }
 
 /// A listener's transport (file key `protocol`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ListenerKind {
-    /// Plain MQTT over TCP (`protocol = "tcp"`).
+    /// MQTT over TCP (`protocol = "tcp"`).
     Tcp,
+    /// MQTT over WebSocket (`protocol = "ws"`): binary frames, subprotocol `mqtt`, upgrade requests only
+    /// on `path` (file key `path`, default `/mqtt`).
+    WebSocket {
+        /// The HTTP path of the upgrade request, starting with `/`.
+        path: String,
+    },
+}
+
+/// A listener's TLS settings (file table `[listeners.tls]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA bundle that client certificates are verified against; `None`: no client certificates.
+    pub client_ca_file: Option<PathBuf>,
+    /// Refuse clients without a valid certificate (mutual TLS). Needs `client_ca_file`.
+    pub require_client_cert: bool,
+    /// Take the MQTT user name from the client certificate instead of CONNECT.
+    pub username_from_cert: Option<CertField>,
+    /// Lowest TLS version accepted.
+    pub min_version: TlsVersion,
+    /// How often the certificate, key and CA files are checked for changes (SIGHUP reloads at once);
+    /// `None`: only on SIGHUP.
+    pub reload_check: Option<Duration>,
+}
+
+/// Which part of a client certificate names the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertField {
+    /// The subject's Common Name (`"cn"`).
+    CommonName,
+    /// The first DNS name, e-mail address or URI of the Subject Alternative Name extension (`"san"`).
+    SubjectAltName,
+}
+
+/// A TLS protocol version (file key `min_version`: `"1.2"` or `"1.3"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    V1_2,
+    /// TLS 1.3.
+    V1_3,
 }
 
 /// Resource and protocol limits (file table `[limits]`).
@@ -184,6 +237,8 @@ impl Default for Listener {
             name: "default".to_owned(),
             bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
             kind: ListenerKind::Tcp,
+            tls: None,
+            allow_anonymous: None,
         }
     }
 }
@@ -395,6 +450,21 @@ struct FileListener {
     name: Spanned<String>,
     bind: Spanned<String>,
     protocol: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    allow_anonymous: Option<bool>,
+    tls: Option<Spanned<FileTls>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert_file: Spanned<String>,
+    key_file: Spanned<String>,
+    client_ca_file: Option<Spanned<String>>,
+    require_client_cert: Option<Spanned<bool>>,
+    username_from_cert: Option<Spanned<String>>,
+    min_version: Option<Spanned<String>>,
+    reload_check_secs: Option<Spanned<i128>>,
 }
 
 /// Integers are read as `i128` so that negative and oversized values get a range message, not a type error.
@@ -619,25 +689,169 @@ impl Ctx<'_> {
                 }
             }
 
-            let kind = match &listener.protocol {
-                None => ListenerKind::Tcp,
+            let websocket = match &listener.protocol {
+                None => false,
                 Some(protocol) => match protocol.get_ref().as_str() {
-                    "tcp" => ListenerKind::Tcp,
+                    "tcp" => false,
+                    "ws" => true,
                     other => {
                         return Err(self.invalid(
                             protocol.span(),
                             "listeners.protocol",
                             format!(
-                                "listeners.protocol = {other:?} is not supported: use \"tcp\" (the only \
-                                 protocol for now)"
+                                "listeners.protocol = {other:?} is not supported: use \"tcp\" (MQTT over \
+                                 TCP) or \"ws\" (MQTT over WebSocket); add a [listeners.tls] table for TLS"
                             ),
                         ));
                     }
                 },
             };
-            out.push(Listener { name, bind, kind });
+            let kind = match (websocket, listener.path) {
+                (false, None) => ListenerKind::Tcp,
+                (false, Some(path)) => {
+                    return Err(self.invalid(
+                        path.span(),
+                        "listeners.path",
+                        "listeners.path is only for WebSocket listeners: remove it, or set \
+                         protocol = \"ws\""
+                            .to_owned(),
+                    ));
+                }
+                (true, None) => ListenerKind::WebSocket {
+                    path: "/mqtt".to_owned(),
+                },
+                (true, Some(path)) => {
+                    if !path.get_ref().starts_with('/')
+                        || path.get_ref().contains(char::is_whitespace)
+                    {
+                        return Err(self.invalid(
+                            path.span(),
+                            "listeners.path",
+                            format!(
+                                "listeners.path = {:?} is not an HTTP path: use one that starts with \
+                                 \"/\" and has no spaces, such as \"/mqtt\"",
+                                path.get_ref()
+                            ),
+                        ));
+                    }
+                    ListenerKind::WebSocket {
+                        path: path.into_inner(),
+                    }
+                }
+            };
+            let tls = match listener.tls {
+                None => None,
+                Some(tls) => Some(self.tls(tls)?),
+            };
+            out.push(Listener {
+                name,
+                bind,
+                kind,
+                tls,
+                allow_anonymous: listener.allow_anonymous,
+            });
         }
         Ok(out)
+    }
+
+    fn tls(&self, tls: Spanned<FileTls>) -> Result<TlsSettings, ConfigError> {
+        let table_span = tls.span();
+        let tls = tls.into_inner();
+        let path = |p: &Spanned<String>| self.base_dir.join(p.get_ref());
+        let require_client_cert = tls
+            .require_client_cert
+            .as_ref()
+            .is_some_and(|r| *r.get_ref());
+        if tls.client_ca_file.is_none() {
+            for (key, span) in [
+                (
+                    "require_client_cert",
+                    tls.require_client_cert
+                        .as_ref()
+                        .filter(|r| *r.get_ref())
+                        .map(Spanned::span),
+                ),
+                (
+                    "username_from_cert",
+                    tls.username_from_cert.as_ref().map(Spanned::span),
+                ),
+            ] {
+                if let Some(span) = span {
+                    return Err(self.invalid(
+                        span,
+                        &format!("listeners.tls.{key}"),
+                        format!(
+                            "listeners.tls.{key} needs client certificates: add \
+                             client_ca_file = \"ca.pem\" (the CA bundle that signs them) to the same table"
+                        ),
+                    ));
+                }
+            }
+        }
+        let username_from_cert = match &tls.username_from_cert {
+            None => None,
+            Some(field) => Some(match field.get_ref().as_str() {
+                "cn" => CertField::CommonName,
+                "san" => CertField::SubjectAltName,
+                other => {
+                    return Err(self.invalid(
+                        field.span(),
+                        "listeners.tls.username_from_cert",
+                        format!(
+                            "listeners.tls.username_from_cert = {other:?} is not a certificate field: \
+                             use \"cn\" (subject Common Name) or \"san\" (first Subject Alternative Name)"
+                        ),
+                    ));
+                }
+            }),
+        };
+        if username_from_cert.is_some() && !require_client_cert {
+            return Err(self.invalid(
+                table_span,
+                "listeners.tls.username_from_cert",
+                "listeners.tls.username_from_cert needs require_client_cert = true: a client without a \
+                 certificate would otherwise choose its own user name"
+                    .to_owned(),
+            ));
+        }
+        let min_version = match &tls.min_version {
+            None => TlsVersion::V1_2,
+            Some(v) => match v.get_ref().as_str() {
+                "1.2" => TlsVersion::V1_2,
+                "1.3" => TlsVersion::V1_3,
+                other => {
+                    return Err(self.invalid(
+                        v.span(),
+                        "listeners.tls.min_version",
+                        format!(
+                            "listeners.tls.min_version = {other:?} is not supported: use \"1.2\" or \"1.3\""
+                        ),
+                    ));
+                }
+            },
+        };
+        let reload_check = match &tls.reload_check_secs {
+            None => Some(Duration::from_secs(10)),
+            Some(secs) => {
+                let secs: u64 = self.int(
+                    secs,
+                    "listeners.tls.reload_check_secs",
+                    0,
+                    86_400,
+                    " seconds",
+                )?;
+                (secs > 0).then(|| Duration::from_secs(secs))
+            }
+        };
+        Ok(TlsSettings {
+            cert_file: path(&tls.cert_file),
+            key_file: path(&tls.key_file),
+            client_ca_file: tls.client_ca_file.as_ref().map(path),
+            require_client_cert,
+            username_from_cert,
+            min_version,
+            reload_check,
+        })
     }
 
     fn limits(&self, file: FileLimits) -> Result<Limits, ConfigError> {
@@ -1123,6 +1337,8 @@ mod tests {
                 name: "default".into(),
                 bind: "127.0.0.1:1883".parse().unwrap(),
                 kind: ListenerKind::Tcp,
+                tls: None,
+                allow_anonymous: None,
             }]
         );
         assert!(c.allow_anonymous);
@@ -1255,12 +1471,16 @@ reload_secs = 5
                     Listener {
                         name: "public".into(),
                         bind: "0.0.0.0:1883".parse().unwrap(),
-                        kind: ListenerKind::Tcp
+                        kind: ListenerKind::Tcp,
+                        tls: None,
+                        allow_anonymous: None,
                     },
                     Listener {
                         name: "local-v6".into(),
                         bind: "[::1]:11883".parse().unwrap(),
-                        kind: ListenerKind::Tcp
+                        kind: ListenerKind::Tcp,
+                        tls: None,
+                        allow_anonymous: None,
                     },
                 ],
                 limits: Limits {
@@ -1613,11 +1833,131 @@ reload_secs = 5
             "listeners.name",
         );
         let m = error(
-            "[[listeners]]\nname = \"a\"\nbind = \"127.0.0.1:1\"\nprotocol = \"ws\"\n",
+            "[[listeners]]\nname = \"a\"\nbind = \"127.0.0.1:1\"\nprotocol = \"mqtts\"\n",
             4,
             "listeners.protocol",
         );
-        assert!(m.contains("use \"tcp\""), "{m}");
+        assert!(
+            m.contains("use \"tcp\"") && m.contains("\"ws\"") && m.contains("[listeners.tls]"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn websocket_and_tls_listeners() {
+        let text = "allow_anonymous = false\n\
+                    [[listeners]]\nname = \"ws\"\nbind = \"127.0.0.1:8080\"\nprotocol = \"ws\"\n\
+                    [[listeners]]\nname = \"wss\"\nbind = \"127.0.0.1:8443\"\nprotocol = \"ws\"\n\
+                    path = \"/broker\"\nallow_anonymous = true\n\
+                    [listeners.tls]\ncert_file = \"certs/server.pem\"\nkey_file = \"/etc/wasp/server.key\"\n\
+                    [[listeners]]\nname = \"mtls\"\nbind = \"127.0.0.1:8883\"\n\
+                    tls = { cert_file = \"s.pem\", key_file = \"s.key\", client_ca_file = \"ca.pem\", \
+                    require_client_cert = true, username_from_cert = \"san\", min_version = \"1.3\", \
+                    reload_check_secs = 0 }\n";
+        let c = Config::parse_in(text, "wasp.toml", Path::new("/etc/wasp")).unwrap();
+        let [ws, wss, mtls] = &c.listeners[..] else {
+            panic!("three listeners: {:?}", c.listeners)
+        };
+        assert_eq!(
+            ws.kind,
+            ListenerKind::WebSocket {
+                path: "/mqtt".into()
+            }
+        );
+        assert_eq!((ws.tls.as_ref(), ws.allow_anonymous), (None, None));
+        assert_eq!(
+            wss.kind,
+            ListenerKind::WebSocket {
+                path: "/broker".into()
+            }
+        );
+        assert_eq!(wss.allow_anonymous, Some(true));
+        assert_eq!(
+            wss.tls,
+            Some(TlsSettings {
+                cert_file: "/etc/wasp/certs/server.pem".into(),
+                key_file: "/etc/wasp/server.key".into(),
+                client_ca_file: None,
+                require_client_cert: false,
+                username_from_cert: None,
+                min_version: TlsVersion::V1_2,
+                reload_check: Some(Duration::from_secs(10)),
+            })
+        );
+        assert_eq!(mtls.kind, ListenerKind::Tcp);
+        assert_eq!(
+            mtls.tls,
+            Some(TlsSettings {
+                cert_file: "/etc/wasp/s.pem".into(),
+                key_file: "/etc/wasp/s.key".into(),
+                client_ca_file: Some("/etc/wasp/ca.pem".into()),
+                require_client_cert: true,
+                username_from_cert: Some(CertField::SubjectAltName),
+                min_version: TlsVersion::V1_3,
+                reload_check: None,
+            })
+        );
+    }
+
+    #[test]
+    fn websocket_and_tls_listener_errors() {
+        let base = "[[listeners]]\nname = \"a\"\nbind = \"127.0.0.1:1\"\n";
+        let m = error(&format!("{base}path = \"/mqtt\"\n"), 4, "listeners.path");
+        assert!(m.contains("protocol = \"ws\""), "{m}");
+        let m = error(
+            &format!("{base}protocol = \"ws\"\npath = \"mqtt\"\n"),
+            5,
+            "listeners.path",
+        );
+        assert!(m.contains("starts with \"/\""), "{m}");
+        let tls = |rest: &str| {
+            format!("{base}[listeners.tls]\ncert_file = \"c\"\nkey_file = \"k\"\n{rest}")
+        };
+        let m = error(
+            &tls("require_client_cert = true\n"),
+            7,
+            "listeners.tls.require_client_cert",
+        );
+        assert!(m.contains("add client_ca_file"), "{m}");
+        let m = error(
+            &tls("username_from_cert = \"cn\"\n"),
+            7,
+            "listeners.tls.username_from_cert",
+        );
+        assert!(m.contains("client_ca_file"), "{m}");
+        let m = error(
+            &tls("client_ca_file = \"ca\"\nusername_from_cert = \"cn\"\n"),
+            4,
+            "listeners.tls.username_from_cert",
+        );
+        assert!(m.contains("require_client_cert = true"), "{m}");
+        let m = error(
+            &tls(
+                "client_ca_file = \"ca\"\nrequire_client_cert = true\nusername_from_cert = \"dn\"\n",
+            ),
+            9,
+            "listeners.tls.username_from_cert",
+        );
+        assert!(m.contains("\"cn\"") && m.contains("\"san\""), "{m}");
+        let m = error(
+            &tls("min_version = \"1.1\"\n"),
+            7,
+            "listeners.tls.min_version",
+        );
+        assert!(m.contains("\"1.2\" or \"1.3\""), "{m}");
+        error(
+            &tls("reload_check_secs = -1\n"),
+            7,
+            "listeners.tls.reload_check_secs",
+        );
+        let m = error(
+            &format!("{base}[listeners.tls]\ncert_file = \"c\"\n"),
+            4,
+            "key_file",
+        );
+        assert!(m.contains("key_file"), "{m}");
+        let m = error(&tls("ca = \"x\"\n"), 7, "ca");
+        assert!(m.contains("client_ca_file"), "{m}");
     }
 
     #[test]
@@ -1671,7 +2011,8 @@ reload_secs = 5
         );
         assert_eq!(
             m,
-            "wasp.toml:3: unknown key `lisen` in [[listeners]]: expected one of name, bind, protocol"
+            "wasp.toml:3: unknown key `lisen` in [[listeners]]: expected one of name, bind, protocol, path, \
+             allow_anonymous, tls"
         );
         let m = error(
             "[limits]\nmax_inflight = 1\nmax_packets = 2\n",

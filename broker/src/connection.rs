@@ -20,7 +20,6 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{oneshot, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 use wasp_mqtt::topic::{Filter, parse_filter};
@@ -31,11 +30,13 @@ use wasp_mqtt::{
 };
 
 use wasp_plugin_host::types as wit;
-use wasp_plugin_host::{Chain, Hook, Plugin};
+use wasp_plugin_host::{Hook, Plugin};
 
-use crate::access::{self, Access, Refusal};
+use crate::access::{self, Access, Defaults, Refusal};
 use crate::broker::{Broker, ClientSlot};
+use crate::server::ListenerCtx;
 use crate::session::{Delivery, Inflight, Message, Session, SubscriptionEntry};
+use crate::transport::{Reader, Writer};
 
 /// Stop taking messages from the session queue once this many bytes wait to be written.
 const OUT_HIGH_WATER: usize = 64 * 1024;
@@ -114,64 +115,113 @@ fn violation(code: ReasonCode, why: impl Into<String>) -> Close {
     Close::Violation(code, why)
 }
 
-/// Serves one accepted socket until it closes.
+/// Serves one accepted socket until it closes: the transport's handshakes, CONNECT, then the session.
 pub(crate) async fn serve(
     broker: Arc<Broker>,
-    stream: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
-    listener: Arc<str>,
-    chain: Chain,
+    listener: Arc<ListenerCtx>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let span = info_span!("conn", %peer, %listener, client_id = tracing::field::Empty);
+    let span =
+        info_span!("conn", %peer, listener = %listener.name, client_id = tracing::field::Empty);
     async move {
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-        let (reader, writer) = stream.into_split();
+        // One deadline for the TLS and WebSocket handshakes and the CONNECT packet: a slow or silent
+        // socket is closed after the CONNECT timeout whatever stage it stalls in.
+        let deadline = tokio::time::Instant::now() + broker.config.limits.connect_timeout;
+        let stream = match tokio::time::timeout_at(deadline, listener.transport.accept(tcp)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(why)) => {
+                debug!(%why, "closing before CONNECT");
+                return;
+            }
+            Err(_) => {
+                broker
+                    .stats
+                    .connect_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!("closing before CONNECT: handshake not done within the connect timeout");
+                return;
+            }
+        };
         let mut io = Io {
-            reader,
-            writer,
+            reader: stream.reader,
+            writer: stream.writer,
+            unflushed: false,
             inbuf: BytesMut::with_capacity(4096),
             outbuf: BytesMut::new(),
             broker: broker.clone(),
         };
-        let connect = match io.read_connect().await {
+        let mut connect = match io.read_connect(deadline).await {
             Ok(c) => c,
             Err(reason) => {
                 debug!(%reason, "closing before CONNECT completed");
                 return;
             }
         };
+        let cert = stream.client_cert;
+        if let Some(username) = cert.as_ref().and_then(|c| c.username.clone()) {
+            // The certificate names the client (as Mosquitto's use_identity_as_username): what CONNECT
+            // says is replaced, so plugins and ACLs see the verified name.
+            connect.username = Some(username);
+        }
         let client = wit::ClientInfo {
             client_id: connect.client_id.clone(),
             username: connect.username.clone(),
-            listener: listener.to_string(),
+            listener: listener.name.to_string(),
             peer_address: peer.to_string(),
             protocol: access::wit_protocol(connect.protocol),
-            tls_identity: None,
+            tls_identity: cert.as_ref().map(|c| c.identity.clone()),
         };
-        let access = Access::new(chain, client, broker.config.allow_anonymous);
+        let defaults = Defaults {
+            allow_anonymous: listener.allow_anonymous,
+            certificate_authenticates: cert.is_some_and(|c| c.username.is_some()),
+        };
+        let access = Access::new(listener.chain.clone(), client, defaults);
         handshake_and_run(broker, io, *connect, access, shutdown).await;
     }
     .instrument(span)
     .await
 }
 
-/// The socket halves and buffers.
+/// The transport's halves and the buffers.
 struct Io {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: Reader,
+    writer: Writer,
+    /// Bytes were written since the last flush (TLS records and WebSocket frames wait for a flush).
+    unflushed: bool,
     inbuf: BytesMut,
     outbuf: BytesMut,
     broker: Arc<Broker>,
 }
 
+/// Writes some of `outbuf` (if any) and flushes. Cancel safe in `select!`: an interrupted write wrote
+/// nothing, and an interrupted flush leaves `unflushed` set so the next call flushes again.
+async fn write_some(
+    writer: &mut Writer,
+    outbuf: &mut BytesMut,
+    unflushed: &mut bool,
+) -> std::io::Result<usize> {
+    let mut n = 0;
+    if !outbuf.is_empty() {
+        n = writer.write_buf(outbuf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        *unflushed = true;
+    }
+    writer.flush().await?;
+    *unflushed = false;
+    Ok(n)
+}
+
 impl Io {
     /// Reads the first packet, which must be CONNECT, within the connect timeout. Refusals that the spec
     /// answers with a CONNACK are written here.
-    async fn read_connect(&mut self) -> Result<Box<Connect>, String> {
-        let deadline = tokio::time::Instant::now() + self.broker.config.limits.connect_timeout;
+    async fn read_connect(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Box<Connect>, String> {
         match self.read_packet(None, deadline).await {
             Ok(Packet::Connect(c)) => Ok(c),
             Ok(other) => Err(format!(
@@ -227,9 +277,9 @@ impl Io {
     /// Writes everything buffered, keeping the connection open; false if the socket failed.
     async fn write_out(&mut self, limit: Duration) -> bool {
         let write = async {
-            while !self.outbuf.is_empty() {
-                match self.writer.write_buf(&mut self.outbuf).await {
-                    Ok(0) | Err(_) => return false,
+            while !self.outbuf.is_empty() || self.unflushed {
+                match write_some(&mut self.writer, &mut self.outbuf, &mut self.unflushed).await {
+                    Err(_) => return false,
                     Ok(n) => {
                         self.broker
                             .stats
@@ -313,11 +363,7 @@ async fn handshake_and_run(
     if assigned {
         let mut client = access.client().clone();
         client.client_id = client_id.to_string();
-        access = Access::new(
-            access.chain().clone(),
-            client,
-            broker.config.allow_anonymous,
-        );
+        access = Access::new(access.chain().clone(), client, access.defaults());
     }
     let auth_method = connect
         .properties
@@ -507,7 +553,9 @@ async fn authenticate(
 ) -> Option<wit::Attributes> {
     let version = connect.protocol;
     let chain = access.chain();
-    let allow_anonymous = io.broker.config.allow_anonymous;
+    // Every plugin deferring (or none configured) lets the client in on an anonymous listener, or when
+    // its verified certificate named it.
+    let allow_anonymous = access.defaults().authenticates();
     let no_credentials_reason = if connect.username.is_some() {
         ReasonCode::BadUserNameOrPassword
     } else {
@@ -741,9 +789,10 @@ impl Conn {
                         }
                     }
                 },
-                written = self.io.writer.write_buf(&mut self.io.outbuf), if !self.io.outbuf.is_empty() => {
+                written = write_some(&mut self.io.writer, &mut self.io.outbuf, &mut self.io.unflushed),
+                    if !self.io.outbuf.is_empty() || self.io.unflushed => {
                     match written {
-                        Ok(0) | Err(_) => return Close::PeerGone,
+                        Err(_) => return Close::PeerGone,
                         Ok(n) => {
                             self.broker().stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
                         }

@@ -5,6 +5,8 @@
 //! - [`config`]: the TOML file's shape and its validation into the domain types everything else reads.
 //! - [`server`]: binds the listeners, accepts sockets, spawns one task per connection and drives a graceful
 //!   shutdown. Owns nothing protocol-related.
+//! - [`transport`]: what carries MQTT on a listener (TCP, TLS, WebSocket, WebSocket over TLS): the
+//!   handshakes, client-certificate identities, TLS reload. Hands `connection` a byte stream.
 //! - `connection`: one task per client. Owns the socket, its read/write buffers and the protocol state machine
 //!   of that connection (CONNECT, keep alive, inbound QoS 2 state, topic aliases). It decodes with
 //!   [`wasp_mqtt`], the pure codec, and talks to the rest through [`broker::Broker`].
@@ -29,3 +31,4 @@ mod session;
 mod sys;
 #[cfg(test)]
 mod topic_strategies;
+pub mod transport;

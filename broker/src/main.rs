@@ -16,7 +16,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
-use wasp::config::{Config, Listener, ListenerKind, LogConfig, LogFormat};
+use wasp::config::{Config, Listener, LogConfig, LogFormat};
 
 /// Wasp: an MQTT 3.1 / 3.1.1 / 5.0 broker.
 ///
@@ -162,7 +162,7 @@ fn load_config(
         config.listeners.push(Listener {
             name,
             bind,
-            kind: ListenerKind::Tcp,
+            ..Listener::default()
         });
     }
     Ok(config)
@@ -251,6 +251,7 @@ async fn next_signal(interrupt: &mut Signal, terminate: &mut Signal) -> &'static
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use wasp::config::ListenerKind;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -290,7 +291,7 @@ mod tests {
         let listeners: Vec<_> = config
             .listeners
             .iter()
-            .map(|l| (l.name.as_str(), l.bind, l.kind))
+            .map(|l| (l.name.as_str(), l.bind, l.kind.clone()))
             .collect();
         assert_eq!(
             listeners,

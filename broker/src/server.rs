@@ -17,7 +17,8 @@ use tracing::{debug, info, warn};
 use wasp_plugin_host::{Chain, HostConfig, HostError, HostServices, Plugin, PluginHost};
 
 use crate::broker::Broker;
-use crate::config::{Config, ListenerKind};
+use crate::config::Config;
+use crate::transport::{TlsAcceptor, Transport, TransportError};
 
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -38,13 +39,26 @@ pub enum ServerError {
     /// A plugin could not be loaded, or its `init` refused its configuration.
     #[error(transparent)]
     Plugin(#[from] HostError),
+    /// A listener's TLS files are missing or unusable.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// What a listener's connections share: its name, transport, plugin chain and defaults.
+pub(crate) struct ListenerCtx {
+    pub(crate) name: Arc<str>,
+    pub(crate) transport: Transport,
+    /// The plugins that name this listener (or name none), in file order.
+    pub(crate) chain: Chain,
+    /// The listener's `allow_anonymous`, else the top-level one.
+    pub(crate) allow_anonymous: bool,
 }
 
 /// A broker with its listeners bound, not yet accepting.
 pub struct Server {
     broker: Arc<Broker>,
-    /// Each listener with its plugin chain.
-    listeners: Vec<(Arc<str>, TcpListener, Chain)>,
+    /// Each listener's socket and what its connections share.
+    listeners: Vec<(TcpListener, Arc<ListenerCtx>)>,
     /// The plugins that export `ticker`, called periodically while the server runs.
     tickers: Vec<Plugin>,
     /// Keeps the plugins' engine (and its epoch ticker) alive; `None` without plugins.
@@ -58,26 +72,34 @@ impl Server {
         let (plugin_host, plugins) = load_plugins(&config).await?;
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
-            match listener.kind {
-                ListenerKind::Tcp => {
-                    let socket = TcpListener::bind(listener.bind).await.map_err(|source| {
-                        ServerError::Bind {
-                            name: listener.name.clone(),
-                            addr: listener.bind,
-                            source,
-                        }
+            let transport = Transport::new(
+                &listener.name,
+                &listener.kind,
+                listener.tls.as_ref(),
+                config.limits.max_packet_size,
+            )?;
+            let socket =
+                TcpListener::bind(listener.bind)
+                    .await
+                    .map_err(|source| ServerError::Bind {
+                        name: listener.name.clone(),
+                        addr: listener.bind,
+                        source,
                     })?;
-                    // The listener's chain: the plugins that name it (or name no listener), in file order.
-                    let chain = Chain::new(
-                        plugins
-                            .iter()
-                            .filter(|(names, _)| names.is_empty() || names.contains(&listener.name))
-                            .map(|(_, plugin)| plugin.clone())
-                            .collect(),
-                    );
-                    listeners.push((Arc::from(listener.name.as_str()), socket, chain));
-                }
-            }
+            let chain = Chain::new(
+                plugins
+                    .iter()
+                    .filter(|(names, _)| names.is_empty() || names.contains(&listener.name))
+                    .map(|(_, plugin)| plugin.clone())
+                    .collect(),
+            );
+            let ctx = ListenerCtx {
+                name: Arc::from(listener.name.as_str()),
+                transport,
+                chain,
+                allow_anonymous: listener.allow_anonymous.unwrap_or(config.allow_anonymous),
+            };
+            listeners.push((socket, Arc::new(ctx)));
         }
         let tickers = plugins
             .iter()
@@ -97,7 +119,7 @@ impl Server {
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.listeners
             .iter()
-            .filter_map(|(name, l, _)| l.local_addr().ok().map(|addr| (name.to_string(), addr)))
+            .filter_map(|(l, ctx)| l.local_addr().ok().map(|addr| (ctx.name.to_string(), addr)))
             .collect()
     }
 
@@ -110,12 +132,19 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        for (name, listener, chain) in self.listeners {
+        let tls: Vec<_> = self
+            .listeners
+            .iter()
+            .filter_map(|(_, ctx)| ctx.transport.tls().cloned())
+            .collect();
+        if !tls.is_empty() {
+            tasks.spawn(tls_reload_loop(tls, stop_rx.clone()));
+        }
+        for (listener, ctx) in self.listeners {
             tasks.spawn(accept_loop(
                 self.broker.clone(),
-                name,
                 listener,
-                chain,
+                ctx,
                 stop_rx.clone(),
             ));
         }
@@ -145,11 +174,11 @@ impl Server {
 /// Accepts sockets on one listener, one task each; on shutdown waits for its connections to end.
 async fn accept_loop(
     broker: Arc<Broker>,
-    name: Arc<str>,
     listener: TcpListener,
-    chain: Chain,
+    ctx: Arc<ListenerCtx>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let name = &ctx.name;
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -165,11 +194,10 @@ async fn accept_loop(
                         continue;
                     }
                     let broker = broker.clone();
-                    let name = name.clone();
                     let stop = stop.clone();
-                    let chain = chain.clone();
+                    let ctx = ctx.clone();
                     connections.spawn(async move {
-                        crate::connection::serve(broker.clone(), stream, peer, name, chain, stop).await;
+                        crate::connection::serve(broker.clone(), stream, peer, ctx, stop).await;
                         broker.stats.sockets_open.fetch_sub(1, Ordering::Relaxed);
                     });
                 }
@@ -184,6 +212,40 @@ async fn accept_loop(
         }
     }
     while connections.join_next().await.is_some() {}
+}
+
+/// Reloads TLS certificates: all of them on SIGHUP, and each listener's when its files change (checked
+/// at its `reload_check_secs`). Connections already established keep the configuration they started with.
+async fn tls_reload_loop(acceptors: Vec<Arc<TlsAcceptor>>, mut stop: watch::Receiver<bool>) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP: TLS files are reloaded on change only");
+            None
+        }
+    };
+    let check = acceptors.iter().filter_map(|a| a.reload_check()).min();
+    let mut ticker = check.map(|every| {
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker
+    });
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            Some(()) = async { hangup.as_mut()?.recv().await } => {
+                info!("SIGHUP: reloading TLS certificates");
+                for acceptor in &acceptors {
+                    acceptor.reload(true);
+                }
+            }
+            _ = async { ticker.as_mut().expect("guarded").tick().await }, if ticker.is_some() => {
+                for acceptor in acceptors.iter().filter(|a| a.reload_check().is_some()) {
+                    acceptor.reload(false);
+                }
+            }
+        }
+    }
 }
 
 /// How long after a failed `tick` (trap, deadline, out of memory) the broker calls it again.

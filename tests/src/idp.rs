@@ -17,11 +17,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+
+use crate::pki::{Ca, Leaf};
 
 /// How the provider answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,23 +72,15 @@ impl Drop for Idp {
 impl Idp {
     /// Starts a provider serving an empty key set.
     pub async fn start() -> Idp {
-        let ca_key = KeyPair::generate().expect("CA key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA certificate");
-        let leaf_key = KeyPair::generate().expect("server key");
-        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .expect("server params")
-            .signed_by(&leaf_key, &ca)
-            .expect("server certificate");
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        let ca = Ca::new("wasp test IdP CA");
+        let leaf = ca.issue(Leaf::Server(&["127.0.0.1"]), false);
         let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
         .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)
+        .with_single_cert(vec![leaf.cert.clone()], leaf.key())
         .expect("server TLS config");
         let acceptor = TlsAcceptor::from(Arc::new(tls));
 

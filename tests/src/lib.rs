@@ -6,6 +6,7 @@
 //! - [`v4`] / [`v5`]: rumqttc clients (MQTT 3.1.1 / 5.0) whose event loop runs in a task feeding an [`Inbox`].
 //! - [`raw`]: a TCP socket speaking hand-written bytes, for the negative paths.
 //! - [`idp`]: a mock OAuth identity provider (JWKS, introspection) over HTTPS on loopback.
+//! - [`pki`]: certificate authorities and the server and client certificates they sign, for TLS tests.
 //! - [`cli`]: runs a command-line client (`mosquitto_pub`, `mosquitto_sub`, a Python script) with a bound.
 //!
 //! Every wait is bounded by [`TIMEOUT`] (must happen) or a short quiet period such as [`QUIET`] (must not).
@@ -21,6 +22,7 @@ use tokio::time::{Instant, timeout};
 use wasp::config::Config;
 
 pub mod idp;
+pub mod pki;
 
 pub mod cli {
     use std::process::{Command, Stdio};
