@@ -652,7 +652,7 @@ pub mod raw {
     use tokio::net::TcpStream;
     use tokio::time::timeout;
 
-    use super::TIMEOUT;
+    use super::{Broker, TIMEOUT};
 
     /// A loopback socket to the broker.
     pub struct Conn {
@@ -687,18 +687,9 @@ pub mod raw {
 
         /// Reads one whole packet (fixed header, Remaining Length, body) within [`TIMEOUT`].
         pub async fn recv_packet(&mut self) -> Vec<u8> {
-            let mut packet = self.recv_exact(1).await;
-            let mut remaining = 0usize;
-            for shift in 0..4 {
-                let byte = self.recv_exact(1).await[0];
-                packet.push(byte);
-                remaining |= usize::from(byte & 0x7f) << (7 * shift);
-                if byte & 0x80 == 0 {
-                    break;
-                }
-            }
-            packet.extend(self.recv_exact(remaining).await);
-            packet
+            self.recv_packet_or_closed()
+                .await
+                .unwrap_or_else(|| panic!("connection closed instead of a packet"))
         }
 
         /// Encodes `packet` as MQTT 5.0 with Wasp's codec and writes it.
@@ -718,18 +709,52 @@ pub mod raw {
                 .unwrap_or_else(|| panic!("incomplete packet {bytes:02x?}"))
         }
 
-        /// Asserts that the broker closes the connection within `limit` without sending anything more.
-        /// A reset counts as closed.
-        pub async fn expect_closed_within(&mut self, limit: Duration) {
+        /// Reads one whole packet within [`TIMEOUT`], or `None` if the broker closes the connection (or
+        /// resets it) before its first byte.
+        pub async fn recv_packet_or_closed(&mut self) -> Option<Vec<u8>> {
+            let mut first = [0u8; 1];
+            match timeout(TIMEOUT, self.stream.read(&mut first)).await {
+                Err(_) => {
+                    panic!("neither a packet nor the end of the connection within {TIMEOUT:?}")
+                }
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Ok(Ok(_)) => {}
+            }
+            let mut packet = first.to_vec();
+            let mut remaining = 0usize;
+            for shift in 0..4 {
+                let byte = self.recv_exact(1).await[0];
+                packet.push(byte);
+                remaining |= usize::from(byte & 0x7f) << (7 * shift);
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+            packet.extend(self.recv_exact(remaining).await);
+            Some(packet)
+        }
+
+        /// Whether the broker closes the connection within `limit` (a reset counts as closed); false if it
+        /// stays open and silent that long. Panics if the broker sends anything.
+        pub async fn closed_within(&mut self, limit: Duration) -> bool {
             let mut buf = [0u8; 256];
             match timeout(limit, self.stream.read(&mut buf)).await {
-                Err(_) => panic!("connection still open after {limit:?}"),
-                Ok(Ok(0)) | Ok(Err(_)) => {}
+                Err(_) => false,
+                Ok(Ok(0)) | Ok(Err(_)) => true,
                 Ok(Ok(n)) => panic!(
                     "expected the connection to close, got {n} more bytes: {:02x?}",
                     &buf[..n]
                 ),
             }
+        }
+
+        /// Asserts that the broker closes the connection within `limit` without sending anything more.
+        /// A reset counts as closed.
+        pub async fn expect_closed_within(&mut self, limit: Duration) {
+            assert!(
+                self.closed_within(limit).await,
+                "connection still open after {limit:?}"
+            );
         }
 
         /// Asserts that the broker closes the connection within [`TIMEOUT`] without sending anything more.
@@ -808,5 +833,86 @@ pub mod raw {
     /// A clean-session / clean-start CONNECT without will, keep alive 60.
     pub fn simple_connect(level: u8, client_id: &[u8]) -> Vec<u8> {
         connect(level, 0x02, 60, client_id, &[])
+    }
+
+    /// A 5.0 PUBLISH (`first` carries type and flags) with the property block `properties` (without its
+    /// length, which is prepended).
+    pub fn publish_v5(
+        first: u8,
+        topic: &[u8],
+        packet_id: Option<u16>,
+        properties: &[u8],
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut body = string(topic);
+        if let Some(id) = packet_id {
+            body.extend_from_slice(&id.to_be_bytes());
+        }
+        body.extend(remaining_length(properties.len()));
+        body.extend_from_slice(properties);
+        body.extend_from_slice(payload);
+        packet(first, &body)
+    }
+
+    /// A 3.1.1 PUBLISH (`first` carries type and flags).
+    pub fn publish_v311(
+        first: u8,
+        topic: &[u8],
+        packet_id: Option<u16>,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut body = string(topic);
+        if let Some(id) = packet_id {
+            body.extend_from_slice(&id.to_be_bytes());
+        }
+        body.extend_from_slice(payload);
+        packet(first, &body)
+    }
+
+    /// A 3.1.1 SUBSCRIBE to one filter.
+    pub fn subscribe_v311(packet_id: u16, filter: &[u8], qos: u8) -> Vec<u8> {
+        let mut body = packet_id.to_be_bytes().to_vec();
+        body.extend(string(filter));
+        body.push(qos);
+        packet(0x82, &body)
+    }
+
+    /// Opens a 5.0 connection as `id` and checks the successful CONNACK (0x20, flags 0, reason 0x00).
+    pub async fn v5_session(broker: &Broker, id: &[u8]) -> Conn {
+        let mut c = Conn::open(broker.addr).await;
+        c.send(&simple_connect(5, id)).await;
+        let ack = c.recv_packet().await;
+        assert_eq!(&ack[..1], &[0x20], "CONNACK expected, got {ack:02x?}");
+        let body = &ack[2..];
+        assert_eq!(
+            &body[..2],
+            &[0x00, 0x00],
+            "CONNACK: session present 0, reason Success; got {ack:02x?}"
+        );
+        c
+    }
+
+    /// Opens a 3.1.1 connection as `id` and checks CONNACK 0x00.
+    pub async fn v311_session(broker: &Broker, id: &[u8]) -> Conn {
+        let mut c = Conn::open(broker.addr).await;
+        c.send(&simple_connect(4, id)).await;
+        assert_eq!(c.recv_exact(4).await, [0x20, 0x02, 0x00, 0x00]);
+        c
+    }
+
+    /// Expects a 5.0 DISCONNECT with `reason`, then the closed socket.
+    pub async fn expect_disconnect(c: &mut Conn, reason: u8) {
+        let p = c.recv_packet().await;
+        assert_eq!(p[0], 0xE0, "DISCONNECT expected, got {p:02x?}");
+        assert!(
+            p.len() >= 3,
+            "DISCONNECT without reason code (means 0x00), expected {reason:#04x}: {p:02x?}"
+        );
+        assert_eq!(
+            p[2], reason,
+            "DISCONNECT reason code: expected {reason:#04x}, got {:#04x} ({p:02x?})",
+            p[2]
+        );
+        c.expect_closed().await;
     }
 }

@@ -7,82 +7,10 @@
 use std::time::{Duration, Instant};
 
 use wasp_tests::Broker;
-use wasp_tests::raw::{Conn, connect, packet, simple_connect, string};
-
-/// Opens a v5 connection as `id` and checks the successful CONNACK (0x20, flags 0, reason 0x00).
-async fn v5_session(broker: &Broker, id: &[u8]) -> Conn {
-    let mut c = Conn::open(broker.addr).await;
-    c.send(&simple_connect(5, id)).await;
-    let ack = c.recv_packet().await;
-    assert_eq!(&ack[..1], &[0x20], "CONNACK expected, got {ack:02x?}");
-    let body = &ack[2..];
-    assert_eq!(
-        &body[..2],
-        &[0x00, 0x00],
-        "CONNACK: session present 0, reason Success; got {ack:02x?}"
-    );
-    c
-}
-
-/// Opens a 3.1.1 connection as `id` and checks CONNACK 0x00.
-async fn v311_session(broker: &Broker, id: &[u8]) -> Conn {
-    let mut c = Conn::open(broker.addr).await;
-    c.send(&simple_connect(4, id)).await;
-    assert_eq!(c.recv_exact(4).await, [0x20, 0x02, 0x00, 0x00]);
-    c
-}
-
-/// Expects a v5 DISCONNECT with `reason`, then the closed socket.
-async fn expect_disconnect(c: &mut Conn, reason: u8) {
-    let p = c.recv_packet().await;
-    assert_eq!(p[0], 0xE0, "DISCONNECT expected, got {p:02x?}");
-    assert!(
-        p.len() >= 3,
-        "DISCONNECT without reason code (means 0x00), expected {reason:#04x}: {p:02x?}"
-    );
-    assert_eq!(
-        p[2], reason,
-        "DISCONNECT reason code: expected {reason:#04x}, got {:#04x} ({p:02x?})",
-        p[2]
-    );
-    c.expect_closed().await;
-}
-
-/// v5 PUBLISH with an empty property list.
-fn publish_v5(
-    first: u8,
-    topic: &[u8],
-    packet_id: Option<u16>,
-    properties: &[u8],
-    payload: &[u8],
-) -> Vec<u8> {
-    let mut body = string(topic);
-    if let Some(id) = packet_id {
-        body.extend_from_slice(&id.to_be_bytes());
-    }
-    body.extend(wasp_tests::raw::remaining_length(properties.len()));
-    body.extend_from_slice(properties);
-    body.extend_from_slice(payload);
-    packet(first, &body)
-}
-
-/// 3.1.1 PUBLISH (`first` carries type and flags).
-fn publish_v311(first: u8, topic: &[u8], packet_id: Option<u16>, payload: &[u8]) -> Vec<u8> {
-    let mut body = string(topic);
-    if let Some(id) = packet_id {
-        body.extend_from_slice(&id.to_be_bytes());
-    }
-    body.extend_from_slice(payload);
-    packet(first, &body)
-}
-
-/// 3.1.1 SUBSCRIBE to one filter.
-fn subscribe_v311(packet_id: u16, filter: &[u8], qos: u8) -> Vec<u8> {
-    let mut body = packet_id.to_be_bytes().to_vec();
-    body.extend(string(filter));
-    body.push(qos);
-    packet(0x82, &body)
-}
+use wasp_tests::raw::{
+    Conn, connect, expect_disconnect, packet, publish_v5, publish_v311, simple_connect, string,
+    subscribe_v311, v5_session, v311_session,
+};
 
 // ---- CONNECT ----------------------------------------------------------------------------------------------
 
