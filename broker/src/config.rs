@@ -21,6 +21,7 @@
 //! tls = { cert_file = "server.pem", key_file = "server.key" }  # optional: TLS (mqtts / wss)
 //! # tls also takes client_ca_file, require_client_cert = false, username_from_cert = "cn" | "san",
 //! # min_version = "1.2" | "1.3", reload_check_secs = 10 (0: on SIGHUP only)
+//! max_connections = 0                # clients at once on this listener; 0 = only limits.max_connections
 //!
 //! [limits]
 //! max_connections = 100000           # >= 1
@@ -33,6 +34,13 @@
 //! topic_alias_maximum = 64           # 0..=65535, 0 disables topic aliases
 //! max_session_expiry_secs = 4294967295  # 0..=4294967295
 //! maximum_qos = 2                    # 0, 1 or 2
+//! max_connections_per_sec = 0        # all listeners together; 0 = unlimited
+//! max_topic_length = 65535           # bytes, 1..=65535 (PUBLISH and Will topics, SUBSCRIBE filters)
+//! max_topic_levels = 128             # 1..=65535
+//! max_subscriptions_per_client = 10000  # 0 = unlimited
+//! max_publish_rate = 0               # PUBLISH packets per second and connection; 0 = unlimited
+//! max_publish_bytes_per_sec = 0      # topic + payload bytes per second and connection; 0 = unlimited
+//! max_queued_bytes = 1073741824      # topic + payload bytes in all session queues; 0 = no ceiling
 //!
 //! [sys]
 //! interval_secs = 10                 # 0..=86400, 0 turns $SYS topics off
@@ -117,6 +125,9 @@ pub struct Listener {
     pub tls: Option<TlsSettings>,
     /// Overrides the top-level `allow_anonymous` for this listener's clients.
     pub allow_anonymous: Option<bool>,
+    /// Clients connected through this listener at once, within `limits.max_connections`; 0: only
+    /// that global limit applies.
+    pub max_connections: usize,
 }
 
 /// A listener's transport (file key `protocol`).
@@ -194,6 +205,23 @@ pub struct Limits {
     pub max_session_expiry: u32,
     /// Highest QoS the broker grants.
     pub maximum_qos: QoS,
+    /// New connections accepted per second, over all listeners together (a token bucket holding one
+    /// second's worth); 0: unlimited. Sockets beyond it are closed right after accept.
+    pub max_connections_per_sec: u32,
+    /// Longest topic name (PUBLISH, Will) or topic filter (SUBSCRIBE, whole text) in bytes.
+    pub max_topic_length: usize,
+    /// Most levels in a topic name or filter (`a/b/c` has 3; a shared subscription's filter counts
+    /// without its `$share/{group}/` prefix).
+    pub max_topic_levels: usize,
+    /// Subscriptions one session may hold; 0: unlimited.
+    pub max_subscriptions_per_client: usize,
+    /// PUBLISH packets per second one connection may send (token bucket of one second); 0: unlimited.
+    pub max_publish_rate: u32,
+    /// Topic and payload bytes per second one connection may publish (token bucket of one second);
+    /// 0: unlimited.
+    pub max_publish_bytes_per_sec: u64,
+    /// Topic and payload bytes of the messages waiting in all session queues together; 0: no ceiling.
+    pub max_queued_bytes: u64,
 }
 
 /// Logging settings (file table `[log]`).
@@ -239,6 +267,7 @@ impl Default for Listener {
             kind: ListenerKind::Tcp,
             tls: None,
             allow_anonymous: None,
+            max_connections: 0,
         }
     }
 }
@@ -256,6 +285,13 @@ impl Default for Limits {
             topic_alias_maximum: 64,
             max_session_expiry: u32::MAX,
             maximum_qos: QoS::ExactlyOnce,
+            max_connections_per_sec: 0,
+            max_topic_length: 65_535,
+            max_topic_levels: 128,
+            max_subscriptions_per_client: 10_000,
+            max_publish_rate: 0,
+            max_publish_bytes_per_sec: 0,
+            max_queued_bytes: 1 << 30,
         }
     }
 }
@@ -453,6 +489,7 @@ struct FileListener {
     path: Option<Spanned<String>>,
     allow_anonymous: Option<bool>,
     tls: Option<Spanned<FileTls>>,
+    max_connections: Option<Spanned<i128>>,
 }
 
 #[derive(Deserialize)]
@@ -481,6 +518,13 @@ struct FileLimits {
     topic_alias_maximum: Option<Spanned<i128>>,
     max_session_expiry_secs: Option<Spanned<i128>>,
     maximum_qos: Option<Spanned<i128>>,
+    max_connections_per_sec: Option<Spanned<i128>>,
+    max_topic_length: Option<Spanned<i128>>,
+    max_topic_levels: Option<Spanned<i128>>,
+    max_subscriptions_per_client: Option<Spanned<i128>>,
+    max_publish_rate: Option<Spanned<i128>>,
+    max_publish_bytes_per_sec: Option<Spanned<i128>>,
+    max_queued_bytes: Option<Spanned<i128>>,
 }
 
 #[derive(Deserialize)]
@@ -743,12 +787,22 @@ impl Ctx<'_> {
                 None => None,
                 Some(tls) => Some(self.tls(tls)?),
             };
+            let max_connections = self
+                .opt(
+                    &listener.max_connections,
+                    "listeners.max_connections",
+                    0,
+                    i128::try_from(usize::MAX).unwrap_or(i128::MAX),
+                    "",
+                )?
+                .unwrap_or(0);
             out.push(Listener {
                 name,
                 bind,
                 kind,
                 tls,
                 allow_anonymous: listener.allow_anonymous,
+                max_connections,
             });
         }
         Ok(out)
@@ -952,6 +1006,69 @@ impl Ctx<'_> {
                 )?
                 .unwrap_or(d.max_session_expiry),
             maximum_qos,
+            max_connections_per_sec: self
+                .opt(
+                    &file.max_connections_per_sec,
+                    "limits.max_connections_per_sec",
+                    0,
+                    u32::MAX.into(),
+                    " connections per second",
+                )?
+                .unwrap_or(d.max_connections_per_sec),
+            max_topic_length: self
+                .opt(
+                    &file.max_topic_length,
+                    "limits.max_topic_length",
+                    1,
+                    u16_max,
+                    " bytes",
+                )?
+                .unwrap_or(d.max_topic_length),
+            max_topic_levels: self
+                .opt(
+                    &file.max_topic_levels,
+                    "limits.max_topic_levels",
+                    1,
+                    u16_max,
+                    "",
+                )?
+                .unwrap_or(d.max_topic_levels),
+            max_subscriptions_per_client: self
+                .opt(
+                    &file.max_subscriptions_per_client,
+                    "limits.max_subscriptions_per_client",
+                    0,
+                    usize_max,
+                    "",
+                )?
+                .unwrap_or(d.max_subscriptions_per_client),
+            max_publish_rate: self
+                .opt(
+                    &file.max_publish_rate,
+                    "limits.max_publish_rate",
+                    0,
+                    u32::MAX.into(),
+                    " messages per second",
+                )?
+                .unwrap_or(d.max_publish_rate),
+            max_publish_bytes_per_sec: self
+                .opt(
+                    &file.max_publish_bytes_per_sec,
+                    "limits.max_publish_bytes_per_sec",
+                    0,
+                    i64::MAX.into(),
+                    " bytes per second",
+                )?
+                .unwrap_or(d.max_publish_bytes_per_sec),
+            max_queued_bytes: self
+                .opt(
+                    &file.max_queued_bytes,
+                    "limits.max_queued_bytes",
+                    0,
+                    i64::MAX.into(),
+                    " bytes",
+                )?
+                .unwrap_or(d.max_queued_bytes),
         })
     }
 
@@ -1339,6 +1456,7 @@ mod tests {
                 kind: ListenerKind::Tcp,
                 tls: None,
                 allow_anonymous: None,
+                max_connections: 0,
             }]
         );
         assert!(c.allow_anonymous);
@@ -1354,6 +1472,13 @@ mod tests {
         assert_eq!(l.topic_alias_maximum, 64);
         assert_eq!(l.max_session_expiry, u32::MAX);
         assert_eq!(l.maximum_qos, QoS::ExactlyOnce);
+        assert_eq!(l.max_connections_per_sec, 0);
+        assert_eq!(l.max_topic_length, 65_535);
+        assert_eq!(l.max_topic_levels, 128);
+        assert_eq!(l.max_subscriptions_per_client, 10_000);
+        assert_eq!(l.max_publish_rate, 0);
+        assert_eq!(l.max_publish_bytes_per_sec, 0);
+        assert_eq!(l.max_queued_bytes, 1 << 30);
         assert_eq!(c.log.level, "info");
         assert_eq!(c.log.format, LogFormat::Text);
     }
@@ -1399,6 +1524,13 @@ mod tests {
             "topic_alias_maximum",
             "max_session_expiry_secs",
             "maximum_qos",
+            "max_connections_per_sec",
+            "max_topic_length",
+            "max_topic_levels",
+            "max_subscriptions_per_client",
+            "max_publish_rate",
+            "max_publish_bytes_per_sec",
+            "max_queued_bytes",
             "[sys]",
             "interval_secs",
             "[log]",
@@ -1422,6 +1554,7 @@ allow_anonymous = false
 name = "public"
 bind = "0.0.0.0:1883"
 protocol = "tcp"
+max_connections = 100
 
 [[listeners]]
 name = "local-v6"
@@ -1438,6 +1571,13 @@ connect_timeout_secs = 3
 topic_alias_maximum = 0
 max_session_expiry_secs = 0
 maximum_qos = 1
+max_connections_per_sec = 20
+max_topic_length = 100
+max_topic_levels = 8
+max_subscriptions_per_client = 3
+max_publish_rate = 10
+max_publish_bytes_per_sec = 4096
+max_queued_bytes = 0
 
 [sys]
 interval_secs = 0
@@ -1474,6 +1614,7 @@ reload_secs = 5
                         kind: ListenerKind::Tcp,
                         tls: None,
                         allow_anonymous: None,
+                        max_connections: 100,
                     },
                     Listener {
                         name: "local-v6".into(),
@@ -1481,6 +1622,7 @@ reload_secs = 5
                         kind: ListenerKind::Tcp,
                         tls: None,
                         allow_anonymous: None,
+                        max_connections: 0,
                     },
                 ],
                 limits: Limits {
@@ -1494,6 +1636,13 @@ reload_secs = 5
                     topic_alias_maximum: 0,
                     max_session_expiry: 0,
                     maximum_qos: QoS::AtLeastOnce,
+                    max_connections_per_sec: 20,
+                    max_topic_length: 100,
+                    max_topic_levels: 8,
+                    max_subscriptions_per_client: 3,
+                    max_publish_rate: 10,
+                    max_publish_bytes_per_sec: 4096,
+                    max_queued_bytes: 0,
                 },
                 allow_anonymous: false,
                 sys_interval: None,
@@ -1779,6 +1928,84 @@ reload_secs = 5
     }
 
     #[test]
+    fn abuse_limits_parse_and_zero_means_unlimited() {
+        let c = parse(
+            "[limits]\nmax_connections_per_sec = 50\nmax_topic_length = 1\nmax_topic_levels = 65535\n\
+             max_subscriptions_per_client = 0\nmax_publish_rate = 0\n\
+             max_publish_bytes_per_sec = 9223372036854775807\nmax_queued_bytes = 0\n",
+        )
+        .unwrap();
+        let l = &c.limits;
+        assert_eq!(l.max_connections_per_sec, 50);
+        assert_eq!(l.max_topic_length, 1);
+        assert_eq!(l.max_topic_levels, 65_535);
+        assert_eq!(l.max_subscriptions_per_client, 0);
+        assert_eq!(l.max_publish_rate, 0);
+        assert_eq!(l.max_publish_bytes_per_sec, i64::MAX as u64);
+        assert_eq!(l.max_queued_bytes, 0);
+    }
+
+    #[test]
+    fn abuse_limits_out_of_range() {
+        let m = error(
+            "[limits]\n\nmax_topic_length = 0\n",
+            3,
+            "limits.max_topic_length",
+        );
+        assert_eq!(
+            m,
+            "wasp.toml:3: limits.max_topic_length = 0 is out of range: use a value from 1 to 65535 bytes"
+        );
+        error(
+            "[limits]\nmax_topic_length = 65536\n",
+            2,
+            "limits.max_topic_length",
+        );
+        error(
+            "[limits]\nmax_topic_levels = 0\n",
+            2,
+            "limits.max_topic_levels",
+        );
+        error(
+            "[limits]\nmax_connections_per_sec = -1\n",
+            2,
+            "limits.max_connections_per_sec",
+        );
+        error(
+            "[limits]\nmax_connections_per_sec = 4294967296\n",
+            2,
+            "limits.max_connections_per_sec",
+        );
+        error(
+            "[limits]\nmax_subscriptions_per_client = -1\n",
+            2,
+            "limits.max_subscriptions_per_client",
+        );
+        let m = error(
+            "[limits]\nmax_publish_rate = -5\n",
+            2,
+            "limits.max_publish_rate",
+        );
+        assert!(m.contains("messages per second"), "{m}");
+        error(
+            "[limits]\nmax_publish_bytes_per_sec = -1\n",
+            2,
+            "limits.max_publish_bytes_per_sec",
+        );
+        error(
+            "[limits]\nmax_queued_bytes = -1\n",
+            2,
+            "limits.max_queued_bytes",
+        );
+        let m = error(
+            "[limits]\nmax_publish_bytes = 1\n",
+            2,
+            "`max_publish_bytes`",
+        );
+        assert!(m.contains("max_publish_bytes_per_sec"), "{m}");
+    }
+
+    #[test]
     fn range_error_is_the_invalid_variant() {
         match parse("[limits]\nmax_inflight = 0\n") {
             Err(ConfigError::Invalid { at, key, .. }) => {
@@ -1961,6 +2188,25 @@ reload_secs = 5
     }
 
     #[test]
+    fn listener_max_connections() {
+        let c = parse("[[listeners]]\nname = \"a\"\nbind = \"127.0.0.1:1\"\nmax_connections = 7\n")
+            .unwrap();
+        assert_eq!(c.listeners[0].max_connections, 7);
+        let m = error(
+            "[[listeners]]\nname = \"a\"\nbind = \"127.0.0.1:1\"\nmax_connections = -1\n",
+            4,
+            "listeners.max_connections",
+        );
+        assert!(m.contains("out of range"), "{m}");
+        let m = error(
+            "[[listeners]]\nname = \"a\"\nbind = \"127.0.0.1:1\"\nmax_connections = \"10\"\n",
+            4,
+            "listeners.max_connections",
+        );
+        assert!(m.contains("wrong type"), "{m}");
+    }
+
+    #[test]
     fn port_zero_listeners_may_share_an_ip() {
         let c = parse(
             "[[listeners]]\nname = \"a\"\nbind = \"127.0.0.1:0\"\n\
@@ -2012,7 +2258,7 @@ reload_secs = 5
         assert_eq!(
             m,
             "wasp.toml:3: unknown key `lisen` in [[listeners]]: expected one of name, bind, protocol, path, \
-             allow_anonymous, tls"
+             allow_anonymous, tls, max_connections"
         );
         let m = error(
             "[limits]\nmax_inflight = 1\nmax_packets = 2\n",
