@@ -21,9 +21,10 @@ use wasp_mqtt::QoS;
 use wasp_mqtt::topic::Filter;
 
 use crate::config::Config;
+use crate::rate::TokenBucket;
 use crate::retained::RetainedStore;
 use crate::router::SubscriptionTree;
-use crate::session::{Delivery, Enqueued, Message, Session, SubscriptionEntry};
+use crate::session::{Delivery, Enqueued, Message, QueueBudget, Session, SubscriptionEntry};
 
 /// A subscription as the tree stores it: the subscriber's session and what it asked for.
 #[derive(Debug, Clone)]
@@ -51,6 +52,46 @@ pub struct Stats {
     pub clients_connected: AtomicUsize,
     /// Open sockets (including ones that have not sent CONNECT yet).
     pub sockets_open: AtomicUsize,
+    /// Connections refused by `limits.max_connections` (CONNACK 0x89 / 3, or closed at accept).
+    pub refused_max_connections: AtomicU64,
+    /// Connections refused by a listener's `max_connections` (CONNACK 0x89 / 3).
+    pub refused_listener_connections: AtomicU64,
+    /// Sockets closed at accept by `limits.max_connections_per_sec`.
+    pub refused_connection_rate: AtomicU64,
+    /// Sockets closed because no CONNECT came within `limits.connect_timeout_secs`.
+    pub connect_timeouts: AtomicU64,
+    /// Packets refused for exceeding `limits.max_packet_size` (the connection is closed).
+    pub oversize_packets: AtomicU64,
+    /// QoS 2 PUBLISHes beyond `limits.receive_maximum` (DISCONNECT 0x93).
+    pub refused_receive_maximum: AtomicU64,
+    /// PUBLISHes (and Wills) whose topic exceeds `limits.max_topic_length` or `max_topic_levels`.
+    pub refused_publish_topic: AtomicU64,
+    /// SUBSCRIBE filters exceeding `limits.max_topic_length` or `max_topic_levels` (SUBACK 0x8F).
+    pub refused_subscribe_topic: AtomicU64,
+    /// SUBSCRIBE filters beyond `limits.max_subscriptions_per_client` (SUBACK 0x97).
+    pub refused_subscriptions: AtomicU64,
+    /// 5.0 PUBLISHes refused (QoS 1/2, 0x97) or dropped (QoS 0) by `limits.max_publish_rate`.
+    pub refused_publish_rate: AtomicU64,
+    /// 5.0 PUBLISHes refused (QoS 1/2, 0x97) or dropped (QoS 0) by `limits.max_publish_bytes_per_sec`.
+    pub refused_publish_bandwidth: AtomicU64,
+    /// 3.x PUBLISHes held back (socket not read) by a publish rate limit or the queue memory ceiling.
+    pub throttled_publishes: AtomicU64,
+    /// 5.0 QoS 1/2 PUBLISHes refused with 0x97 while the queues held `limits.max_queued_bytes`.
+    pub refused_queued_bytes: AtomicU64,
+    /// QoS 0 deliveries dropped by `limits.max_queued_bytes` (also in `messages_dropped`).
+    pub dropped_queued_bytes: AtomicU64,
+    /// Deliveries dropped by a full session queue, `limits.max_queued_messages` (also in
+    /// `messages_dropped`).
+    pub dropped_queue_full: AtomicU64,
+}
+
+/// Connections on one listener, against its `max_connections`.
+#[derive(Debug, Default)]
+pub struct ListenerCount {
+    /// The listener's limit; 0: only the global limit applies.
+    pub max: usize,
+    /// Clients connected through it (after CONNACK).
+    pub connected: AtomicUsize,
 }
 
 /// The per-client-identifier slot of the registry: the session (if any) and the lease a connection holds
@@ -76,6 +117,12 @@ pub struct Broker {
     pub stats: Stats,
     /// When the broker started.
     pub started: Instant,
+    /// The bytes waiting in all session queues, against `limits.max_queued_bytes`.
+    pub queue_budget: Arc<QueueBudget>,
+    /// Connected clients per listener name.
+    listener_counts: HashMap<String, Arc<ListenerCount>>,
+    /// `limits.max_connections_per_sec`; `None`: unlimited.
+    connection_rate: Option<Mutex<TokenBucket>>,
     subscriptions: RwLock<SubscriptionTree<Arc<str>, Subscriber>>,
     retained: RwLock<RetainedStore<Arc<Message>>>,
     clients: Mutex<HashMap<Arc<str>, Arc<ClientSlot>>>,
@@ -84,14 +131,63 @@ pub struct Broker {
 impl Broker {
     /// A broker with no sessions, subscriptions or retained messages.
     pub fn new(config: Config) -> Self {
+        let listener_counts = config
+            .listeners
+            .iter()
+            .map(|l| {
+                let count = ListenerCount {
+                    max: l.max_connections,
+                    connected: AtomicUsize::new(0),
+                };
+                (l.name.clone(), Arc::new(count))
+            })
+            .collect();
+        let started = Instant::now();
         Self {
+            queue_budget: Arc::new(QueueBudget::new(config.limits.max_queued_bytes)),
+            listener_counts,
+            connection_rate: TokenBucket::new(
+                u64::from(config.limits.max_connections_per_sec),
+                started,
+            )
+            .map(Mutex::new),
             config,
             stats: Stats::default(),
-            started: Instant::now(),
+            started,
             subscriptions: RwLock::new(SubscriptionTree::new()),
             retained: RwLock::new(RetainedStore::new()),
             clients: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Takes one connection from `limits.max_connections_per_sec` (all listeners share it); false, and
+    /// counted, when the rate is exceeded and the socket is to be closed.
+    pub fn admit_connection(&self) -> bool {
+        let Some(bucket) = &self.connection_rate else {
+            return true;
+        };
+        let admitted = bucket.lock().try_take(1, Instant::now());
+        if !admitted {
+            self.stats
+                .refused_connection_rate
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
+    }
+
+    /// The connection count of the listener named `name`.
+    pub fn listener_count(&self, name: &str) -> Option<Arc<ListenerCount>> {
+        self.listener_counts.get(name).cloned()
+    }
+
+    /// A new, empty session whose queue counts against `limits.max_queued_bytes`.
+    pub fn new_session(&self, client_id: Arc<str>, expiry_interval: u32) -> Session {
+        Session::new(
+            client_id,
+            expiry_interval,
+            self.config.limits.max_queued_messages,
+        )
+        .with_budget(self.queue_budget.clone())
     }
 
     /// The registry slot of a client id, created if missing.
@@ -245,11 +341,22 @@ impl Broker {
         }
         let matched = targets.len();
         for (session, delivery) in targets {
-            if session.enqueue(delivery) != Enqueued::Queued {
-                self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
-            }
+            self.count_enqueued(session.enqueue(delivery));
         }
         matched
+    }
+
+    fn count_enqueued(&self, outcome: Enqueued) {
+        let specific = match outcome {
+            Enqueued::Queued => return,
+            Enqueued::DroppedOffline => None,
+            Enqueued::DroppedFull => Some(&self.stats.dropped_queue_full),
+            Enqueued::DroppedCeiling => Some(&self.stats.dropped_queued_bytes),
+        };
+        self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(counter) = specific {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Queues the retained messages matching `filter` for `session` (on subscribe), with the RETAIN flag set
@@ -275,9 +382,7 @@ impl Broker {
                 retain: true,
                 subscription_id,
             };
-            if session.enqueue(delivery) != Enqueued::Queued {
-                self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
-            }
+            self.count_enqueued(session.enqueue(delivery));
         }
     }
 

@@ -33,7 +33,9 @@ use wasp_plugin_host::types as wit;
 use wasp_plugin_host::{Hook, Plugin};
 
 use crate::access::{self, Access, Defaults, Refusal};
-use crate::broker::{Broker, ClientSlot};
+use crate::broker::{Broker, ClientSlot, ListenerCount};
+use crate::config::Limits;
+use crate::rate::TokenBucket;
 use crate::server::ListenerCtx;
 use crate::session::{Delivery, Inflight, Message, Session, SubscriptionEntry};
 use crate::transport::{Reader, Writer};
@@ -256,12 +258,27 @@ impl Io {
             match wasp_mqtt::decode(&mut self.inbuf, version, max) {
                 Ok(Some(packet)) => return Ok(packet),
                 Ok(None) => {}
-                Err(e) => return Err(Err(e)),
+                Err(e) => {
+                    if matches!(e, DecodeError::PacketTooLarge { .. }) {
+                        self.broker
+                            .stats
+                            .oversize_packets
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Err(Err(e));
+                }
             }
             let read =
                 tokio::time::timeout_at(deadline, self.reader.read_buf(&mut self.inbuf)).await;
             match read {
-                Err(_) => return Err(Ok("no packet within the connect timeout".into())),
+                Err(_) => {
+                    // Only CONNECT and the enhanced-authentication exchange read with a deadline.
+                    self.broker
+                        .stats
+                        .connect_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(Ok("no packet within the connect timeout".into()));
+                }
                 Ok(Ok(0)) => return Err(Ok("peer closed".into())),
                 Ok(Ok(n)) => {
                     self.broker
@@ -393,6 +410,22 @@ async fn handshake_and_run(
         }
     };
     access.set_attributes(attributes);
+    if let Some(will) = &connect.will
+        && let Err(why) = topic_within_limits(limits, &will.topic, &will.topic)
+    {
+        info!(topic = %will.topic, "refused: will topic {why}");
+        broker
+            .stats
+            .refused_publish_topic
+            .fetch_add(1, Ordering::Relaxed);
+        io.refuse(
+            version,
+            ReasonCode::TopicNameInvalid,
+            Some(format!("will topic {why}")),
+        )
+        .await;
+        return;
+    }
     // A Will the client may not publish is refused now rather than dropped later.
     if let Some(will) = &connect.will
         && let Err(refusal) = access
@@ -409,7 +442,32 @@ async fn handshake_and_run(
             max = limits.max_connections,
             "refused: connection limit reached"
         );
+        broker
+            .stats
+            .refused_max_connections
+            .fetch_add(1, Ordering::Relaxed);
         io.refuse(version, ReasonCode::ServerBusy, None).await;
+        return;
+    }
+    // The listener's own limit is answered as the global one is (5.0 lists 0x89 Server busy for it).
+    let listener_count = broker.listener_count(&access.client().listener);
+    if let Some(count) = listener_count.as_ref().filter(|c| c.max != 0)
+        && count.connected.load(Ordering::Relaxed) >= count.max
+    {
+        warn!(
+            max = count.max,
+            "refused: the listener's connection limit reached"
+        );
+        broker
+            .stats
+            .refused_listener_connections
+            .fetch_add(1, Ordering::Relaxed);
+        io.refuse(
+            version,
+            ReasonCode::ServerBusy,
+            Some("too many connections on this listener".into()),
+        )
+        .await;
         return;
     }
 
@@ -441,11 +499,7 @@ async fn handshake_and_run(
                 if let Some(old) = existing {
                     broker.discard_session(old);
                 }
-                let fresh = Arc::new(Session::new(
-                    client_id.clone(),
-                    session_expiry,
-                    limits.max_queued_messages,
-                ));
+                let fresh = Arc::new(broker.new_session(client_id.clone(), session_expiry));
                 *current = Some(fresh.clone());
                 (fresh, false)
             }
@@ -457,6 +511,9 @@ async fn handshake_and_run(
         .stats
         .clients_connected
         .fetch_add(1, Ordering::Relaxed);
+    if let Some(count) = &listener_count {
+        count.connected.fetch_add(1, Ordering::Relaxed);
+    }
 
     // Keep alive: 5.0 clients may be told a lower Server Keep Alive.
     let mut keep_alive = connect.keep_alive;
@@ -535,6 +592,10 @@ async fn handshake_and_run(
         auth_method,
         reauthenticating: None,
         credentials_expire,
+        listener_count,
+        publish_rate: TokenBucket::new(u64::from(limits.max_publish_rate), Instant::now()),
+        publish_bandwidth: TokenBucket::new(limits.max_publish_bytes_per_sec, Instant::now()),
+        held: None,
     };
     conn.resend_inflight();
     let close = conn.run(kick_rx, shutdown).await;
@@ -759,6 +820,55 @@ struct Conn {
     reauthenticating: Option<Plugin>,
     /// When the credentials end (`wasp:expires-at`), unless a re-authentication moves it.
     credentials_expire: Option<tokio::time::Instant>,
+    /// The connection count of the listener it came through, decremented on close.
+    listener_count: Option<Arc<ListenerCount>>,
+    /// `limits.max_publish_rate`, in PUBLISH packets; `None`: unlimited.
+    publish_rate: Option<TokenBucket>,
+    /// `limits.max_publish_bytes_per_sec`, in topic + payload bytes; `None`: unlimited.
+    publish_bandwidth: Option<TokenBucket>,
+    /// A 3.x PUBLISH held back by a rate limit or the queue memory ceiling: until `until` the socket is
+    /// not read (back-pressure instead of refusing a client that has no reason codes).
+    held: Option<Held>,
+}
+
+/// A PUBLISH waiting for a limit to allow it (see [`Conn::held`]).
+struct Held {
+    publish: Publish,
+    until: tokio::time::Instant,
+}
+
+/// What the publish limits say about one PUBLISH.
+enum Limited {
+    /// Within every limit (the rate buckets have been charged).
+    Pass,
+    /// 5.0: refused with this reason (QoS 1/2: in the acknowledgement; QoS 0: dropped).
+    Refuse(Refusal),
+    /// 3.x: hold it, without reading further, until then.
+    Hold(tokio::time::Instant),
+}
+
+/// How often a held PUBLISH looks again at the queue memory ceiling.
+const CEILING_RECHECK: Duration = Duration::from_millis(100);
+
+/// Checks a topic name or filter against `limits.max_topic_length` (all of `text`) and
+/// `limits.max_topic_levels` (the levels of `levels_of`: a shared subscription's filter without its
+/// `$share/{group}/` prefix); the error says which limit and by how much.
+fn topic_within_limits(limits: &Limits, text: &str, levels_of: &str) -> Result<(), String> {
+    if text.len() > limits.max_topic_length {
+        return Err(format!(
+            "is {} bytes long, more than the broker's limit of {}",
+            text.len(),
+            limits.max_topic_length
+        ));
+    }
+    let levels = levels_of.bytes().filter(|&b| b == b'/').count() + 1;
+    if levels > limits.max_topic_levels {
+        return Err(format!(
+            "has {levels} levels, more than the broker's limit of {}",
+            limits.max_topic_levels
+        ));
+    }
+    Ok(())
 }
 
 impl Conn {
@@ -780,7 +890,8 @@ impl Conn {
             tokio::select! {
                 _ = &mut kick => return Close::TakenOver,
                 _ = shutdown.changed() => return Close::Shutdown,
-                read = self.io.reader.read_buf(&mut self.io.inbuf) => match read {
+                // Not while a PUBLISH is held back by a limit: back-pressure on a 3.x publisher.
+                read = self.io.reader.read_buf(&mut self.io.inbuf), if self.held.is_none() => match read {
                     Ok(0) | Err(_) => return Close::PeerGone,
                     Ok(n) => {
                         self.broker().stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
@@ -799,8 +910,14 @@ impl Conn {
                     }
                 }
                 _ = self.session.wakeup.notified() => {}
-                _ = tokio::time::sleep_until(keep_alive_deadline), if !self.keep_alive.is_zero() => {
+                _ = tokio::time::sleep_until(keep_alive_deadline),
+                    if !self.keep_alive.is_zero() && self.held.is_none() => {
                     return Close::KeepAliveTimeout;
+                }
+                _ = sleep_until_some(self.held.as_ref().map(|h| h.until)), if self.held.is_some() => {
+                    if let Err(close) = self.resume_held().await {
+                        return close;
+                    }
                 }
                 _ = sleep_until_some(self.credentials_expire), if self.credentials_expire.is_some() => {
                     info!("credentials expired");
@@ -813,7 +930,8 @@ impl Conn {
     /// Decodes and handles every complete packet in the input buffer.
     async fn process_input(&mut self) -> Result<(), Close> {
         let max = self.broker().config.limits.max_packet_size;
-        loop {
+        // A held PUBLISH stops the processing too: what follows it waits, in order.
+        while self.held.is_none() {
             match wasp_mqtt::decode(&mut self.io.inbuf, Some(self.version), max) {
                 Ok(Some(packet)) => {
                     self.last_received = tokio::time::Instant::now();
@@ -821,10 +939,17 @@ impl Conn {
                 }
                 Ok(None) => return Ok(()),
                 Err(e) => {
+                    if matches!(e, DecodeError::PacketTooLarge { .. }) {
+                        self.broker()
+                            .stats
+                            .oversize_packets
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                     return Err(violation(e.reason_code(), e.to_string()));
                 }
             }
         }
+        Ok(())
     }
 
     async fn handle(&mut self, packet: Packet) -> Result<(), Close> {
@@ -946,6 +1071,11 @@ impl Conn {
                 return Ok(());
             }
             if state.incoming_qos2.len() >= receive_maximum {
+                drop(state);
+                self.broker()
+                    .stats
+                    .refused_receive_maximum
+                    .fetch_add(1, Ordering::Relaxed);
                 return Err(violation(
                     ReasonCode::ReceiveMaximumExceeded,
                     format!("more than {receive_maximum} QoS 2 messages awaiting PUBREL"),
@@ -953,8 +1083,143 @@ impl Conn {
             }
         }
 
+        if let Err(why) = topic_within_limits(limits, &p.topic, &p.topic) {
+            self.broker()
+                .stats
+                .refused_publish_topic
+                .fetch_add(1, Ordering::Relaxed);
+            let why = format!("topic {why}");
+            if !self.version.is_v5() || p.qos == QoS::AtMostOnce {
+                // 3.x has no reason code to refuse with and 5.0 QoS 0 no acknowledgement: closing tells
+                // the client (5.0: DISCONNECT 0x90), and nothing acknowledged is lost.
+                return Err(violation(ReasonCode::TopicNameInvalid, why));
+            }
+            let refusal = Refusal {
+                code: ReasonCode::TopicNameInvalid,
+                reason: why,
+            };
+            self.acknowledge(p.qos, p.packet_id, Err(refusal));
+            return Ok(());
+        }
+        self.limit_and_route(p, true).await;
+        Ok(())
+    }
+
+    /// Applies the publish limits (rate, bandwidth, queue memory ceiling), then routes and acknowledges,
+    /// or refuses, or holds the PUBLISH back. `first`: not a held PUBLISH being looked at again.
+    async fn limit_and_route(&mut self, p: Publish, first: bool) {
+        match self.publish_limits(&p) {
+            Limited::Pass => {}
+            Limited::Refuse(refusal) => {
+                self.acknowledge(p.qos, p.packet_id, Err(refusal));
+                return;
+            }
+            Limited::Hold(until) => {
+                if first {
+                    debug!("PUBLISH held back by a limit; not reading from the client meanwhile");
+                    self.broker()
+                        .stats
+                        .throttled_publishes
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                self.held = Some(Held { publish: p, until });
+                return;
+            }
+        }
         let (ack_qos, ack_id) = (p.qos, p.packet_id);
-        let (reason, why) = match self.admit_and_route(p).await {
+        let outcome = self.admit_and_route(p).await;
+        self.acknowledge(ack_qos, ack_id, outcome);
+    }
+
+    /// The held PUBLISH's time has come: the limits look at it again (it may be held longer), then the
+    /// packets waiting behind it in the input buffer are handled.
+    async fn resume_held(&mut self) -> Result<(), Close> {
+        let Some(held) = self.held.take() else {
+            return Ok(());
+        };
+        // The broker was not listening: the client's silence does not count against its keep alive.
+        self.last_received = tokio::time::Instant::now();
+        self.limit_and_route(held.publish, false).await;
+        self.process_input().await
+    }
+
+    /// The rate, bandwidth and queue memory limits for one PUBLISH. 5.0 clients are refused (0x97 Quota
+    /// exceeded); 3.x clients, which have no reason code to be told, are held back instead (never
+    /// acknowledged and dropped). The rate buckets are charged only when the PUBLISH passes.
+    fn publish_limits(&mut self, p: &Publish) -> Limited {
+        let now = Instant::now();
+        let size = (p.topic.len() + p.payload.len()) as u64;
+        let rate_wait = self
+            .publish_rate
+            .as_mut()
+            .map_or(Duration::ZERO, |b| b.wait(1, now));
+        let bandwidth_wait = self
+            .publish_bandwidth
+            .as_mut()
+            .map_or(Duration::ZERO, |b| b.wait(size, now));
+        let broker = &self.io.broker;
+        // QoS 0 publishes pass the ceiling: their deliveries are dropped as they reach full queues.
+        let ceiling = p.qos != QoS::AtMostOnce && broker.queue_budget.is_exhausted();
+        if self.version.is_v5() {
+            let limits = &broker.config.limits;
+            let refused = if !rate_wait.is_zero() {
+                Some((
+                    &broker.stats.refused_publish_rate,
+                    format!(
+                        "more than {} PUBLISH packets per second",
+                        limits.max_publish_rate
+                    ),
+                ))
+            } else if !bandwidth_wait.is_zero() {
+                Some((
+                    &broker.stats.refused_publish_bandwidth,
+                    format!(
+                        "more than {} bytes per second published",
+                        limits.max_publish_bytes_per_sec
+                    ),
+                ))
+            } else if ceiling {
+                Some((
+                    &broker.stats.refused_queued_bytes,
+                    "the broker's queues are full (max_queued_bytes)".to_owned(),
+                ))
+            } else {
+                None
+            };
+            if let Some((counter, reason)) = refused {
+                counter.fetch_add(1, Ordering::Relaxed);
+                return Limited::Refuse(Refusal {
+                    code: ReasonCode::QuotaExceeded,
+                    reason,
+                });
+            }
+        } else {
+            let mut wait = rate_wait.max(bandwidth_wait);
+            if wait.is_zero() && ceiling {
+                wait = CEILING_RECHECK;
+            }
+            if !wait.is_zero() {
+                return Limited::Hold(tokio::time::Instant::now() + wait);
+            }
+        }
+        if let Some(bucket) = &mut self.publish_rate {
+            bucket.take(1, now);
+        }
+        if let Some(bucket) = &mut self.publish_bandwidth {
+            bucket.take(size, now);
+        }
+        Limited::Pass
+    }
+
+    /// Sends the PUBACK / PUBREC of a QoS 1/2 PUBLISH: `outcome` is its reason code or refusal.
+    fn acknowledge(
+        &mut self,
+        qos: QoS,
+        packet_id: Option<u16>,
+        outcome: Result<ReasonCode, Refusal>,
+    ) {
+        let (ack_qos, ack_id) = (qos, packet_id);
+        let (reason, why) = match outcome {
             Ok(reason) => (reason, None),
             Err(refusal) => {
                 debug!(code = ?refusal.code, reason = %refusal.reason, "PUBLISH refused");
@@ -986,7 +1251,6 @@ impl Conn {
                 }))
             }
         }
-        Ok(())
     }
 
     /// Checks an inbound PUBLISH (broker rules, then the authorizers and transformers) and routes it.
@@ -1199,6 +1463,42 @@ impl Conn {
                     ReasonCode::ProtocolError,
                     format!("No Local on the shared subscription {filter}"),
                 ));
+            }
+            let limits = &self.io.broker.config.limits;
+            let refused = if let Err(why) = topic_within_limits(limits, filter, plain) {
+                self.io
+                    .broker
+                    .stats
+                    .refused_subscribe_topic
+                    .fetch_add(1, Ordering::Relaxed);
+                Some((ReasonCode::TopicFilterInvalid, format!("filter {why}")))
+            } else if limits.max_subscriptions_per_client != 0 && {
+                // Replacing a subscription the session has does not count twice.
+                let state = self.session.state.lock();
+                !state.subscriptions.contains_key(filter.as_str())
+                    && state.subscriptions.len() >= limits.max_subscriptions_per_client
+            } {
+                self.io
+                    .broker
+                    .stats
+                    .refused_subscriptions
+                    .fetch_add(1, Ordering::Relaxed);
+                Some((
+                    ReasonCode::QuotaExceeded,
+                    format!(
+                        "more than {} subscriptions per client",
+                        limits.max_subscriptions_per_client
+                    ),
+                ))
+            } else {
+                None
+            };
+            if let Some((code, why)) = refused {
+                // 3.x SUBACKs carry 0x80 for every failure.
+                debug!(%filter, "subscription refused: {why}");
+                problems.push(format!("{filter:?}: {why}"));
+                reason_codes.push(code);
+                continue;
             }
             // Authorizers see the filter without its `$share/{group}/` prefix.
             let allowed = match self.access.authorize_subscribe(plain, requested.qos).await {
@@ -1428,6 +1728,9 @@ impl Conn {
             .stats
             .clients_connected
             .fetch_sub(1, Ordering::Relaxed);
+        if let Some(count) = &self.listener_count {
+            count.connected.fetch_sub(1, Ordering::Relaxed);
+        }
 
         let will = if close.publishes_will() {
             self.will.take()

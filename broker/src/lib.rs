@@ -19,11 +19,13 @@
 //!   transformation), on top of `wasp_plugin_host::Chain`.
 //! - [`router`] and [`retained`]: the two tries (subscriptions by filter, retained messages by topic).
 //! - `sys`: publishes the `$SYS/broker/...` topics.
+//! - `rate`: the token bucket behind the connection, publish and bandwidth rate limits.
 
 mod access;
 pub mod broker;
 pub mod config;
 mod connection;
+mod rate;
 pub mod retained;
 pub mod router;
 pub mod server;

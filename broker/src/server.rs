@@ -185,11 +185,17 @@ async fn accept_loop(
             _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // limits.max_connections_per_sec: closed before anything is read (and counted).
+                    if !broker.admit_connection() {
+                        debug!(%peer, "socket refused: connection rate limit");
+                        continue;
+                    }
                     let open = broker.stats.sockets_open.fetch_add(1, Ordering::Relaxed) + 1;
                     // Sockets beyond the limit (with some room for ones still in their handshake) are closed
                     // at once; the CONNECT-time check answers the rest with CONNACK "server busy".
                     if open > broker.config.limits.max_connections.saturating_add(64) {
                         broker.stats.sockets_open.fetch_sub(1, Ordering::Relaxed);
+                        broker.stats.refused_max_connections.fetch_add(1, Ordering::Relaxed);
                         debug!(%peer, "socket refused: connection limit");
                         continue;
                     }

@@ -8,6 +8,9 @@
 //! because the queue must also exist while no connection does (persistent sessions), every critical section
 //! is a few pointer moves, and publishers must never wait on a slow subscriber's task. A `Notify` wakes the
 //! connection task when the queue grows.
+//!
+//! Every queue counts the bytes it holds (topic and payload of each delivery) in a [`QueueBudget`] that
+//! all sessions of a broker share: the memory ceiling `limits.max_queued_bytes`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -40,6 +43,11 @@ pub struct Message {
 }
 
 impl Message {
+    /// What the message counts against `limits.max_queued_bytes` in each queue it waits in.
+    pub fn queued_size(&self) -> u64 {
+        (self.topic.len() + self.payload.len()) as u64
+    }
+
     /// True when the message's expiry interval has passed.
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
@@ -97,6 +105,96 @@ pub enum Enqueued {
     DroppedOffline,
     /// Dropped: the queue was full.
     DroppedFull,
+    /// Dropped: a QoS 0 delivery while the queues of all sessions hold `limits.max_queued_bytes`.
+    DroppedCeiling,
+}
+
+/// The bytes waiting in the session queues of one broker, against a ceiling (`limits.max_queued_bytes`).
+#[derive(Debug, Default)]
+pub struct QueueBudget {
+    used: AtomicU64,
+    /// 0: no ceiling.
+    max: u64,
+}
+
+impl QueueBudget {
+    /// A budget with ceiling `max` bytes (0: none).
+    pub fn new(max: u64) -> Self {
+        Self {
+            used: AtomicU64::new(0),
+            max,
+        }
+    }
+
+    /// Bytes queued now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// True when the queues hold the ceiling or more: QoS 1/2 publishes are refused (5.0) or paused
+    /// (3.x) until they drain.
+    pub fn is_exhausted(&self) -> bool {
+        self.max != 0 && self.used() >= self.max
+    }
+
+    /// True when `size` more bytes would pass the ceiling.
+    fn would_exceed(&self, size: u64) -> bool {
+        self.max != 0 && self.used().saturating_add(size) > self.max
+    }
+}
+
+/// A session's queue of deliveries, counting its bytes in the broker's [`QueueBudget`].
+#[derive(Debug, Default)]
+pub struct Queue {
+    items: VecDeque<Delivery>,
+    budget: Arc<QueueBudget>,
+}
+
+impl Queue {
+    /// Number of deliveries waiting.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The oldest delivery.
+    pub fn front(&self) -> Option<&Delivery> {
+        self.items.front()
+    }
+
+    /// Appends a delivery.
+    pub fn push_back(&mut self, delivery: Delivery) {
+        self.budget
+            .used
+            .fetch_add(delivery.message.queued_size(), Ordering::Relaxed);
+        self.items.push_back(delivery);
+    }
+
+    /// Takes the oldest delivery.
+    pub fn pop_front(&mut self) -> Option<Delivery> {
+        let delivery = self.items.pop_front()?;
+        self.budget
+            .used
+            .fetch_sub(delivery.message.queued_size(), Ordering::Relaxed);
+        Some(delivery)
+    }
+
+    /// Forgets every delivery.
+    pub fn clear(&mut self) {
+        let bytes: u64 = self.items.iter().map(|d| d.message.queued_size()).sum();
+        self.budget.used.fetch_sub(bytes, Ordering::Relaxed);
+        self.items.clear();
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.clear();
+    }
 }
 
 /// The mutable part of a session.
@@ -105,7 +203,7 @@ pub struct SessionState {
     /// Subscriptions by full filter text (including any `$share/group/` prefix).
     pub subscriptions: HashMap<String, SubscriptionEntry>,
     /// Messages waiting to be sent.
-    pub queue: VecDeque<Delivery>,
+    pub queue: Queue,
     /// Outbound QoS 1/2 messages in flight, by packet identifier, in the order they were first sent.
     pub inflight: indexmap_lite::OrderedMap<Inflight>,
     /// Inbound QoS 2 packet identifiers whose PUBREC was sent and whose PUBREL has not arrived yet.
@@ -170,13 +268,25 @@ impl Session {
         self.online.load(Ordering::Acquire)
     }
 
+    /// Counts this session's queue in the broker-wide `budget` (call before anything is queued).
+    pub fn with_budget(self, budget: Arc<QueueBudget>) -> Self {
+        {
+            let mut state = self.state.lock();
+            debug_assert!(state.queue.is_empty());
+            state.queue.budget = budget;
+        }
+        self
+    }
+
     /// Marks the session as served (or not) by a connection.
     pub fn set_online(&self, online: bool) {
         self.online.store(online, Ordering::Release);
     }
 
-    /// Offers a message. QoS 0 messages are not kept for a session without a connection; when the queue is
-    /// full the new message is dropped (the oldest ones keep their place, so order is kept).
+    /// Offers a message. QoS 0 messages are not kept for a session without a connection, nor beyond the
+    /// broker's `max_queued_bytes`; when the queue is full the new message is dropped (the oldest ones keep
+    /// their place, so order is kept). QoS 1/2 deliveries are not held to the byte ceiling here: their
+    /// publisher was admitted below it, and may have been acknowledged already.
     pub fn enqueue(&self, delivery: Delivery) -> Enqueued {
         let online = self.is_online();
         if !online && delivery.qos == QoS::AtMostOnce {
@@ -185,6 +295,16 @@ impl Session {
         }
         {
             let mut state = self.state.lock();
+            if delivery.qos == QoS::AtMostOnce
+                && state
+                    .queue
+                    .budget
+                    .would_exceed(delivery.message.queued_size())
+            {
+                drop(state);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return Enqueued::DroppedCeiling;
+            }
             if state.queue.len() >= self.max_queued {
                 drop(state);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -308,6 +428,36 @@ mod tests {
         }
         assert_eq!(s.enqueue(delivery(QoS::AtLeastOnce)), Enqueued::DroppedFull);
         assert_eq!(s.state.lock().queue.len(), 2);
+    }
+
+    #[test]
+    fn queues_count_their_bytes_in_the_shared_budget() {
+        let budget = Arc::new(QueueBudget::new(3));
+        let a = Session::new("a".into(), 100, 10).with_budget(budget.clone());
+        let b = Session::new("b".into(), 100, 10).with_budget(budget.clone());
+        a.set_online(true);
+        b.set_online(true);
+        // Each delivery is "t" + "p": 2 bytes.
+        assert_eq!(a.enqueue(delivery(QoS::AtMostOnce)), Enqueued::Queued);
+        assert_eq!(budget.used(), 2);
+        assert!(!budget.is_exhausted());
+        // QoS 0 beyond the ceiling is dropped; QoS 1 is queued past it (its publisher was admitted).
+        assert_eq!(
+            b.enqueue(delivery(QoS::AtMostOnce)),
+            Enqueued::DroppedCeiling
+        );
+        assert_eq!(b.enqueue(delivery(QoS::AtLeastOnce)), Enqueued::Queued);
+        assert_eq!(budget.used(), 4);
+        assert!(budget.is_exhausted());
+        a.state.lock().queue.pop_front().unwrap();
+        assert_eq!(budget.used(), 2);
+        assert!(!budget.is_exhausted());
+        // Clearing and dropping a session give its bytes back.
+        b.state.lock().queue.clear();
+        assert_eq!(budget.used(), 0);
+        assert_eq!(a.enqueue(delivery(QoS::AtLeastOnce)), Enqueued::Queued);
+        drop(a);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

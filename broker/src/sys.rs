@@ -1,7 +1,10 @@
 //! The `$SYS/broker/...` topics, published as retained QoS 0 messages at the configured interval, and the
 //! periodic sweep of expired retained messages.
 //!
-//! Topic names follow Mosquitto's where it has one, so existing dashboards work.
+//! Topic names follow Mosquitto's where it has one, so existing dashboards work. Each limit that refuses
+//! or drops something (`[limits]`, a listener's `max_connections`) has a counter under
+//! `$SYS/broker/connections/refused/`, `.../publish/messages/refused/` or `.../dropped/`,
+//! `.../subscriptions/refused/` or `.../packets/refused/`; `examples/wasp.toml` names them with their keys.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -81,6 +84,71 @@ fn snapshot(broker: &Broker) -> Vec<(&'static str, String)> {
         (
             "$SYS/broker/retained messages/count",
             broker.retained_count().to_string(),
+        ),
+        // What the limits refused or dropped (examples/wasp.toml names the key behind each).
+        (
+            "$SYS/broker/connections/refused/maximum",
+            load(&s.refused_max_connections),
+        ),
+        (
+            "$SYS/broker/connections/refused/listener",
+            load(&s.refused_listener_connections),
+        ),
+        (
+            "$SYS/broker/connections/refused/rate",
+            load(&s.refused_connection_rate),
+        ),
+        (
+            "$SYS/broker/connections/refused/connect timeout",
+            load(&s.connect_timeouts),
+        ),
+        (
+            "$SYS/broker/packets/refused/oversize",
+            load(&s.oversize_packets),
+        ),
+        (
+            "$SYS/broker/publish/messages/refused/receive maximum",
+            load(&s.refused_receive_maximum),
+        ),
+        (
+            "$SYS/broker/publish/messages/refused/topic",
+            load(&s.refused_publish_topic),
+        ),
+        (
+            "$SYS/broker/publish/messages/refused/rate",
+            load(&s.refused_publish_rate),
+        ),
+        (
+            "$SYS/broker/publish/messages/refused/bandwidth",
+            load(&s.refused_publish_bandwidth),
+        ),
+        (
+            "$SYS/broker/publish/messages/refused/queued bytes",
+            load(&s.refused_queued_bytes),
+        ),
+        (
+            "$SYS/broker/publish/messages/throttled",
+            load(&s.throttled_publishes),
+        ),
+        (
+            "$SYS/broker/publish/messages/dropped/queue full",
+            load(&s.dropped_queue_full),
+        ),
+        (
+            "$SYS/broker/publish/messages/dropped/queued bytes",
+            load(&s.dropped_queued_bytes),
+        ),
+        (
+            "$SYS/broker/subscriptions/refused/topic",
+            load(&s.refused_subscribe_topic),
+        ),
+        (
+            "$SYS/broker/subscriptions/refused/maximum",
+            load(&s.refused_subscriptions),
+        ),
+        (
+            "$SYS/broker/store/messages/bytes",
+            broker.queue_budget.used().to_string(),
         ),
     ]
 }
