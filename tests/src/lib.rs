@@ -80,6 +80,9 @@ pub const QUIET: Duration = Duration::from_millis(500);
 pub struct Broker {
     /// The address clients connect to.
     pub addr: SocketAddr,
+    /// The running broker's shared state (`Server::broker`): its counters, for tests of what `$SYS`
+    /// reports.
+    pub state: std::sync::Arc<wasp::broker::Broker>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -111,6 +114,7 @@ impl Broker {
             .expect("broker binds");
         let addrs = server.local_addrs();
         let addr = addrs[0].1;
+        let state = server.broker();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             server
@@ -123,6 +127,7 @@ impl Broker {
         (
             Broker {
                 addr,
+                state,
                 stop: Some(stop),
             },
             addrs,
