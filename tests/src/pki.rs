@@ -1,6 +1,7 @@
 //! A throwaway PKI for TLS tests: certificate authorities, and server and client certificates they
 //! sign (valid or expired), as DER for rustls clients and as PEM files for the broker and the
-//! `mosquitto_*` clients.
+//! `mosquitto_*` clients. [`Pki`] is one test's set: a CA, a server certificate, their files, and the
+//! broker's TLS settings for them.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,7 @@ use rcgen::{
     KeyPair,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use wasp::config::{CertField, TlsSettings, TlsVersion};
 
 /// A certificate authority.
 pub struct Ca {
@@ -140,4 +142,75 @@ pub fn client_config(
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config
+}
+
+/// The certificates of one test, with their PEM files in a temporary directory.
+pub struct Pki {
+    pub ca: Ca,
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pki {
+    /// A CA and a server certificate for 127.0.0.1 and localhost, as `ca.pem`, `server.pem` and
+    /// `server.key` in a new temporary directory.
+    pub fn new() -> Pki {
+        let ca = Ca::new("wasp test CA");
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write CA");
+        ca.issue(Leaf::Server(&["127.0.0.1", "localhost"]), false)
+            .write(dir.path(), "server");
+        Pki { ca, dir }
+    }
+
+    /// A file of this PKI's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A client certificate from this PKI's CA, written as `NAME.pem` / `NAME.key`.
+    pub fn client(&self, name: &str, common_name: &str, expired: bool) -> Issued {
+        let issued = self.ca.issue(
+            Leaf::Client {
+                common_name,
+                alt_name: Some("device.example"),
+            },
+            expired,
+        );
+        issued.write(self.dir.path(), name);
+        issued
+    }
+
+    /// TLS settings with the server certificate, no client certificates.
+    pub fn settings(&self) -> TlsSettings {
+        TlsSettings {
+            cert_file: self.path("server.pem"),
+            key_file: self.path("server.key"),
+            client_ca_file: None,
+            require_client_cert: false,
+            username_from_cert: None,
+            min_version: TlsVersion::V1_2,
+            reload_check: None,
+        }
+    }
+
+    /// Mutual TLS: client certificates from this CA required.
+    pub fn mtls_settings(&self, username_from_cert: Option<CertField>) -> TlsSettings {
+        TlsSettings {
+            client_ca_file: Some(self.path("ca.pem")),
+            require_client_cert: true,
+            username_from_cert,
+            ..self.settings()
+        }
+    }
+
+    /// The CA, as a client's trusted roots.
+    pub fn roots(&self) -> Vec<CertificateDer<'static>> {
+        vec![self.ca.der()]
+    }
 }

@@ -12,12 +12,13 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode, LastWill, PubAckReason, PublishProperties, SubscribeReasonCode,
 };
-use wasp::config::{Config, PluginConfig};
+use wasp::config::{CertField, Config, PluginConfig};
 use wasp_mqtt::{
     Auth, ConnAck, Connect, Packet, Properties, ProtocolVersion, Publish, ReasonCode, Subscribe,
     SubscriptionOptions,
 };
 use wasp_plugin_host::{DirGrant, OnAccessFailure, OnTransformFailure, PluginSpec, test_programs};
+use wasp_tests::pki::{Pki, client_config};
 use wasp_tests::raw::Conn;
 use wasp_tests::{Broker, QUIET, v4, v5};
 
@@ -301,18 +302,30 @@ topic write secret/#
 user admin
 topic readwrite #
 
+user sysmon
+topic read $SYS/#
+
 pattern readwrite devices/%u/#
 pattern readwrite clients/%c/#
 ";
 
 /// A broker with the acl-file plugin over [`ACL`] (anonymous access on: the ACL alone decides).
 async fn acl_broker() -> (Broker, tempfile::TempDir) {
+    acl_broker_with(|_| {}).await
+}
+
+/// [`acl_broker`], its configuration adjusted by `configure`.
+async fn acl_broker_with(configure: impl FnOnce(&mut Config)) -> (Broker, tempfile::TempDir) {
     let wasm = shipped_plugin("acl-file").await;
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("acl"), ACL).expect("write acl");
     let mut spec = spec("acl", wasm, r#"{"file": "/etc/wasp/acl"}"#);
     spec.dirs.push(grant(dir.path(), "/etc/wasp"));
-    let broker = Broker::start_with(|c| install(c, vec![plugin(spec)])).await;
+    let broker = Broker::start_with(|c| {
+        install(c, vec![plugin(spec)]);
+        configure(c);
+    })
+    .await;
     (broker, dir)
 }
 
@@ -472,6 +485,51 @@ async fn acl_username_and_client_id_patterns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_sees_the_user_name_of_a_client_certificate() {
+    let wasm = shipped_plugin("acl-file").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("acl"), ACL).expect("write acl");
+    let mut spec = spec("acl", wasm, r#"{"file": "/etc/wasp/acl"}"#);
+    spec.dirs.push(grant(dir.path(), "/etc/wasp"));
+    let pki = Pki::new();
+    let carol = pki.client("carol", "carol", false);
+    let broker = Broker::start_with(|c| {
+        install(c, vec![plugin(spec)]);
+        c.listeners[0].tls = Some(pki.mtls_settings(Some(CertField::CommonName)));
+    })
+    .await;
+    // CONNECT says "admin" (who may publish anywhere); the certificate says "carol".
+    let mut options = v5_login("cert-carol", &broker, "admin", "unused");
+    options.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(client_config(
+            &pki.roots(),
+            Some(&carol),
+            &[&rustls::version::TLS13],
+            &[],
+        ))),
+    ));
+    let mut client = v5::connect(options).await;
+    assert_eq!(
+        client.subscribe("devices/carol/#", QoS::AtLeastOnce).await,
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    assert_eq!(
+        client.subscribe("secret/#", QoS::AtLeastOnce).await,
+        vec![SubscribeReasonCode::NotAuthorized]
+    );
+    for (topic, reason) in [
+        ("devices/carol/temp", PubAckReason::Success),
+        ("devices/dave/temp", PubAckReason::NotAuthorized),
+        ("secret/x", PubAckReason::NotAuthorized),
+    ] {
+        let ack = client
+            .publish_acked(topic, false, b"x", PublishProperties::default())
+            .await;
+        assert_eq!(ack.reason, reason, "publish {topic}: {ack:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_cannot_be_bypassed_through_a_shared_subscription() {
     let (broker, _dir) = acl_broker().await;
     let mut alice = v5::connect(v5_user(&broker, "alice", "alice")).await;
@@ -542,6 +600,96 @@ async fn acl_retained_message_on_a_denied_topic_is_not_delivered() {
         vec![rumqttc::SubscribeReasonCode::Failure]
     );
     alice4.no_publish(QUIET).await;
+}
+
+/// `$SYS` is no way around the ACL: without a `$SYS` grant every filter reaching it is refused (shared ones
+/// too), a `#` grant covers no `$SYS` topic and a granted `#` subscription matches none (4.7.2-1), and nobody
+/// may publish there, not even a user whose ACL allows writing everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_cannot_be_bypassed_through_sys() {
+    let sys_interval = Duration::from_secs(1);
+    let (broker, _dir) = acl_broker_with(|c| c.sys_interval = Some(sys_interval)).await;
+    let granted = vec![SubscribeReasonCode::Success(QoS::AtMostOnce)];
+    let refused = vec![SubscribeReasonCode::NotAuthorized];
+    // The control: a user granted `$SYS/#` reads the broker's figures.
+    let mut sysmon = v5::connect(v5_user(&broker, "sysmon", "sysmon")).await;
+    assert_eq!(sysmon.subscribe("$SYS/#", QoS::AtMostOnce).await, granted);
+    let m = sysmon.next_publish().await;
+    assert!(topic_of(&m).starts_with("$SYS/broker/"), "{m:?}");
+
+    let mut alice = v5::connect(v5_user(&broker, "alice", "alice")).await;
+    for filter in [
+        "$SYS/#",
+        "$SYS/broker/uptime",
+        "$SYS/+/uptime",
+        "$share/g/$SYS/#",
+    ] {
+        assert_eq!(
+            alice.subscribe(filter, QoS::AtMostOnce).await,
+            refused,
+            "alice subscribes {filter}"
+        );
+    }
+    let mut admin = v5::connect(v5_user(&broker, "admin", "admin")).await;
+    assert_eq!(
+        admin.subscribe("$SYS/#", QoS::AtMostOnce).await,
+        refused,
+        "a `#` grant does not cover $SYS"
+    );
+    for filter in ["#", "+/broker/#", "+/+/uptime"] {
+        assert_eq!(
+            admin.subscribe(filter, QoS::AtMostOnce).await,
+            granted,
+            "admin subscribes {filter}"
+        );
+    }
+    // Nobody may write to $SYS (retained, so a forgery would stay).
+    let ack = admin
+        .publish_acked(
+            "$SYS/broker/uptime",
+            true,
+            b"forged",
+            PublishProperties::default(),
+        )
+        .await;
+    assert_eq!(ack.reason, PubAckReason::NotAuthorized, "{ack:?}");
+    // admin's `#` works for other topics...
+    admin
+        .publish("public/x", QoS::AtMostOnce, false, b"ordinary")
+        .await;
+    assert_eq!(&admin.next_publish().await.payload[..], b"ordinary");
+    // ...but over more than one $SYS interval neither alice nor admin gets a $SYS message, while sysmon
+    // keeps getting the broker's figures and never the forgery.
+    let sys_message = |item: &v5::V5Item| match item {
+        wasp_tests::Item::Packet(rumqttc::v5::mqttbytes::v5::Packet::Publish(p))
+            if p.topic.starts_with(b"$") =>
+        {
+            Some(p.clone())
+        }
+        _ => None,
+    };
+    let watch = sys_interval * 3 / 2;
+    admin
+        .inbox
+        .none_within(watch, "$SYS message", sys_message)
+        .await;
+    alice
+        .inbox
+        .none_within(QUIET, "$SYS message", sys_message)
+        .await;
+    let mut figures = 0;
+    while let Some(m) = sysmon.inbox.try_wait_for(QUIET, sys_message).await {
+        assert_ne!(
+            &m.payload[..],
+            b"forged",
+            "the forged $SYS message was delivered"
+        );
+        figures += 1;
+    }
+    assert!(
+        figures > 0,
+        "sysmon got no $SYS message in the last {QUIET:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 //! client for what rumqttc would not send), and several listeners side by side.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,73 +14,12 @@ use rumqttc::{TlsConfiguration, Transport};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use wasp::config::{CertField, Config, Listener, ListenerKind, TlsSettings, TlsVersion};
-use wasp_tests::pki::{Ca, Issued, Leaf, client_config};
+use wasp_tests::pki::{Ca, Leaf, Pki, client_config};
 use wasp_tests::raw::Conn;
 use wasp_tests::{Broker, TIMEOUT, cli, v4, v5};
 
 const TLS12_AND_13: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
-
-/// The certificates of one test, with their PEM files in a temporary directory.
-struct Pki {
-    ca: Ca,
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let ca = Ca::new("wasp test CA");
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write CA");
-        ca.issue(Leaf::Server(&["127.0.0.1", "localhost"]), false)
-            .write(dir.path(), "server");
-        Pki { ca, dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// A client certificate from this PKI's CA, written as `NAME.pem` / `NAME.key`.
-    fn client(&self, name: &str, common_name: &str, expired: bool) -> Issued {
-        let issued = self.ca.issue(
-            Leaf::Client {
-                common_name,
-                alt_name: Some("device.example"),
-            },
-            expired,
-        );
-        issued.write(self.dir.path(), name);
-        issued
-    }
-
-    /// TLS settings with the server certificate, no client certificates.
-    fn settings(&self) -> TlsSettings {
-        TlsSettings {
-            cert_file: self.path("server.pem"),
-            key_file: self.path("server.key"),
-            client_ca_file: None,
-            require_client_cert: false,
-            username_from_cert: None,
-            min_version: TlsVersion::V1_2,
-            reload_check: None,
-        }
-    }
-
-    /// Mutual TLS: client certificates from this CA required.
-    fn mtls_settings(&self, username_from_cert: Option<CertField>) -> TlsSettings {
-        TlsSettings {
-            client_ca_file: Some(self.path("ca.pem")),
-            require_client_cert: true,
-            username_from_cert,
-            ..self.settings()
-        }
-    }
-
-    fn roots(&self) -> Vec<CertificateDer<'static>> {
-        vec![self.ca.der()]
-    }
-}
 
 fn listener(name: &str, kind: ListenerKind, tls: Option<TlsSettings>) -> Listener {
     Listener {
