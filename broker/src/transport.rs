@@ -149,6 +149,8 @@ impl Transport {
     }
 
     /// The WebSocket handshake, on WebSocket listeners; the halves of the stream.
+    // The handshake callback's `Result<Response, ErrorResponse>` is tungstenite's `Callback` signature.
+    #[allow(clippy::result_large_err)]
     async fn upgrade<S>(&self, stream: S, client_cert: Option<ClientCert>) -> Result<Stream, String>
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -185,6 +187,7 @@ impl Transport {
 /// section 6: the server selects `mqtt`; `mqttv3.1` is what MQTT 3.1 clients offer). A request without a
 /// `Sec-WebSocket-Protocol` header is accepted without one, as Mosquitto does; one offering only other
 /// subprotocols is refused.
+#[allow(clippy::result_large_err)] // tungstenite's `Callback` signature
 fn websocket_handshake(
     path: &str,
     request: &Request,
