@@ -43,6 +43,8 @@ class Broker:
     name: str
     host: str
     port: int
+    # MQTT over WebSocket, path /mqtt, on the same broker.
+    ws_port: int
     proc: subprocess.Popen
     log: Path
 
@@ -77,24 +79,29 @@ def start_wasp(workdir: Path) -> Broker:
     binary = Path(os.environ.get("WASP_BIN", REPO / "target" / "debug" / "wasp"))
     if not binary.is_file():
         raise RuntimeError(f"wasp binary not found at {binary}: build it with `cargo build -p wasp` or set WASP_BIN")
-    port = free_port()
+    port, ws_port = free_port(), free_port()
+    conf = workdir / "wasp.toml"
+    conf.write_text(f'[[listeners]]\nname = "ws"\nbind = "127.0.0.1:{ws_port}"\nprotocol = "ws"\n')
     log = workdir / "wasp.log"
     proc = subprocess.Popen(
-        [str(binary), "--listen", f"127.0.0.1:{port}"],
+        [str(binary), "--config", str(conf), "--listen", f"127.0.0.1:{port}"],
         stdin=subprocess.DEVNULL,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
     wait_listening(proc, port, log)
-    return Broker("wasp", "127.0.0.1", port, proc, log)
+    wait_listening(proc, ws_port, log)
+    return Broker("wasp", "127.0.0.1", port, ws_port, proc, log)
 
 
 def start_mosquitto(workdir: Path) -> Broker:
     binary = os.environ.get("MOSQUITTO_BIN") or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = free_port()
+    port, ws_port = free_port(), free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\n"
+        f"listener {ws_port} 127.0.0.1\n"
+        "protocol websockets\n"
         "allow_anonymous true\n"
         "persistence false\n"
         "log_dest stdout\n"
@@ -109,7 +116,8 @@ def start_mosquitto(workdir: Path) -> Broker:
         stderr=subprocess.STDOUT,
     )
     wait_listening(proc, port, log)
-    return Broker("mosquitto", "127.0.0.1", port, proc, log)
+    wait_listening(proc, ws_port, log)
+    return Broker("mosquitto", "127.0.0.1", port, ws_port, proc, log)
 
 
 @pytest.fixture(scope="session", params=BROKERS)
@@ -135,8 +143,9 @@ class Client:
     """A paho-mqtt 2.x client driven synchronously: every wait is bounded and event-based."""
 
     def __init__(self, broker: Broker, client_id: str = "", protocol: int = 5, clean: bool = True,
-                 session_expiry: int | None = None, keepalive: int = 30):
+                 session_expiry: int | None = None, keepalive: int = 30, websocket: bool = False):
         self.broker = broker
+        self.port = broker.ws_port if websocket else broker.port
         self.protocol = protocol
         self.clean = clean
         self.session_expiry = session_expiry
@@ -148,8 +157,11 @@ class Client:
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5 if protocol == 5 else mqtt.MQTTv311,
+            transport="websockets" if websocket else "tcp",
             **kwargs,
         )
+        if websocket:
+            self.c.ws_set_options(path="/mqtt")
         self.messages: queue.Queue = queue.Queue()
         self.connack: queue.Queue = queue.Queue()
         self.subacks: dict[int, list] = {}
@@ -197,7 +209,7 @@ class Client:
             if self.session_expiry is not None:
                 props.SessionExpiryInterval = self.session_expiry
             kwargs["properties"] = props
-        self.c.connect(self.broker.host, self.broker.port, keepalive=self.keepalive, **kwargs)
+        self.c.connect(self.broker.host, self.port, keepalive=self.keepalive, **kwargs)
         self.c.loop_start()
         try:
             result = self.connack.get(timeout=TIMEOUT)
