@@ -132,6 +132,15 @@ impl Transport {
             debug!(error = %e, "cannot set TCP_NODELAY");
         }
         match &self.tls {
+            // Plain TCP: the socket's own halves, which need no lock between reader and writer.
+            None if self.websocket.is_none() => {
+                let (reader, writer) = tcp.into_split();
+                Ok(Stream {
+                    reader: Box::new(reader),
+                    writer: Box::new(writer),
+                    client_cert: None,
+                })
+            }
             None => self.upgrade(tcp, None).await,
             Some(tls) => {
                 let stream = tls
