@@ -14,7 +14,7 @@ use rumqttc::{TlsConfiguration, Transport};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use wasp::config::{CertField, Config, Listener, ListenerKind, TlsSettings, TlsVersion};
-use wasp_tests::pki::{Ca, Leaf, Pki, client_config};
+use wasp_tests::pki::{Ca, Issued, Leaf, Pki, client_config};
 use wasp_tests::raw::Conn;
 use wasp_tests::{Broker, TIMEOUT, cli, v4, v5};
 
@@ -52,6 +52,23 @@ async fn start(
 
 fn tls_transport(config: rustls::ClientConfig) -> Transport {
     Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(config)))
+}
+
+/// Options for a 5.0 client over TLS (1.2 or 1.3) trusting `roots`, presenting `identity` if given.
+fn v5_over_tls(
+    id: &str,
+    addr: SocketAddr,
+    roots: &[CertificateDer<'static>],
+    identity: Option<&Issued>,
+) -> rumqttc::v5::MqttOptions {
+    let mut options = v5::options(id, addr);
+    options.set_transport(tls_transport(client_config(
+        roots,
+        identity,
+        TLS12_AND_13,
+        &[],
+    )));
+    options
 }
 
 /// A raw TLS handshake to `addr`: the connection, or rustls's or the socket's error.
@@ -166,14 +183,7 @@ async fn tls_rumqttc_v311_and_v5_round_trip_and_alpn_mqtt() {
     .await;
     let addr = addrs[0];
 
-    let mut options = v5::options("tls-v5", addr);
-    options.set_transport(tls_transport(client_config(
-        &pki.roots(),
-        None,
-        TLS12_AND_13,
-        &[],
-    )));
-    let mut sub = v5::connect(options).await;
+    let mut sub = v5::connect(v5_over_tls("tls-v5", addr, &pki.roots(), None)).await;
     sub.subscribe("t/#", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
         .await;
 
@@ -351,15 +361,9 @@ async fn mtls_certificate_authenticates_when_anonymous_access_is_off() {
     let (_broker, addrs) = start(vec![mtls, plain], |c| c.allow_anonymous = false).await;
     let device = pki.client("device", "device-1", false);
 
-    let mut options = v5::options("cert-client", addrs[0]);
+    let mut options = v5_over_tls("cert-client", addrs[0], &pki.roots(), Some(&device));
     // A user name in CONNECT is replaced by the certificate's.
     options.set_credentials("someone-else", "ignored");
-    options.set_transport(tls_transport(client_config(
-        &pki.roots(),
-        Some(&device),
-        TLS12_AND_13,
-        &[],
-    )));
     let mut client = v5::connect(options).await;
     client
         .subscribe("d/#", rumqttc::v5::mqttbytes::QoS::AtMostOnce)
@@ -394,14 +398,7 @@ async fn tls_certificates_reload_on_change_without_dropping_clients() {
     )
     .await;
     let addr = addrs[0];
-    let mut options = v5::options("before", addr);
-    options.set_transport(tls_transport(client_config(
-        &pki.roots(),
-        None,
-        TLS12_AND_13,
-        &[],
-    )));
-    let mut before = v5::connect(options).await;
+    let mut before = v5::connect(v5_over_tls("before", addr, &pki.roots(), None)).await;
     before
         .subscribe("r/#", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
         .await;
@@ -426,14 +423,7 @@ async fn tls_certificates_reload_on_change_without_dropping_clients() {
             .is_err(),
         "the old certificate is still served"
     );
-    let mut options = v5::options("after", addr);
-    options.set_transport(tls_transport(client_config(
-        &new_roots,
-        None,
-        TLS12_AND_13,
-        &[],
-    )));
-    let mut after = v5::connect(options).await;
+    let mut after = v5::connect(v5_over_tls("after", addr, &new_roots, None)).await;
     after
         .publish(
             "r/1",
