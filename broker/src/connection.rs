@@ -471,6 +471,21 @@ async fn handshake_and_run(
         return;
     }
 
+    if !version.is_v5()
+        && limits.max_keep_alive < u16::MAX
+        && connect.keep_alive > limits.max_keep_alive
+    {
+        // 3.x cannot be told a lower keep alive (see below): refused as Mosquitto does, with 0x02.
+        info!(
+            keep_alive = connect.keep_alive,
+            max = limits.max_keep_alive,
+            "refused: keep alive above max_keep_alive_secs"
+        );
+        io.refuse(version, ReasonCode::ClientIdentifierNotValid, None)
+            .await;
+        return;
+    }
+
     // Take the client id over from any connection that holds it.
     let Some((slot, lease)) = acquire_slot(&broker, &client_id).await else {
         warn!("refused: the previous connection of this client did not let go of its session");
@@ -515,15 +530,21 @@ async fn handshake_and_run(
         count.connected.fetch_add(1, Ordering::Relaxed);
     }
 
-    // Keep alive: 5.0 clients may be told a lower Server Keep Alive.
+    // Keep alive: 5.0 clients may be told a lower Server Keep Alive. 3.x has no way to tell a client:
+    // one asking for none (0) is held to the broker's maximum (3.1.1 3.1.2.10: the server is then "not
+    // required" to disconnect it, so it may), and one asking for more is refused as Mosquitto does,
+    // rather than being cut off while it keeps to its own interval. Either way an idle socket cannot
+    // stay open forever once `max_keep_alive_secs` is set.
     let mut keep_alive = connect.keep_alive;
     let mut server_keep_alive = None;
-    if version.is_v5()
-        && (keep_alive == 0 || keep_alive > limits.max_keep_alive)
+    if (keep_alive == 0 || keep_alive > limits.max_keep_alive)
         && limits.max_keep_alive < u16::MAX
     {
+        // (A 3.x client asking for more than the maximum was refused before taking the session.)
+        if version.is_v5() {
+            server_keep_alive = Some(limits.max_keep_alive);
+        }
         keep_alive = limits.max_keep_alive;
-        server_keep_alive = Some(keep_alive);
     }
 
     let mut properties = Properties::default();

@@ -131,6 +131,40 @@ async fn mqtt_3_1_2_24_keep_alive_timeout_publishes_will() {
     );
 }
 
+/// 3.1.1 3.1.2.10: with keep alive 0 the server is "not required" to close an idle connection; once
+/// `limits.max_keep_alive_secs` is set, Wasp holds such a client to it so idle sockets cannot stay forever.
+#[tokio::test]
+async fn mqtt_3_1_2_10_keep_alive_zero_held_to_the_maximum_v311() {
+    let broker = Broker::start_with(|c| c.limits.max_keep_alive = 1).await;
+    let mut c = Conn::open(broker.addr).await;
+    c.send(&connect(4, 0x02, 0, b"no-keep-alive", &[])).await;
+    assert_eq!(c.recv_exact(4).await, [0x20, 0x02, 0x00, 0x00]);
+    let start = Instant::now();
+    c.expect_open_for(Duration::from_millis(1300)).await;
+    c.expect_closed_within(Duration::from_millis(1700)).await;
+    assert!(start.elapsed() >= Duration::from_millis(1300));
+    // With the default maximum (65535, "none") keep alive 0 still means no timeout.
+    let unbounded = Broker::start().await;
+    let mut c = Conn::open(unbounded.addr).await;
+    c.send(&connect(4, 0x02, 0, b"no-keep-alive", &[])).await;
+    assert_eq!(c.recv_exact(4).await, [0x20, 0x02, 0x00, 0x00]);
+    c.expect_open_for(Duration::from_millis(2000)).await;
+}
+
+/// A 3.x client asking for a keep alive above `limits.max_keep_alive_secs` cannot be told a lower one
+/// (5.0 has Server Keep Alive): refused with return code 2, as Mosquitto does; the broker keeps serving.
+#[tokio::test]
+async fn keep_alive_above_the_maximum_refused_v311() {
+    let broker = Broker::start_with(|c| c.limits.max_keep_alive = 5).await;
+    let mut c = Conn::open(broker.addr).await;
+    c.send(&connect(4, 0x02, 6, b"long-keep-alive", &[])).await;
+    assert_eq!(c.recv_exact(4).await, [0x20, 0x02, 0x00, 0x02]);
+    c.expect_closed().await;
+    let mut ok = Conn::open(broker.addr).await;
+    ok.send(&connect(4, 0x02, 5, b"keeps-to-it", &[])).await;
+    assert_eq!(ok.recv_exact(4).await, [0x20, 0x02, 0x00, 0x00]);
+}
+
 /// PINGREQ is answered with PINGRESP and keeps the connection alive past the keep alive (3.12.4-1).
 #[tokio::test]
 async fn mqtt_3_12_4_1_pingreq_keeps_connection() {
