@@ -50,7 +50,9 @@ pub use imports::http::{
 pub use imports::kv::{KvStore, MemoryKv};
 pub use imports::log::{LogRecord, LogSink, TracingLog};
 pub use inspect::{ComponentInfo, inspect_component};
-pub use plugin::{Exports, FailureCounts, Hook, Plugin, PluginStats};
+pub use plugin::{
+    CALL_DURATION_BOUNDS_US, CallDurations, Exports, FailureCounts, Hook, Plugin, PluginStats,
+};
 
 /// The WIT types of `wasp:plugin/types` (and the log level of `wasp:plugin/log`), as generated.
 pub mod types {

@@ -39,6 +39,16 @@ impl Hook {
         Hook::Transform,
     ];
 
+    /// The hook's name in the WIT (`authorize-publish`, ...).
+    pub fn wit_name(self) -> &'static str {
+        match self {
+            Hook::Authenticate => "authenticate",
+            Hook::AuthorizePublish => "authorize-publish",
+            Hook::AuthorizeSubscribe => "authorize-subscribe",
+            Hook::Transform => "transform",
+        }
+    }
+
     fn index(self) -> usize {
         self as usize
     }
@@ -115,6 +125,56 @@ pub struct PluginStats {
     /// included).
     pub http_requests: u64,
     pub http_failures: u64,
+    /// How long hook calls took, per hook, failed ones included.
+    pub durations: [CallDurations; 4],
+}
+
+/// Upper bounds, in microseconds, of the buckets of [`CallDurations`]; one more bucket holds the rest.
+pub const CALL_DURATION_BOUNDS_US: [u64; 12] =
+    [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 10_000, 100_000];
+
+/// A histogram of call durations: `buckets[i]` counts the calls that took more than bound `i - 1` and
+/// at most bound `i` of [`CALL_DURATION_BOUNDS_US`] (not cumulative); the last bucket counts the calls
+/// above every bound.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CallDurations {
+    pub buckets: [u64; CALL_DURATION_BOUNDS_US.len() + 1],
+    /// The sum of all durations, in nanoseconds.
+    pub sum_nanos: u64,
+}
+
+impl CallDurations {
+    /// Calls counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+/// The atomic counters behind [`CallDurations`]: one relaxed add per bucket and one for the sum per call.
+#[derive(Default)]
+struct DurationCounters {
+    buckets: [AtomicU64; CALL_DURATION_BOUNDS_US.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl DurationCounters {
+    fn record(&self, took: Duration) {
+        let micros = took.as_micros();
+        let i = CALL_DURATION_BOUNDS_US
+            .iter()
+            .position(|&bound| micros <= u128::from(bound))
+            .unwrap_or(CALL_DURATION_BOUNDS_US.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> CallDurations {
+        CallDurations {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            sum_nanos: self.sum_nanos.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl PluginStats {
@@ -134,6 +194,7 @@ impl PluginStats {
 #[derive(Default)]
 struct Counters {
     calls: [AtomicU64; 4],
+    durations: [DurationCounters; 4],
     failed_calls: [AtomicU64; 4],
     trap: AtomicU64,
     timeout: AtomicU64,
@@ -297,6 +358,7 @@ impl Plugin {
                 .http
                 .as_ref()
                 .map_or(0, |h| load(&h.failures)),
+            durations: std::array::from_fn(|i| c.durations[i].snapshot()),
         }
     }
 
@@ -410,7 +472,9 @@ impl Plugin {
     ) -> Result<T, CallError> {
         let counters = &self.0.counters;
         counters.calls[hook.index()].fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let result = self.checked_call(hook, request, validate).await;
+        counters.durations[hook.index()].record(started.elapsed());
         if let Err(error) = &result {
             counters.failed_calls[hook.index()].fetch_add(1, Ordering::Relaxed);
             self.count_failure(error);
