@@ -49,6 +49,9 @@
 //! level = "info"                     # an EnvFilter directive; RUST_LOG overrides it
 //! format = "text"                    # "text" or "compact"
 //!
+//! [metrics]
+//! bind = "127.0.0.1:9464"            # Prometheus endpoint GET /metrics; off without this key
+//!
 //! [plugin_host]
 //! cache_dir = "/var/cache/wasp"      # compiled plugins; default $XDG_CACHE_HOME/wasp or ~/.cache/wasp
 //!
@@ -100,6 +103,8 @@ pub struct Config {
     pub plugins: Vec<PluginConfig>,
     /// Where compiled plugins are cached (file `plugin_host.cache_dir`); `None`: the host's default.
     pub plugin_cache_dir: Option<PathBuf>,
+    /// Where the Prometheus endpoint (`GET /metrics`) listens (file `metrics.bind`); `None`: off.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 /// One plugin (file table `[[plugins]]`).
@@ -253,6 +258,7 @@ impl Default for Config {
             sys_interval: Some(Duration::from_secs(10)),
             plugins: Vec::new(),
             plugin_cache_dir: None,
+            metrics_bind: None,
             log: LogConfig::default(),
         }
     }
@@ -433,6 +439,13 @@ struct FileConfig {
     log: Option<FileLog>,
     plugin_host: Option<FilePluginHost>,
     plugins: Option<Vec<Spanned<FilePlugin>>>,
+    metrics: Option<FileMetrics>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMetrics {
+    bind: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -655,6 +668,21 @@ impl Ctx<'_> {
             .plugin_host
             .and_then(|h| h.cache_dir)
             .map(|dir| self.base_dir.join(dir.get_ref()));
+        let metrics_bind = match file.metrics.and_then(|m| m.bind) {
+            None => None,
+            Some(bind) => Some(bind.get_ref().trim().parse().map_err(|_| {
+                self.invalid(
+                    bind.span(),
+                    "metrics.bind",
+                    format!(
+                        "metrics.bind = {:?} is not a socket address: use IP:PORT such as \
+                         \"127.0.0.1:9464\" (host names are not resolved), or remove the key to turn \
+                         the endpoint off",
+                        bind.get_ref()
+                    ),
+                )
+            })?),
+        };
         Ok(Config {
             listeners,
             limits,
@@ -663,6 +691,7 @@ impl Ctx<'_> {
             log,
             plugins,
             plugin_cache_dir,
+            metrics_bind,
         })
     }
 
@@ -1589,6 +1618,9 @@ format = "compact"
 [plugin_host]
 cache_dir = "/var/cache/wasp"
 
+[metrics]
+bind = "127.0.0.1:9464"
+
 [[plugins]]
 name = "passwords"
 path = "plugins/password-file.wasm"
@@ -1686,8 +1718,22 @@ reload_secs = 5
                     listeners: vec!["public".into()],
                 }],
                 plugin_cache_dir: Some("/var/cache/wasp".into()),
+                metrics_bind: Some("127.0.0.1:9464".parse().unwrap()),
             }
         );
+    }
+
+    #[test]
+    fn metrics_endpoint() {
+        assert_eq!(parse("[metrics]\n").unwrap().metrics_bind, None);
+        assert_eq!(
+            parse("[metrics]\nbind = \"[::1]:9000\"\n").unwrap().metrics_bind,
+            Some("[::1]:9000".parse().unwrap())
+        );
+        let m = error("[metrics]\nbind = \"localhost:9464\"\n", 2, "metrics.bind");
+        assert!(m.contains("IP:PORT"), "{m}");
+        let m = error("[metrics]\nport = 9464\n", 2, "port");
+        assert!(m.contains("bind"), "{m}");
     }
 
     #[test]
@@ -2248,7 +2294,7 @@ reload_secs = 5
         assert_eq!(
             m,
             "wasp.toml:2: unknown key `allow_anonymus` in the top level: expected one of \
-             allow_anonymous, listeners, limits, sys, log, plugin_host, plugins"
+             allow_anonymous, listeners, limits, sys, log, plugin_host, plugins, metrics"
         );
         let m = error(
             "[[listeners]]\nname = \"a\"\nlisen = \"127.0.0.1:1\"\n",

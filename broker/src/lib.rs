@@ -19,12 +19,15 @@
 //!   transformation), on top of `wasp_plugin_host::Chain`.
 //! - [`router`] and [`retained`]: the two tries (subscriptions by filter, retained messages by topic).
 //! - `sys`: publishes the `$SYS/broker/...` topics.
+//! - `metrics`: the table of figures `$SYS` publishes, and the Prometheus endpoint serving the same
+//!   figures plus the plugins' calls, failures and call durations.
 //! - `rate`: the token bucket behind the connection, publish and bandwidth rate limits.
 
 mod access;
 pub mod broker;
 pub mod config;
 mod connection;
+mod metrics;
 mod rate;
 pub mod retained;
 pub mod router;

@@ -42,6 +42,14 @@ pub enum ServerError {
     /// A listener's TLS files are missing or unusable.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The metrics endpoint could not be bound.
+    #[error("metrics.bind: cannot listen on {addr}")]
+    MetricsBind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
 }
 
 /// What a listener's connections share: its name, transport, plugin chain and defaults.
@@ -61,6 +69,8 @@ pub struct Server {
     listeners: Vec<(TcpListener, Arc<ListenerCtx>)>,
     /// The plugins that export `ticker`, called periodically while the server runs.
     tickers: Vec<Plugin>,
+    /// The Prometheus endpoint's socket (`metrics.bind`) and every plugin, whose statistics it serves.
+    metrics: Option<(TcpListener, Vec<Plugin>)>,
     /// Keeps the plugins' engine (and its epoch ticker) alive; `None` without plugins.
     _plugin_host: Option<PluginHost>,
 }
@@ -101,6 +111,16 @@ impl Server {
             };
             listeners.push((socket, Arc::new(ctx)));
         }
+        let metrics = match config.metrics_bind {
+            None => None,
+            Some(addr) => {
+                let socket = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::MetricsBind { addr, source })?;
+                let all = plugins.iter().map(|(_, plugin)| plugin.clone()).collect();
+                Some((socket, all))
+            }
+        };
         let tickers = plugins
             .iter()
             .map(|(_, plugin)| plugin)
@@ -111,6 +131,7 @@ impl Server {
             broker: Arc::new(Broker::new(config)),
             listeners,
             tickers,
+            metrics,
             _plugin_host: plugin_host,
         })
     }
@@ -121,6 +142,13 @@ impl Server {
             .iter()
             .filter_map(|(l, ctx)| l.local_addr().ok().map(|addr| (ctx.name.to_string(), addr)))
             .collect()
+    }
+
+    /// The bound address of the metrics endpoint, if configured (useful with port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .and_then(|(socket, _)| socket.local_addr().ok())
     }
 
     /// The shared broker state (counters, sessions), for tests and embedding.
@@ -145,6 +173,14 @@ impl Server {
                 self.broker.clone(),
                 listener,
                 ctx,
+                stop_rx.clone(),
+            ));
+        }
+        if let Some((socket, plugins)) = self.metrics {
+            tasks.spawn(crate::metrics::serve(
+                socket,
+                self.broker.clone(),
+                plugins,
                 stop_rx.clone(),
             ));
         }

@@ -5,9 +5,9 @@
 //! or drops something (`[limits]`, a listener's `max_connections`) has a counter under
 //! `$SYS/broker/connections/refused/`, `.../publish/messages/refused/` or `.../dropped/`,
 //! `.../subscriptions/refused/` or `.../packets/refused/`; `examples/wasp.toml` names them with their keys.
+//! The values come from `metrics::figures`, which the Prometheus endpoint serves too.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use wasp_mqtt::{Properties, QoS};
 
 use crate::broker::Broker;
+use crate::metrics::figures;
 use crate::session::Message;
 
 /// How often expired retained messages are removed.
@@ -52,105 +53,20 @@ pub(crate) async fn run(
     }
 }
 
-/// The `$SYS` topics and their current values.
+/// The `$SYS` topics and their current values: the broker's figures (the same the metrics endpoint
+/// serves).
 fn snapshot(broker: &Broker) -> Vec<(&'static str, String)> {
-    let s = &broker.stats;
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed).to_string();
-    vec![
-        (
-            "$SYS/broker/uptime",
-            format!("{} seconds", broker.uptime().as_secs()),
-        ),
-        (
-            "$SYS/broker/clients/connected",
-            s.clients_connected.load(Ordering::Relaxed).to_string(),
-        ),
-        (
-            "$SYS/broker/clients/total",
-            broker.session_count().to_string(),
-        ),
-        ("$SYS/broker/messages/received", load(&s.messages_received)),
-        ("$SYS/broker/messages/sent", load(&s.messages_sent)),
-        (
-            "$SYS/broker/publish/messages/dropped",
-            load(&s.messages_dropped),
-        ),
-        ("$SYS/broker/bytes/received", load(&s.bytes_received)),
-        ("$SYS/broker/bytes/sent", load(&s.bytes_sent)),
-        (
-            "$SYS/broker/subscriptions/count",
-            broker.subscription_count().to_string(),
-        ),
-        (
-            "$SYS/broker/retained messages/count",
-            broker.retained_count().to_string(),
-        ),
-        // What the limits refused or dropped (examples/wasp.toml names the key behind each).
-        (
-            "$SYS/broker/connections/refused/maximum",
-            load(&s.refused_max_connections),
-        ),
-        (
-            "$SYS/broker/connections/refused/listener",
-            load(&s.refused_listener_connections),
-        ),
-        (
-            "$SYS/broker/connections/refused/rate",
-            load(&s.refused_connection_rate),
-        ),
-        (
-            "$SYS/broker/connections/refused/connect timeout",
-            load(&s.connect_timeouts),
-        ),
-        (
-            "$SYS/broker/packets/refused/oversize",
-            load(&s.oversize_packets),
-        ),
-        (
-            "$SYS/broker/publish/messages/refused/receive maximum",
-            load(&s.refused_receive_maximum),
-        ),
-        (
-            "$SYS/broker/publish/messages/refused/topic",
-            load(&s.refused_publish_topic),
-        ),
-        (
-            "$SYS/broker/publish/messages/refused/rate",
-            load(&s.refused_publish_rate),
-        ),
-        (
-            "$SYS/broker/publish/messages/refused/bandwidth",
-            load(&s.refused_publish_bandwidth),
-        ),
-        (
-            "$SYS/broker/publish/messages/refused/queued bytes",
-            load(&s.refused_queued_bytes),
-        ),
-        (
-            "$SYS/broker/publish/messages/throttled",
-            load(&s.throttled_publishes),
-        ),
-        (
-            "$SYS/broker/publish/messages/dropped/queue full",
-            load(&s.dropped_queue_full),
-        ),
-        (
-            "$SYS/broker/publish/messages/dropped/queued bytes",
-            load(&s.dropped_queued_bytes),
-        ),
-        (
-            "$SYS/broker/subscriptions/refused/topic",
-            load(&s.refused_subscribe_topic),
-        ),
-        (
-            "$SYS/broker/subscriptions/refused/maximum",
-            load(&s.refused_subscriptions),
-        ),
-        (
-            "$SYS/broker/store/messages/bytes",
-            broker.queue_budget.used().to_string(),
-        ),
-    ]
+    figures(broker)
+        .into_iter()
+        .map(|f| {
+            let value = if f.name == "uptime_seconds" {
+                format!("{} seconds", f.value)
+            } else {
+                f.value.to_string()
+            };
+            (f.sys, value)
+        })
+        .collect()
 }
 
 fn publish_all(broker: &Broker) {

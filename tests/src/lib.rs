@@ -83,10 +83,39 @@ pub struct Broker {
     /// The running broker's shared state (`Server::broker`): its counters, for tests of what `$SYS`
     /// reports.
     pub state: std::sync::Arc<wasp::broker::Broker>,
+    /// The Prometheus endpoint's address, when the configuration has `metrics_bind`.
+    pub metrics: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
 }
 
 impl Broker {
+    /// `GET path` on the metrics endpoint: the status line's code and the body. Panics without an
+    /// endpoint, or if it does not answer within [`TIMEOUT`].
+    pub async fn scrape(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics.expect("the broker has a metrics endpoint");
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            let request =
+                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await?;
+            std::io::Result::Ok(response)
+        };
+        let response = timeout(TIMEOUT, exchange)
+            .await
+            .expect("metrics answered in time")
+            .expect("metrics exchange");
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        let code = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("a status code");
+        (code, body.to_owned())
+    }
+
     /// Starts a broker with the default configuration.
     pub async fn start() -> Broker {
         Broker::start_with(|_| {}).await
@@ -115,6 +144,7 @@ impl Broker {
         let addrs = server.local_addrs();
         let addr = addrs[0].1;
         let state = server.broker();
+        let metrics = server.metrics_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             server
@@ -128,6 +158,7 @@ impl Broker {
             Broker {
                 addr,
                 state,
+                metrics,
                 stop: Some(stop),
             },
             addrs,

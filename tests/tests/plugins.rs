@@ -486,15 +486,9 @@ async fn acl_username_and_client_id_patterns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_sees_the_user_name_of_a_client_certificate() {
-    let wasm = shipped_plugin("acl-file").await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("acl"), ACL).expect("write acl");
-    let mut spec = spec("acl", wasm, r#"{"file": "/etc/wasp/acl"}"#);
-    spec.dirs.push(grant(dir.path(), "/etc/wasp"));
     let pki = Pki::new();
     let carol = pki.client("carol", "carol", false);
-    let broker = Broker::start_with(|c| {
-        install(c, vec![plugin(spec)]);
+    let (broker, _dir) = acl_broker_with(|c| {
         c.listeners[0].tls = Some(pki.mtls_settings(Some(CertField::CommonName)));
     })
     .await;
@@ -527,6 +521,49 @@ async fn acl_sees_the_user_name_of_a_client_certificate() {
             .await;
         assert_eq!(ack.reason, reason, "publish {topic}: {ack:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_plugin_calls_and_durations() {
+    let (broker, _dir) = acl_broker_with(|c| {
+        c.metrics_bind = Some("127.0.0.1:0".parse().expect("loopback"));
+    })
+    .await;
+    let mut alice = v5::connect(v5_user(&broker, "alice", "alice")).await;
+    // Two topics: the verdict cache answers repeats without a call.
+    for topic in ["public/a", "public/b"] {
+        alice
+            .publish_acked(topic, false, b"x", PublishProperties::default())
+            .await;
+    }
+    let (code, body) = broker.scrape("/metrics").await;
+    assert_eq!(code, 200);
+    let line = |name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+            .to_owned()
+    };
+    let labels = r#"{plugin="acl",hook="authorize-publish"}"#;
+    assert_eq!(line(&format!("wasp_plugin_calls_total{labels}")), "2");
+    assert_eq!(
+        line(&format!("wasp_plugin_call_duration_seconds_count{labels}")),
+        "2"
+    );
+    let sum: f64 = line(&format!("wasp_plugin_call_duration_seconds_sum{labels}"))
+        .parse()
+        .expect("a number");
+    assert!(sum > 0.0 && sum < 1.0, "{sum}");
+    assert_eq!(
+        line(
+            r#"wasp_plugin_call_duration_seconds_bucket{le="+Inf",plugin="acl",hook="authorize-publish"}"#
+        ),
+        "2"
+    );
+    assert_eq!(
+        line(r#"wasp_plugin_failures_total{plugin="acl",cause="trap"}"#),
+        "0"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
