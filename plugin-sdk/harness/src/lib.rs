@@ -24,6 +24,7 @@
 mod build;
 mod client;
 mod http;
+mod interpreted;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +42,9 @@ use wasp_plugin_host::{HostConfig, HostServices, PluginHost, PluginSpec, Tracing
 pub use build::build_wasm;
 pub use client::{ClientBuilder, client, message};
 pub use http::{HttpError, HttpRequest, HttpResponse, ScriptedHttp};
+pub use interpreted::{
+    COMPONENTIZE_JS_VERSION, COMPONENTIZE_PY_VERSION, build_js, build_python, wasp_wit_dir,
+};
 
 /// Builds the plugin crate this macro is used in (its `CARGO_MANIFEST_DIR`) and returns the `.wasm` path.
 #[macro_export]
