@@ -115,6 +115,9 @@ pub struct PluginStats {
     /// included).
     pub http_requests: u64,
     pub http_failures: u64,
+    /// The most linear memory any instance of the plugin has had, in bytes (all its memories
+    /// together, as `SandboxLimits::memory_bytes` counts them): how close the plugin came to its limit.
+    pub peak_memory_bytes: u64,
 }
 
 impl PluginStats {
@@ -297,6 +300,7 @@ impl Plugin {
                 .http
                 .as_ref()
                 .map_or(0, |h| load(&h.failures)),
+            peak_memory_bytes: load(&self.0.template.ctx.peak_memory),
         }
     }
 
