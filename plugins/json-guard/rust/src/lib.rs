@@ -164,7 +164,13 @@ fn parse_rule(value: &Value, path: &str) -> Result<Rule, String> {
     check_keys(
         table,
         path,
-        &["filter", "required", "max_payload_bytes", "max_depth", "stamp"],
+        &[
+            "filter",
+            "required",
+            "max_payload_bytes",
+            "max_depth",
+            "stamp",
+        ],
     )?;
     let filter_path = format!("{path}.filter");
     let filter = non_empty_string(table.get("filter"), &filter_path)?;
@@ -359,7 +365,12 @@ mod tests {
 
     #[test]
     fn serde_json_refuses_what_the_guard_promises_to_refuse() {
-        for text in [r#"{"a":1e400}"#, r#"{"a":"\ud800"}"#, r#"{"a":NaN}"#, "\u{feff}{}"] {
+        for text in [
+            r#"{"a":1e400}"#,
+            r#"{"a":"\ud800"}"#,
+            r#"{"a":NaN}"#,
+            "\u{feff}{}",
+        ] {
             assert!(serde_json::from_str::<Value>(text).is_err(), "{text}");
         }
     }
