@@ -6,8 +6,10 @@ project's WIT (wit/plugin.wit). componentize-py finds the exports as the classes
 the instance, so `init` keeps the validated rules in `_RULES`.
 """
 
+import itertools
 import json
 import math
+import operator
 import re
 
 from componentize_py_types import Err
@@ -16,7 +18,7 @@ from wit_world.imports import metrics, types
 
 QUOTA_EXCEEDED = 0x97
 PAYLOAD_FORMAT_INVALID = 0x99
-DEFAULT_MAX_PAYLOAD_BYTES = 65_536
+DEFAULT_MAX_PAYLOAD_BYTES = 16_384
 MAX_PAYLOAD_BYTES_LIMIT = 268_435_455
 DEFAULT_MAX_DEPTH = 32
 MAX_DEPTH_LIMIT = 64
@@ -153,19 +155,28 @@ def parse_config(text):
 # A JSON string; on valid JSON it matches exactly the strings the parser sees. (On invalid JSON the scan
 # may differ from the Rust one, but then the parse fails anyway, with the same verdict.)
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
-_BRACKET = re.compile(rb"[\[\]{}]")
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]")
+# Opening brackets step +1, closing ones -1 (as 2 and 0, less the 1 subtracted for every bracket).
+_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
 
 
 def nests_deeper_than(payload, maximum):
-    depth = 0
-    for bracket in _BRACKET.findall(_STRING.sub(b"", payload)):
-        if bracket in (b"{", b"["):
-            depth += 1
-            if depth > maximum:
-                return True
-        elif depth > 0:
-            depth -= 1
-    return False
+    """Whether objects and arrays nest deeper than `maximum`, checked on the text before parsing:
+    CPython's json parser recurses on the native stack, which in WebAssembly runs out (a trap) before
+    Python's recursion limit (the suite sends 8 000 levels). The brackets outside strings as a running
+    sum: regular expressions, bytes.translate and itertools run as native code, no bytecode per byte.
+    On invalid JSON the sum may be off, but the parser stops there before recursing deeper."""
+    brackets = _NOT_BRACKET.sub(b"", _STRING.sub(b"", payload))
+    if len(brackets) <= maximum:
+        return False
+    depths = map(operator.sub, itertools.accumulate(brackets.translate(_STEPS)), itertools.count(1))
+    return max(depths) > maximum
+
+
+# Only a text with a surrogate escape, 200 digits in a row or a 3-digit exponent can hold a lone
+# surrogate or overflow a double (below that a number is < 1e200 * 1e99): the others are parsed without
+# the per-number hooks and the walk over the strings.
+_CAREFUL = re.compile(rb"\\u[dD][89a-fA-F]|[0-9]{200}|[eE][+-]?[0-9]{3}")
 
 
 def _finite(text):
@@ -197,14 +208,15 @@ def _well_formed(value):
 def parse_object(payload):
     """The payload as a dict, or None when it is not strict UTF-8 JSON text of one object."""
     try:
-        value = json.loads(
-            payload.decode("utf-8"),
-            parse_float=_finite,
-            parse_int=_finite,
-            parse_constant=_reject_constant,
-        )
-        _well_formed(value)
-    except (ValueError, UnicodeError, RecursionError):
+        text = payload.decode("utf-8")
+        if _CAREFUL.search(payload):
+            value = json.loads(
+                text, parse_float=_finite, parse_int=_finite, parse_constant=_reject_constant
+            )
+            _well_formed(value)
+        else:
+            value = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, UnicodeError):
         return None
     return value if isinstance(value, dict) else None
 

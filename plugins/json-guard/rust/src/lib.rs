@@ -23,7 +23,7 @@ pub const QUOTA_EXCEEDED: u8 = 0x97;
 pub const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
 
 /// Default and largest `max_payload_bytes`.
-pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 65_536;
+pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 16_384;
 const MAX_PAYLOAD_BYTES_LIMIT: u64 = 268_435_455;
 /// Default and largest `max_depth` (nesting of objects and arrays, the top-level object is 1).
 pub const DEFAULT_MAX_DEPTH: u64 = 32;
