@@ -16,6 +16,10 @@
 //! Calls block on a runtime owned by the harness: use the harness from plain `#[test]` functions, not
 //! from inside an async runtime.
 //!
+//! Plugins in other languages run through the same harness: [`build_python`] (componentize-py) and
+//! [`build_js`] (componentize-js) build a plugin's sources into a component, cached in the target dir,
+//! for [`Harness::load`].
+//!
 //! Outgoing HTTP (the WIT 0.1.1 `http` import) is scripted: grant hosts with
 //! [`HarnessBuilder::http_grant`], say what URLs answer with [`Harness::http`] ([`ScriptedHttp`]) and
 //! check what the plugin sent. The host's grant check, request checks and deadline run as in the broker;
