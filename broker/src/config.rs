@@ -62,7 +62,7 @@
 //! on_auth_failure = "deny"           # deny | defer | allow, when a call traps, times out or runs out of memory
 //! on_authz_failure = "deny"          # deny | defer | allow
 //! on_transform_failure = "pass"      # pass | drop
-//! limits = { memory_mb = 64, call_timeout_ms = 100, instances = 4 }  # 1..=4096, 1..=60000, 1..=256
+//! limits = { memory_mb = 128, call_timeout_ms = 100, instances = 4 }  # 1..=4096, 1..=60000, 1..=256
 //! dirs = [{ host = "secrets", guest = "/etc/wasp", writable = false }]  # guest paths are absolute
 //! http = { hosts = ["idp.example.com", "127.0.0.1:8443"], ca_file = "ca.pem", allow_plain_http = false }
 //!                                    # outgoing HTTP (the plugin's `http` import); no grant: refused

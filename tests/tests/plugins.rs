@@ -1,7 +1,8 @@
 //! Plugins loaded by a real broker: the shipped plugins (password-file, acl-file, transform) with real
 //! clients (rumqttc 3.1.1/5.0, `mosquitto_pub`), the failure policies and fault containment with the faulty
-//! guest test programs (trap, spin, hog), a plugin refusing its configuration at start-up, and MQTT 5
-//! enhanced authentication and re-authentication in raw bytes.
+//! guest test programs (trap, spin, hog), a plugin refusing its configuration at start-up, MQTT 5
+//! enhanced authentication and re-authentication in raw bytes, and json-guard in Python, JavaScript and
+//! Rust loaded from configuration-file text with the default limits.
 //!
 //! Every broker runs in-process on `127.0.0.1:0`; every wait is bounded.
 
@@ -1509,4 +1510,124 @@ async fn broker_ticks_a_plugin_which_fetches_over_https() {
     // The guest asks for its next tick in 30 s: no second call comes meanwhile.
     tokio::time::sleep(QUIET).await;
     assert_eq!(idp.hits("/jwks"), 1);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 7. Plugins in Python and JavaScript, loaded from a configuration file like Rust ones
+// ---------------------------------------------------------------------------------------------------------
+
+/// The json-guard plugin's component in `language` (`rust`, `python` or `js`), built as its suite
+/// builds it (the Python and JavaScript ones are cached in the target dir); once per test binary.
+async fn json_guard(language: &'static str) -> PathBuf {
+    use wasp_plugin_harness::{build_js, build_python, build_wasm, wasp_wit_dir};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/json-guard")
+        .join(language);
+    tokio::task::spawn_blocking(move || match language {
+        "python" => build_python(&dir, "app", &wasp_wit_dir(), "transformer-plugin"),
+        "js" => build_js(&dir, "guard.js", &wasp_wit_dir(), "transformer-plugin"),
+        _ => build_wasm(&dir),
+    })
+    .await
+    .expect("build task")
+}
+
+/// A configuration file's text with json-guard in `language`, with no `limits`: the defaults must do.
+fn json_guard_config_file(wasm: &Path) -> String {
+    format!(
+        r#"
+[plugin_host]
+cache_dir = {cache:?}
+
+[[plugins]]
+name = "json-guard"
+path = {wasm:?}
+
+[[plugins.config.rules]]
+filter = "sensors/+/reading"
+required = ["id:string", "value:number"]
+stamp = {{ key = "schema", value = "reading-v1" }}
+"#,
+        cache = cache_dir().display().to_string(),
+        wasm = wasm.display().to_string(),
+    )
+}
+
+/// A broker loads json-guard in `language` from a configuration file; MQTT 5 clients see valid readings
+/// stamped, the others refused with 0x99 and not delivered, and other topics untouched.
+async fn json_guard_end_to_end(language: &'static str) {
+    let wasm = json_guard(language).await;
+    let parsed = Config::from_toml_str(&json_guard_config_file(&wasm), "json-guard.toml")
+        .unwrap_or_else(|e| panic!("the configuration file is refused: {e}"));
+    let broker = Broker::start_with(|c| {
+        c.plugins = parsed.plugins;
+        c.plugin_cache_dir = parsed.plugin_cache_dir;
+    })
+    .await;
+    let mut sub = v5::connect(v5::options("sub", broker.addr)).await;
+    sub.subscribe("sensors/#", QoS::AtLeastOnce).await;
+    let mut publisher = v5::connect(v5::options("dev-1", broker.addr)).await;
+
+    let forged = PublishProperties {
+        user_properties: vec![("schema".into(), "forged".into())],
+        ..PublishProperties::default()
+    };
+    let reading = br#"{"id":"s1","value":21.5}"#;
+    let ack = publisher
+        .publish_acked("sensors/s1/reading", false, reading, forged)
+        .await;
+    assert_eq!(ack.reason, PubAckReason::Success, "{language}: {ack:?}");
+    let m = sub.next_publish().await;
+    assert_eq!(&m.payload[..], reading, "{language}");
+    assert_eq!(
+        user_properties(&m),
+        [("schema".to_owned(), "reading-v1".to_owned())],
+        "{language}"
+    );
+
+    for bad in [
+        &b"21.5"[..],
+        br#"{"id":"s1"}"#,
+        br#"{"id":"s1","value":"21.5"}"#,
+    ] {
+        let ack = publisher
+            .publish_acked(
+                "sensors/s1/reading",
+                false,
+                bad,
+                PublishProperties::default(),
+            )
+            .await;
+        assert_eq!(
+            ack.reason,
+            PubAckReason::PayloadFormatInvalid,
+            "{language}: {ack:?}"
+        );
+    }
+    sub.no_publish(QUIET).await;
+
+    // Outside the rule's filter the plugin is not called: anything goes.
+    publisher
+        .publish("sensors/s1/status", QoS::AtLeastOnce, false, b"not json")
+        .await;
+    let m = sub.next_publish().await;
+    assert_eq!(
+        (topic_of(&m), &m.payload[..]),
+        ("sensors/s1/status", &b"not json"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_guard_in_python_loads_from_config_and_guards_publishes() {
+    json_guard_end_to_end("python").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_guard_in_javascript_loads_from_config_and_guards_publishes() {
+    json_guard_end_to_end("js").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_guard_in_rust_loads_from_config_and_guards_publishes() {
+    json_guard_end_to_end("rust").await;
 }

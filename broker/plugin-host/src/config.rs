@@ -33,7 +33,10 @@ impl Default for HostConfig {
 /// The sandbox of one plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SandboxLimits {
-    /// Linear memory per instance, in bytes (all memories of a component together). Default 64 MiB.
+    /// Linear memory per instance, in bytes (all memories of a component together). Default 128 MiB: a
+    /// limit, not an allocation (an instance's memory is what it touches; a Rust plugin stays near
+    /// 2 MiB), and what the interpreter guests need: componentize-js' SpiderMonkey grows its heap past
+    /// 64 MiB before collecting (json-guard in JavaScript ran out of 64 MiB on 64 KiB payloads).
     pub memory_bytes: u64,
     /// Wall-clock budget of one call, a kill switch rather than a budget: epochs tick every 10 ms, so a
     /// runaway call ends between `call_timeout` and `call_timeout + 10 ms`. Default 100 ms.
@@ -45,7 +48,7 @@ pub struct SandboxLimits {
 impl Default for SandboxLimits {
     fn default() -> Self {
         Self {
-            memory_bytes: 64 << 20,
+            memory_bytes: 128 << 20,
             call_timeout: Duration::from_millis(100),
             max_instances: 4,
         }

@@ -400,6 +400,7 @@ impl PluginHost {
             services,
             metrics: Default::default(),
             http,
+            peak_memory: Default::default(),
         });
         if let Err((index, message)) = wasi_ctx(&ctx, &dirs) {
             return Err(HostError::Dir {

@@ -65,6 +65,8 @@ struct Limiter {
     memory_limit: usize,
     memory_used: usize,
     memory_refused: bool,
+    /// Where the plugin's peak is kept (`PluginStats::peak_memory_bytes`).
+    ctx: Arc<PluginCtx>,
 }
 
 impl ResourceLimiter for Limiter {
@@ -82,6 +84,9 @@ impl ResourceLimiter for Limiter {
             return Ok(false);
         }
         self.memory_used = grown;
+        self.ctx
+            .peak_memory
+            .fetch_max(grown as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(true)
     }
 
@@ -213,6 +218,7 @@ impl Template {
                 memory_limit: usize::try_from(self.limits.memory_bytes).unwrap_or(usize::MAX),
                 memory_used: 0,
                 memory_refused: false,
+                ctx: self.ctx.clone(),
             },
             deadline: Instant::now() + self.limits.call_timeout,
         };

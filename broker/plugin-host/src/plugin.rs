@@ -125,6 +125,9 @@ pub struct PluginStats {
     /// included).
     pub http_requests: u64,
     pub http_failures: u64,
+    /// The most linear memory any instance of the plugin has had, in bytes (all its memories
+    /// together, as `SandboxLimits::memory_bytes` counts them): how close the plugin came to its limit.
+    pub peak_memory_bytes: u64,
     /// How long hook calls took, per hook, failed ones included.
     pub durations: [CallDurations; 4],
 }
@@ -359,6 +362,7 @@ impl Plugin {
                 .as_ref()
                 .map_or(0, |h| load(&h.failures)),
             durations: std::array::from_fn(|i| c.durations[i].snapshot()),
+            peak_memory_bytes: load(&self.0.template.ctx.peak_memory),
         }
     }
 

@@ -95,7 +95,7 @@ fn wasm_artifact(messages: &str, manifest: &Path) -> Option<PathBuf> {
 }
 
 /// `$CARGO_TARGET_DIR`, else the target dir the running test binary lives in, else `<crate>/target`.
-fn target_dir(manifest_dir: &Path) -> PathBuf {
+pub(crate) fn target_dir(manifest_dir: &Path) -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }

@@ -16,6 +16,10 @@
 //! Calls block on a runtime owned by the harness: use the harness from plain `#[test]` functions, not
 //! from inside an async runtime.
 //!
+//! Plugins in other languages run through the same harness: [`build_python`] (componentize-py) and
+//! [`build_js`] (componentize-js) build a plugin's sources into a component, cached in the target dir,
+//! for [`Harness::load`].
+//!
 //! Outgoing HTTP (the WIT 0.1.1 `http` import) is scripted: grant hosts with
 //! [`HarnessBuilder::http_grant`], say what URLs answer with [`Harness::http`] ([`ScriptedHttp`]) and
 //! check what the plugin sent. The host's grant check, request checks and deadline run as in the broker;
@@ -24,6 +28,7 @@
 mod build;
 mod client;
 mod http;
+mod interpreted;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +46,9 @@ use wasp_plugin_host::{HostConfig, HostServices, PluginHost, PluginSpec, Tracing
 pub use build::build_wasm;
 pub use client::{ClientBuilder, client, message};
 pub use http::{HttpError, HttpRequest, HttpResponse, ScriptedHttp};
+pub use interpreted::{
+    COMPONENTIZE_JS_VERSION, COMPONENTIZE_PY_VERSION, build_js, build_python, wasp_wit_dir,
+};
 
 /// Builds the plugin crate this macro is used in (its `CARGO_MANIFEST_DIR`) and returns the `.wasm` path.
 #[macro_export]

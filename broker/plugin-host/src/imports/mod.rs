@@ -52,6 +52,8 @@ pub(crate) struct PluginCtx {
     pub metrics: metrics::Counters,
     /// The `http` grant and client; `None` when the component does not import `http`.
     pub http: Option<Arc<http::HttpAccess>>,
+    /// The most linear memory (bytes, all memories together) any instance of the plugin has had.
+    pub peak_memory: std::sync::atomic::AtomicU64,
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary.
