@@ -1727,7 +1727,9 @@ reload_secs = 5
     fn metrics_endpoint() {
         assert_eq!(parse("[metrics]\n").unwrap().metrics_bind, None);
         assert_eq!(
-            parse("[metrics]\nbind = \"[::1]:9000\"\n").unwrap().metrics_bind,
+            parse("[metrics]\nbind = \"[::1]:9000\"\n")
+                .unwrap()
+                .metrics_bind,
             Some("[::1]:9000".parse().unwrap())
         );
         let m = error("[metrics]\nbind = \"localhost:9464\"\n", 2, "metrics.bind");

@@ -537,9 +537,7 @@ async fn handshake_and_run(
     // stay open forever once `max_keep_alive_secs` is set.
     let mut keep_alive = connect.keep_alive;
     let mut server_keep_alive = None;
-    if (keep_alive == 0 || keep_alive > limits.max_keep_alive)
-        && limits.max_keep_alive < u16::MAX
-    {
+    if (keep_alive == 0 || keep_alive > limits.max_keep_alive) && limits.max_keep_alive < u16::MAX {
         // (A 3.x client asking for more than the maximum was refused before taking the session.)
         if version.is_v5() {
             server_keep_alive = Some(limits.max_keep_alive);
