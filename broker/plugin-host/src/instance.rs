@@ -207,6 +207,14 @@ pub(crate) fn wasi_ctx(ctx: &PluginCtx, dirs: &[DirGrant]) -> Result<WasiCtx, (u
 }
 
 impl Template {
+    /// The deadline of instantiation and `init` together: the hooks' deadline, but at least
+    /// [`STARTUP_TIMEOUT_FLOOR`]. They run once per instance, and interpreter guests (Python, JavaScript)
+    /// start their runtime there, which a loaded machine can stretch past a 100 ms hook deadline; a
+    /// runaway `init` still ends.
+    fn startup_timeout(&self) -> Duration {
+        self.limits.call_timeout.max(STARTUP_TIMEOUT_FLOOR)
+    }
+
     /// A new instance with `init` called on it: `Ok(Err(message))` when `init` refused the config.
     pub async fn instantiate(&self) -> Result<(Warm, Result<Interests, String>), CallError> {
         let wasi = wasi_ctx(&self.ctx, &self.dirs).map_err(|(_, e)| CallError::Instantiate(e))?;
@@ -220,7 +228,7 @@ impl Template {
                 memory_refused: false,
                 ctx: self.ctx.clone(),
             },
-            deadline: Instant::now() + self.limits.call_timeout,
+            deadline: Instant::now() + self.startup_timeout(),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
@@ -231,7 +239,7 @@ impl Template {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        arm(&mut store, self.limits.call_timeout);
+        arm(&mut store, self.startup_timeout());
         let instance = match self.pre.instantiate_async(&mut store).await {
             Ok(instance) => instance,
             Err(e) => return Err(classify(&e, &store)),
@@ -283,6 +291,9 @@ impl Template {
 }
 
 /// Sets the deadline of the next call and asks for the epoch callback at the next tick.
+/// The shortest deadline instantiation and `init` get (see `Template::startup_timeout`).
+pub(crate) const STARTUP_TIMEOUT_FLOOR: Duration = Duration::from_secs(2);
+
 fn arm(store: &mut Store<State>, timeout: Duration) {
     let state = store.data_mut();
     state.deadline = Instant::now() + timeout;
