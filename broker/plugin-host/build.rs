@@ -19,6 +19,7 @@ const GUESTS: &[&str] = &[
     "fs-probe",
     "v010-authorizer",
     "http-probe",
+    "flaky-storage",
 ];
 
 fn main() {

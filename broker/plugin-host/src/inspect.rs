@@ -12,7 +12,7 @@ use crate::plugin::Exports;
 
 use crate::host::{
     IMPORT_HTTP_PREFIX, INTERFACE_AUTHENTICATOR, INTERFACE_AUTHORIZER, INTERFACE_PLUGIN,
-    INTERFACE_TICKER, INTERFACE_TRANSFORMER,
+    INTERFACE_STORAGE, INTERFACE_TICKER, INTERFACE_TRANSFORMER,
 };
 
 /// What a component declares: the Wasp roles it exports and every export and import by name.
@@ -26,7 +26,7 @@ pub struct ComponentInfo {
     pub exports: Exports,
     /// Whether it imports `wasp:plugin/http` (loading it then needs an http grant).
     pub imports_http: bool,
-    /// Every export name, e.g. `wasp:plugin/authenticator@0.1.1`, sorted.
+    /// Every export name, e.g. `wasp:plugin/authenticator@0.1.2`, sorted.
     pub export_names: Vec<String>,
     /// Every import name (the `wasp:plugin` host imports and WASI), sorted.
     pub import_names: Vec<String>,
@@ -48,26 +48,30 @@ impl ComponentInfo {
             authorizer,
             transformer,
             ticker,
+            storage,
         } = self.exports;
-        match (authenticator, authorizer, transformer, ticker) {
-            (false, false, false, false) => Some("base"),
-            (true, false, false, false) => Some("authenticator-plugin"),
-            (false, true, false, false) => Some("authorizer-plugin"),
-            (false, false, true, false) => Some("transformer-plugin"),
-            (true, false, false, true) => Some("http-authenticator-plugin"),
-            (true, true, true, _) => Some("full-plugin"),
+        match (authenticator, authorizer, transformer, ticker, storage) {
+            (false, false, false, false, false) => Some("base"),
+            (true, false, false, false, false) => Some("authenticator-plugin"),
+            (false, true, false, false, false) => Some("authorizer-plugin"),
+            (false, false, true, false, false) => Some("transformer-plugin"),
+            (true, false, false, true, false) => Some("http-authenticator-plugin"),
+            (false, false, false, false, true) => Some("storage-plugin"),
+            (true, true, true, _, false) => Some("full-plugin"),
+            (true, true, true, true, true) => Some("all-roles"),
             _ => None,
         }
     }
 
     /// The roles exported, by WIT interface name (`authenticator`, `authorizer`, `transformer`,
-    /// `ticker`).
+    /// `ticker`, `storage`).
     pub fn roles(&self) -> Vec<&'static str> {
         [
             (self.exports.authenticator, "authenticator"),
             (self.exports.authorizer, "authorizer"),
             (self.exports.transformer, "transformer"),
             (self.exports.ticker, "ticker"),
+            (self.exports.storage, "storage"),
         ]
         .into_iter()
         .filter_map(|(has, name)| has.then_some(name))
@@ -113,6 +117,7 @@ pub fn inspect_component(name: &str, wasm: &Path) -> Result<ComponentInfo, HostE
             authorizer: has(INTERFACE_AUTHORIZER),
             transformer: has(INTERFACE_TRANSFORMER),
             ticker: has(INTERFACE_TICKER),
+            storage: has(INTERFACE_STORAGE),
         },
         imports_http: import_names
             .iter()
@@ -138,10 +143,11 @@ mod tests {
                 authorizer: true,
                 transformer: true,
                 ticker: true,
+                storage: false,
             }
         );
         assert_eq!(info.world(), Some("full-plugin"));
-        assert_eq!(info.version.as_deref(), Some("0.1.1"));
+        assert_eq!(info.version.as_deref(), Some("0.1.2"));
         assert_eq!(
             info.roles(),
             ["authenticator", "authorizer", "transformer", "ticker"]
@@ -149,7 +155,7 @@ mod tests {
         assert!(
             info.import_names
                 .iter()
-                .any(|n| n == "wasp:plugin/kv@0.1.1"),
+                .any(|n| n == "wasp:plugin/kv@0.1.2"),
             "{:?}",
             info.import_names
         );

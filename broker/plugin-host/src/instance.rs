@@ -13,7 +13,7 @@ use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::exports::wasp::plugin::{
-    authenticator, authorizer, plugin, ticker, transformer,
+    authenticator, authorizer, plugin, storage, ticker, transformer,
 };
 use crate::bindings::wasp::plugin::types::{
     AuthRequest, AuthVerdict, AuthzVerdict, Interests, Message, Qos, Session, SubscribeVerdict,
@@ -136,6 +136,7 @@ pub(crate) struct Template {
     pub authorizer: Option<authorizer::GuestIndices>,
     pub transformer: Option<transformer::GuestIndices>,
     pub ticker: Option<ticker::GuestIndices>,
+    pub storage: Option<storage::GuestIndices>,
 }
 
 /// A live instance with its store.
@@ -145,6 +146,7 @@ pub(crate) struct Warm {
     authorizer: Option<authorizer::Guest>,
     transformer: Option<transformer::Guest>,
     ticker: Option<ticker::Guest>,
+    storage: Option<storage::Guest>,
 }
 
 /// One hook call and its arguments.
@@ -166,6 +168,12 @@ pub(crate) enum Request<'a> {
         message: &'a Message,
     },
     Tick,
+    StorageWrite(&'a [storage::Op]),
+    StorageLoad {
+        keyspace: storage::Keyspace,
+        after: Option<&'a storage::Key>,
+        limit: u32,
+    },
 }
 
 /// The answer to a [`Request`], unvalidated.
@@ -175,6 +183,8 @@ pub(crate) enum Response {
     AuthorizeSubscribe(SubscribeVerdict),
     Transform(TransformVerdict),
     Tick(u32),
+    StorageWrite(Result<(), String>),
+    StorageLoad(Result<Vec<(storage::Key, Vec<u8>)>, String>),
 }
 
 /// The WASI context of an instance: no environment, arguments, stdin, network or name lookup; stdout
@@ -273,6 +283,12 @@ impl Template {
             .map(|i| i.load(&mut store, &instance))
             .transpose()
             .map_err(instantiate_error)?;
+        let storage = self
+            .storage
+            .as_ref()
+            .map(|i| i.load(&mut store, &instance))
+            .transpose()
+            .map_err(instantiate_error)?;
         let interests = match plugin.call_init(&mut store, &self.config_json).await {
             Ok(result) => result,
             Err(e) => return Err(classify(&e, &store)),
@@ -284,6 +300,7 @@ impl Template {
                 authorizer,
                 transformer,
                 ticker,
+                storage,
             },
             interests,
         ))
@@ -377,6 +394,30 @@ impl Warm {
                     .as_ref()
                     .ok_or(CallError::MissingExport("ticker"))?;
                 guest.call_tick(&mut *store).await.map(Response::Tick)
+            }
+            Request::StorageWrite(batch) => {
+                let guest = self
+                    .storage
+                    .as_ref()
+                    .ok_or(CallError::MissingExport("storage"))?;
+                guest
+                    .call_write(&mut *store, batch)
+                    .await
+                    .map(Response::StorageWrite)
+            }
+            Request::StorageLoad {
+                keyspace,
+                after,
+                limit,
+            } => {
+                let guest = self
+                    .storage
+                    .as_ref()
+                    .ok_or(CallError::MissingExport("storage"))?;
+                guest
+                    .call_load(&mut *store, keyspace, after, limit)
+                    .await
+                    .map(Response::StorageLoad)
             }
         };
         result.map_err(|e| classify(&e, store))

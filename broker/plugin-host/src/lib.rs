@@ -1,4 +1,4 @@
-//! The Wasp plugin host: runs WebAssembly component plugins (WIT package `wasp:plugin@0.1.1`; components
+//! The Wasp plugin host: runs WebAssembly component plugins (WIT package `wasp:plugin@0.1.2`; components
 //! built against 0.1.0 load too) under wasmtime, sandboxed, and chains their verdicts. This is the only
 //! crate of the broker that knows wasmtime.
 //!
@@ -52,6 +52,7 @@ pub use imports::log::{LogRecord, LogSink, TracingLog};
 pub use inspect::{ComponentInfo, inspect_component};
 pub use plugin::{
     CALL_DURATION_BOUNDS_US, CallDurations, Exports, FailureCounts, Hook, Plugin, PluginStats,
+    STORAGE_TIMEOUT_FLOOR,
 };
 
 /// The WIT types of `wasp:plugin/types` (and the log level of `wasp:plugin/log`), as generated.
@@ -60,12 +61,17 @@ pub mod types {
     pub use crate::bindings::wasp::plugin::types::*;
 }
 
-/// The one host-side `bindgen!` site: world `full-plugin`, the union of every role. Components that
+/// The WIT types of `wasp:plugin/storage` (0.1.2), which a storage backend exports.
+pub mod storage {
+    pub use crate::bindings::exports::wasp::plugin::storage::{Key, Keyspace, Op};
+}
+
+/// The one host-side `bindgen!` site: world `all-roles`, the union of every role. Components that
 /// target a narrower world (e.g. `authenticator-plugin`) load too: exports are looked up one interface
 /// at a time (see `host.rs`).
 mod bindings {
     wasmtime::component::bindgen!({
-        world: "full-plugin",
+        world: "all-roles",
         path: "../../wit",
         // A kv write over quota fails the guest's call (a trap) instead of being dropped silently.
         // `http.send` waits for the network on the call's fiber (the store runs `call_async`).

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
+use crate::bindings::exports::wasp::plugin::storage::{Key, Keyspace, Op};
 use crate::bindings::wasp::plugin::types::{
     AuthRequest, AuthVerdict, AuthzVerdict, Decision, Denial, Hooks, Interests, Message, Qos,
     Session, SubscribeDecision, SubscribeVerdict, TransformVerdict,
@@ -71,6 +72,8 @@ pub struct Exports {
     pub transformer: bool,
     /// `ticker` (WIT 0.1.1): [`Plugin::tick`].
     pub ticker: bool,
+    /// `storage` (WIT 0.1.2): [`Plugin::storage_write`] and [`Plugin::storage_load`].
+    pub storage: bool,
 }
 
 impl Exports {
@@ -214,6 +217,15 @@ struct Counters {
 /// What [`Plugin::tick`] logs a failure as (`hook = Tick`, next to the hooks' names).
 #[derive(Debug)]
 struct Tick;
+
+/// The shortest deadline of a `storage` call: the hooks' deadline, but at least this. A backend's write
+/// syncs to disk or waits for a database server, which a loaded machine stretches well past a hook's
+/// 100 ms; a call beyond it fails and the broker retries the batch.
+pub const STORAGE_TIMEOUT_FLOOR: Duration = Duration::from_secs(5);
+
+/// What the `storage` calls log a failure as.
+#[derive(Debug)]
+struct StorageCall;
 
 /// At most one warning per plugin per second about failed calls; the others are counted and reported
 /// with the next warning.
@@ -450,12 +462,16 @@ impl Plugin {
         let counters = &self.0.counters;
         counters.ticks.fetch_add(1, Ordering::Relaxed);
         let result = if self.0.exports.ticker {
-            self.pooled_call(Request::Tick, |r| match r {
-                Response::Tick(seconds) => Ok(seconds),
-                _ => Err(CallError::InvalidOutput(
-                    "answer to another hook".to_owned(),
-                )),
-            })
+            self.pooled_call(
+                Request::Tick,
+                self.0.template.limits.call_timeout,
+                |r| match r {
+                    Response::Tick(seconds) => Ok(seconds),
+                    _ => Err(CallError::InvalidOutput(
+                        "answer to another hook".to_owned(),
+                    )),
+                },
+            )
             .await
         } else {
             Err(CallError::MissingExport("ticker"))
@@ -464,6 +480,69 @@ impl Plugin {
             counters.failed_ticks.fetch_add(1, Ordering::Relaxed);
             self.count_failure(error);
             self.warn(Tick, error);
+        }
+        result
+    }
+
+    /// Calls the optional `storage` export's `write` (WIT 0.1.2) with one batch: `Ok(Err(message))`
+    /// is the backend's own refusal (its database is unreachable, say), `Err` a failed call (trap,
+    /// deadline, out of memory; counted and logged like a hook's), without the export
+    /// [`CallError::MissingExport`].
+    pub async fn storage_write(&self, batch: &[Op]) -> Result<Result<(), String>, CallError> {
+        self.storage_call(Request::StorageWrite(batch), |r| match r {
+            Response::StorageWrite(result) => Ok(result),
+            _ => Err(CallError::InvalidOutput(
+                "answer to another hook".to_owned(),
+            )),
+        })
+        .await
+    }
+
+    /// Calls the optional `storage` export's `load` (WIT 0.1.2): up to `limit` records of `keyspace`
+    /// after `after`, in key order. Errors as [`storage_write`](Plugin::storage_write); records out of
+    /// order or beyond `limit` are [`CallError::InvalidOutput`].
+    pub async fn storage_load(
+        &self,
+        keyspace: Keyspace,
+        after: Option<&Key>,
+        limit: u32,
+    ) -> Result<Result<Vec<(Key, Vec<u8>)>, String>, CallError> {
+        let request = Request::StorageLoad {
+            keyspace,
+            after,
+            limit,
+        };
+        self.storage_call(request, |r| match r {
+            Response::StorageLoad(Ok(records)) => {
+                validate_records(&records, keyspace, after, limit).map(|()| Ok(records))
+            }
+            Response::StorageLoad(Err(message)) => Ok(Err(message)),
+            _ => Err(CallError::InvalidOutput(
+                "answer to another hook".to_owned(),
+            )),
+        })
+        .await
+    }
+
+    async fn storage_call<T>(
+        &self,
+        request: Request<'_>,
+        validate: impl FnOnce(Response) -> Result<T, CallError>,
+    ) -> Result<T, CallError> {
+        let result = if self.0.exports.storage {
+            let timeout = self
+                .0
+                .template
+                .limits
+                .call_timeout
+                .max(STORAGE_TIMEOUT_FLOOR);
+            self.pooled_call(request, timeout, validate).await
+        } else {
+            Err(CallError::MissingExport("storage"))
+        };
+        if let Err(error) = &result {
+            self.count_failure(error);
+            self.warn(StorageCall, error);
         }
         result
     }
@@ -513,7 +592,8 @@ impl Plugin {
                 Hook::Transform => "transformer",
             }));
         }
-        self.pooled_call(request, validate).await
+        self.pooled_call(request, self.0.template.limits.call_timeout, validate)
+            .await
     }
 
     /// Checks an instance out of the pool (or creates one), calls, and checks it back in unless the
@@ -521,6 +601,7 @@ impl Plugin {
     async fn pooled_call<T>(
         &self,
         request: Request<'_>,
+        timeout: Duration,
         validate: impl FnOnce(Response) -> Result<T, CallError>,
     ) -> Result<T, CallError> {
         // The semaphore is never closed.
@@ -536,10 +617,7 @@ impl Plugin {
             None => self.instantiate().await?,
         };
         // If this future is dropped mid-call, `warm` is dropped with it and never returns to the pool.
-        let result = warm
-            .call(request, self.0.template.limits.call_timeout)
-            .await
-            .and_then(validate);
+        let result = warm.call(request, timeout).await.and_then(validate);
         match &result {
             Ok(_) => self.0.idle.lock().push(warm),
             Err(_) => {
@@ -585,6 +663,40 @@ impl Plugin {
             "plugin call failed, instance recycled: {error}"
         );
     }
+}
+
+/// A `load` answer must be in the keyspace asked for, in strictly increasing key order after `after`,
+/// and at most `limit` long: the broker pages on the last key.
+fn validate_records(
+    records: &[(Key, Vec<u8>)],
+    keyspace: Keyspace,
+    after: Option<&Key>,
+    limit: u32,
+) -> Result<(), CallError> {
+    if records.len() > limit as usize {
+        return Err(CallError::InvalidOutput(format!(
+            "load returned {} records, more than the limit {limit}",
+            records.len()
+        )));
+    }
+    let mut previous = after.map(|k| (k.name.as_str(), k.seq));
+    for (key, _) in records {
+        if key.keyspace != keyspace {
+            return Err(CallError::InvalidOutput(format!(
+                "load of {keyspace:?} returned a record of {:?}",
+                key.keyspace
+            )));
+        }
+        let this = (key.name.as_str(), key.seq);
+        if previous.is_some_and(|p| p >= this) {
+            return Err(CallError::InvalidOutput(format!(
+                "load returned {:?}/{} out of key order",
+                key.name, key.seq
+            )));
+        }
+        previous = Some(this);
+    }
+    Ok(())
 }
 
 fn validate_denial(denial: &Denial) -> Result<(), CallError> {

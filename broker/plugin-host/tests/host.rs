@@ -100,6 +100,7 @@ async fn allow_deny_answers_every_hook_and_uses_the_host_imports() {
             authorizer: true,
             transformer: true,
             ticker: true,
+            storage: false,
         }
     );
     assert_eq!(
@@ -241,6 +242,7 @@ async fn a_component_of_world_authenticator_plugin_loads_with_only_its_exports()
             authorizer: false,
             transformer: false,
             ticker: false,
+            storage: false,
         }
     );
     assert!(plugin.implements(Hook::Authenticate));
@@ -631,7 +633,7 @@ async fn tick_returns_the_delay_and_failures_are_counted() {
     assert_eq!(auth_only.stats().failures.missing_export, 1);
 }
 
-/// wasmtime matches `wasp:plugin/...@0.1.0` names with the host's 0.1.1 ones (same major.minor): a
+/// wasmtime matches `wasp:plugin/...@0.1.0` names with the host's 0.1.2 ones (same major.minor): a
 /// component built against the frozen 0.1.0 WIT loads, its 0.1.0 imports (kv) link, its hooks are found
 /// and called.
 #[tokio::test]

@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+pub use wasp_plugin_host::storage;
 pub use wasp_plugin_host::types::*;
 pub use wasp_plugin_host::{
     CallError, Clock, DirGrant, Exports, FailurePolicy, HostError, HttpGrant, KvStore, LogRecord,
@@ -283,6 +284,25 @@ impl Harness {
     /// again, 0 for never. [`CallError::MissingExport`] when the plugin does not export it.
     pub fn tick(&self) -> Result<u32, CallError> {
         self.runtime.block_on(self.plugin.tick())
+    }
+
+    /// Calls the plugin's `storage` export's `write` (WIT 0.1.2) with one batch: `Ok(Err(message))` is
+    /// the backend's refusal. [`CallError::MissingExport`] when the plugin does not export it.
+    pub fn storage_write(&self, batch: &[storage::Op]) -> Result<Result<(), String>, CallError> {
+        self.runtime.block_on(self.plugin.storage_write(batch))
+    }
+
+    /// Calls the plugin's `storage` export's `load` (WIT 0.1.2): up to `limit` records of `keyspace`
+    /// after `after`, checked to be in key order as the broker checks them.
+    #[allow(clippy::type_complexity)]
+    pub fn storage_load(
+        &self,
+        keyspace: storage::Keyspace,
+        after: Option<&storage::Key>,
+        limit: u32,
+    ) -> Result<Result<Vec<(storage::Key, Vec<u8>)>, String>, CallError> {
+        self.runtime
+            .block_on(self.plugin.storage_load(keyspace, after, limit))
     }
 
     /// The scripted HTTP answers and the requests the plugin sent.
