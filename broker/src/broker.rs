@@ -24,7 +24,33 @@ use crate::config::Config;
 use crate::rate::TokenBucket;
 use crate::retained::RetainedStore;
 use crate::router::SubscriptionTree;
-use crate::session::{Delivery, Enqueued, Message, QueueBudget, Session, SubscriptionEntry};
+use crate::session::{
+    Delivery, Enqueued, Inflight, Message, QueueBudget, Session, SubscriptionEntry,
+};
+use crate::store::{self, Keyspace, Op, Outbound, Records, Store};
+
+/// What routing one message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Matching subscriptions (whether or not their queues had room).
+    pub matched: usize,
+    /// When the message changed persistent state (queued for a persistent session, or retained) with
+    /// storage configured: the ticket after which that change is durable.
+    pub durable_at: Option<u64>,
+}
+
+/// The sessions [`Broker::restore`] brought back, for the server to start their timers.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Each session with its slot, the registry epoch it was restored at and the seconds left of its
+    /// expiry (`u32::MAX`: never).
+    pub sessions: Vec<(Arc<ClientSlot>, Arc<Session>, u64, u32)>,
+    /// Wills of the connections the broker did not close (it stopped without shutting down), to be
+    /// published now, with the client identifier.
+    pub wills: Vec<(Arc<str>, wasp_mqtt::Will)>,
+    /// Retained messages, sessions, and messages read back.
+    pub counts: (usize, usize, usize),
+}
 
 /// A subscription as the tree stores it: the subscriber's session and what it asked for.
 #[derive(Debug, Clone)]
@@ -126,6 +152,8 @@ pub struct Broker {
     subscriptions: RwLock<SubscriptionTree<Arc<str>, Subscriber>>,
     retained: RwLock<RetainedStore<Arc<Message>>>,
     clients: Mutex<HashMap<Arc<str>, Arc<ClientSlot>>>,
+    /// The storage backend's writer, when `[storage]` is configured.
+    store: Option<Arc<Store>>,
 }
 
 impl Broker {
@@ -157,7 +185,19 @@ impl Broker {
             subscriptions: RwLock::new(SubscriptionTree::new()),
             retained: RwLock::new(RetainedStore::new()),
             clients: Mutex::new(HashMap::new()),
+            store: None,
         }
+    }
+
+    /// Writes persistent state to `store` (before any session exists).
+    pub fn with_store(mut self, store: Arc<Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The storage writer, when configured.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
     }
 
     /// Takes one connection from `limits.max_connections_per_sec` (all listeners share it); false, and
@@ -188,6 +228,7 @@ impl Broker {
             self.config.limits.max_queued_messages,
         )
         .with_budget(self.queue_budget.clone())
+        .with_store(self.store.clone())
     }
 
     /// The registry slot of a client id, created if missing.
@@ -275,10 +316,18 @@ impl Broker {
         }
     }
 
-    /// Ends a session: removes its subscriptions from the tree and forgets its queue.
+    /// Ends a session: removes its subscriptions from the tree, forgets its queue, and deletes its
+    /// records from storage.
     pub fn discard_session(&self, session: &Arc<Session>) {
         let filters: Vec<String> = {
             let mut state = session.state.lock();
+            if let (Some(store), true) = (session.store(), state.in_storage) {
+                let name = &session.client_id;
+                store.append(Op::Delete(store::key(Keyspace::Sessions, name, 0)));
+                store.append(Op::DeleteAll((Keyspace::Messages, name.to_string())));
+                store.append(Op::DeleteAll((Keyspace::IncomingQos2, name.to_string())));
+                state.in_storage = false;
+            }
             state.queue.clear();
             state.inflight.clear();
             state.incoming_qos2.clear();
@@ -299,11 +348,32 @@ impl Broker {
         self.retained.read().len()
     }
 
+    /// Records a session's persistent part (expiry, subscriptions, the Will of the connection serving
+    /// it) when it is persistent and storage is configured; returns the ticket. `connected`: a connection
+    /// serves it (after a crash its Will is published at start-up).
+    pub fn persist_session(
+        &self,
+        session: &Session,
+        will: Option<&wasp_mqtt::Will>,
+        connected: bool,
+    ) -> Option<u64> {
+        let mut state = session.state.lock();
+        let value = store::encode_session(
+            state.expiry_interval,
+            state.subscriptions.iter(),
+            will,
+            connected,
+        );
+        session.persist(&mut state, || {
+            Op::Put((store::key(Keyspace::Sessions, &session.client_id, 0), value))
+        })
+    }
+
     /// Routes a message: updates the retained store if the message is retained, then queues it for every
-    /// matching subscription. Returns the number of matching subscriptions (whether or not their queues had
-    /// room).
-    pub fn publish(&self, message: Message) -> usize {
+    /// matching subscription.
+    pub fn publish(&self, message: Message) -> Published {
         let message = Arc::new(message);
+        let mut durable = false;
         if message.retain {
             let mut retained = self.retained.write();
             if message.payload.is_empty() {
@@ -311,11 +381,32 @@ impl Broker {
             } else {
                 retained.set(&message.topic, Some(message.clone()));
             }
+            // Under the retained store's lock, so that the stored order is the store's. The broker's own
+            // `$SYS` topics are republished at start-up, not stored.
+            if let Some(store) = &self.store
+                && !message.topic.starts_with('$')
+            {
+                let key = store::key(Keyspace::Retained, &message.topic, 0);
+                store.append(if message.payload.is_empty() {
+                    Op::Delete(key)
+                } else {
+                    Op::Put((key, store::encode_retained(&message)))
+                });
+                durable = true;
+            }
         }
-        self.route(&message)
+        let (matched, stored) = self.route(&message);
+        Published {
+            matched,
+            durable_at: (durable || stored)
+                .then(|| self.store.as_ref().map(|s| s.last_ticket()))
+                .flatten(),
+        }
     }
 
-    fn route(&self, message: &Arc<Message>) -> usize {
+    /// Queues `message` for every matching subscription: how many matched, and whether any queue
+    /// stored it.
+    fn route(&self, message: &Arc<Message>) -> (usize, bool) {
         // Collected under the read lock, queued after it is released: enqueueing takes each session's lock.
         let mut targets: Vec<(Arc<Session>, Delivery)> = Vec::new();
         {
@@ -334,21 +425,25 @@ impl Broker {
                         qos: message.qos.min(options.qos),
                         retain: options.retain_as_published && message.retain,
                         subscription_id: sub.entry.id,
+                        stored: None,
                     };
                     targets.push((sub.session.clone(), delivery));
                 },
             );
         }
         let matched = targets.len();
+        let mut stored = false;
         for (session, delivery) in targets {
-            self.count_enqueued(session.enqueue(delivery));
+            let outcome = session.enqueue(delivery);
+            stored |= outcome == Enqueued::Stored;
+            self.count_enqueued(outcome);
         }
-        matched
+        (matched, stored)
     }
 
     fn count_enqueued(&self, outcome: Enqueued) {
         let specific = match outcome {
-            Enqueued::Queued => return,
+            Enqueued::Queued | Enqueued::Stored => return,
             Enqueued::DroppedOffline => None,
             Enqueued::DroppedFull => Some(&self.stats.dropped_queue_full),
             Enqueued::DroppedCeiling => Some(&self.stats.dropped_queued_bytes),
@@ -381,15 +476,131 @@ impl Broker {
                 message,
                 retain: true,
                 subscription_id,
+                stored: None,
             };
             self.count_enqueued(session.enqueue(delivery));
         }
     }
 
-    /// Drops expired retained messages; returns how many.
+    /// Drops expired retained messages (and their records); returns how many.
     pub fn expire_retained(&self) -> usize {
         let now = Instant::now();
-        self.retained.write().retain(|m| !m.is_expired(now))
+        self.retained.write().retain(|m| {
+            let expired = m.is_expired(now);
+            if let (true, Some(store)) = (expired, &self.store) {
+                store.append(Op::Delete(store::key(Keyspace::Retained, &m.topic, 0)));
+            }
+            !expired
+        })
+    }
+
+    /// Rebuilds retained messages and persistent sessions from what storage holds (at start-up, before
+    /// any connection). Expired messages and sessions are deleted; unreadable records are logged and
+    /// skipped; messages of no session are deleted.
+    pub fn restore(&self, records: Records) -> Restored {
+        let mut restored = Restored::default();
+        let now = Instant::now();
+        let now_ms = store::now_millis();
+        let Some(store) = self.store.clone() else {
+            return restored;
+        };
+        {
+            let mut retained = self.retained.write();
+            for (key, value) in &records.retained {
+                match store::decode_retained(key, value) {
+                    Ok(m) if m.is_expired(now) => {
+                        store.append(Op::Delete(key.clone()));
+                    }
+                    Ok(m) => {
+                        retained.set(&key.name, Some(Arc::new(m)));
+                        restored.counts.0 += 1;
+                    }
+                    Err(e) => store::skip_unreadable(&e),
+                }
+            }
+        }
+        let mut sessions: HashMap<String, Arc<Session>> = HashMap::new();
+        for (key, value) in &records.sessions {
+            let record = match store::decode_session(key, value) {
+                Ok(record) => record,
+                Err(e) => {
+                    store::skip_unreadable(&e);
+                    continue;
+                }
+            };
+            // A session whose connection the broker did not close expires from now; a disconnected one
+            // from when it was written.
+            let left = if record.connected || record.expiry_interval == u32::MAX {
+                record.expiry_interval
+            } else {
+                let gone = now_ms.saturating_sub(record.written_at_ms) / 1000;
+                let gone = u32::try_from(gone).unwrap_or(u32::MAX);
+                if gone >= record.expiry_interval {
+                    store.append(Op::Delete(key.clone()));
+                    store.append(Op::DeleteAll((Keyspace::Messages, key.name.clone())));
+                    store.append(Op::DeleteAll((Keyspace::IncomingQos2, key.name.clone())));
+                    continue;
+                }
+                record.expiry_interval - gone
+            };
+            let client_id: Arc<str> = key.name.as_str().into();
+            let session = Arc::new(self.new_session(client_id.clone(), record.expiry_interval));
+            session.state.lock().in_storage = true;
+            for (filter, entry) in record.subscriptions {
+                self.subscribe(&session, &filter, entry);
+            }
+            let slot = self.client_slot(&client_id);
+            *slot.session.lock() = Some(session.clone());
+            let epoch = slot.epoch.load(Ordering::Acquire);
+            if record.connected {
+                if let Some(will) = record.will {
+                    restored.wills.push((client_id.clone(), will));
+                }
+                // Now disconnected: its expiry counts from here, and its Will is not published twice.
+                self.persist_session(&session, None, false);
+            }
+            sessions.insert(key.name.clone(), session.clone());
+            restored.sessions.push((slot, session, epoch, left));
+        }
+        for (key, value) in &records.messages {
+            let Some(session) = sessions.get(&key.name) else {
+                store.append(Op::Delete(key.clone()));
+                continue;
+            };
+            let mut state = session.state.lock();
+            state.next_record = state.next_record.max(key.seq + 1);
+            match store::decode_outbound(key, value) {
+                Ok(Outbound::Pending(d, _)) if d.message.is_expired(now) => {
+                    store.append(Op::Delete(key.clone()));
+                }
+                Ok(Outbound::Pending(d, Some(packet_id))) => {
+                    state.inflight.push(packet_id, Inflight::Qos2(d));
+                    restored.counts.2 += 1;
+                }
+                Ok(Outbound::Pending(d, None)) => {
+                    state.queue.push_back(d);
+                    restored.counts.2 += 1;
+                }
+                Ok(Outbound::Released(packet_id)) => {
+                    state
+                        .inflight
+                        .push(packet_id, Inflight::Released(Some(key.seq)));
+                }
+                Err(e) => store::skip_unreadable(&e),
+            }
+        }
+        for (key, _) in &records.incoming_qos2 {
+            match (sessions.get(&key.name), u16::try_from(key.seq)) {
+                (Some(session), Ok(id)) => {
+                    session.state.lock().incoming_qos2.insert(id);
+                }
+                _ => {
+                    store.append(Op::Delete(key.clone()));
+                }
+            }
+        }
+        restored.counts.1 = restored.sessions.len();
+        restored
     }
 
     /// Uptime.
@@ -449,7 +660,7 @@ mod tests {
         let b = online("b");
         broker.subscribe(&a, "x/+", entry(QoS::AtMostOnce));
         broker.subscribe(&b, "y/#", entry(QoS::ExactlyOnce));
-        assert_eq!(broker.publish(message("x/1", false, b"m")), 1);
+        assert_eq!(broker.publish(message("x/1", false, b"m")).matched, 1);
         let queued = a.state.lock().queue.pop_front().unwrap();
         assert_eq!(queued.qos, QoS::AtMostOnce);
         assert!(b.state.lock().queue.is_empty());
@@ -462,7 +673,7 @@ mod tests {
         let mut e = entry(QoS::AtLeastOnce);
         e.options.no_local = true;
         broker.subscribe(&p, "t", e);
-        assert_eq!(broker.publish(message("t", false, b"m")), 0);
+        assert_eq!(broker.publish(message("t", false, b"m")).matched, 0);
     }
 
     #[test]
@@ -488,7 +699,7 @@ mod tests {
         let b = online("b");
         broker.subscribe(&a, "$share/g/t", entry(QoS::AtLeastOnce));
         broker.subscribe(&b, "$share/g/t", entry(QoS::AtLeastOnce));
-        assert_eq!(broker.publish(message("t", false, b"m")), 1);
+        assert_eq!(broker.publish(message("t", false, b"m")).matched, 1);
         assert_eq!(broker.subscription_count(), 2);
         broker.discard_session(&a);
         assert_eq!(broker.subscription_count(), 1);
@@ -505,7 +716,7 @@ mod tests {
         broker.subscribe(&old, "t", entry(QoS::AtMostOnce));
         broker.subscribe(&new, "t", entry(QoS::AtMostOnce));
         broker.discard_session(&old);
-        assert_eq!(broker.publish(message("t", false, b"m")), 1);
+        assert_eq!(broker.publish(message("t", false, b"m")).matched, 1);
         assert_eq!(new.state.lock().queue.len(), 1);
     }
 }

@@ -105,6 +105,18 @@ pub struct Config {
     pub plugin_cache_dir: Option<PathBuf>,
     /// Where the Prometheus endpoint (`GET /metrics`) listens (file `metrics.bind`); `None`: off.
     pub metrics_bind: Option<SocketAddr>,
+    /// The storage backend (file `[storage]`); `None`: everything stays in memory.
+    pub storage: Option<StorageConfig>,
+}
+
+/// Persistence (file table `[storage]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// The `[[plugins]]` entry that exports `wasp:plugin/storage`; it runs one instance.
+    pub plugin: String,
+    /// How long the writer waits after the first pending change before writing a batch (file
+    /// `batch_delay_ms`, default 0).
+    pub batch_delay: Duration,
 }
 
 /// One plugin (file table `[[plugins]]`).
@@ -260,6 +272,7 @@ impl Default for Config {
             plugin_cache_dir: None,
             metrics_bind: None,
             log: LogConfig::default(),
+            storage: None,
         }
     }
 }
@@ -440,6 +453,14 @@ struct FileConfig {
     plugin_host: Option<FilePluginHost>,
     plugins: Option<Vec<Spanned<FilePlugin>>>,
     metrics: Option<FileMetrics>,
+    storage: Option<Spanned<FileStorage>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStorage {
+    plugin: Spanned<String>,
+    batch_delay_ms: Option<Spanned<i128>>,
 }
 
 #[derive(Deserialize)]
@@ -663,7 +684,11 @@ impl Ctx<'_> {
             None => LogConfig::default(),
             Some(log) => self.log(log)?,
         };
-        let plugins = self.plugins(file.plugins.unwrap_or_default(), &listeners)?;
+        let mut plugins = self.plugins(file.plugins.unwrap_or_default(), &listeners)?;
+        let storage = match file.storage {
+            None => None,
+            Some(storage) => Some(self.storage(storage.into_inner(), &mut plugins)?),
+        };
         let plugin_cache_dir = file
             .plugin_host
             .and_then(|h| h.cache_dir)
@@ -692,6 +717,40 @@ impl Ctx<'_> {
             plugins,
             plugin_cache_dir,
             metrics_bind,
+            storage,
+        })
+    }
+
+    fn storage(
+        &self,
+        file: FileStorage,
+        plugins: &mut [PluginConfig],
+    ) -> Result<StorageConfig, ConfigError> {
+        let name = file.plugin.get_ref();
+        let Some(plugin) = plugins.iter_mut().find(|p| &p.spec.name == name) else {
+            let known: Vec<&str> = plugins.iter().map(|p| p.spec.name.as_str()).collect();
+            return Err(self.invalid(
+                file.plugin.span(),
+                "storage.plugin",
+                format!(
+                    "storage.plugin = {name:?} names no [[plugins]] entry (there are: {}): add a                      [[plugins]] entry with name = {name:?} whose path is a storage plugin such as                      storage-redb, with a writable directory in its dirs",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        };
+        // One instance holds the database: the broker makes one storage call at a time anyway.
+        plugin.spec.limits.max_instances = 1;
+        let batch_delay_ms: u64 = match &file.batch_delay_ms {
+            None => 0,
+            Some(ms) => self.int(ms, "storage.batch_delay_ms", 0, 10_000, " milliseconds")?,
+        };
+        Ok(StorageConfig {
+            plugin: name.clone(),
+            batch_delay: Duration::from_millis(batch_delay_ms),
         })
     }
 
@@ -1719,8 +1778,41 @@ reload_secs = 5
                 }],
                 plugin_cache_dir: Some("/var/cache/wasp".into()),
                 metrics_bind: Some("127.0.0.1:9464".parse().unwrap()),
+                storage: None,
             }
         );
+    }
+
+    #[test]
+    fn storage_names_a_plugin_which_gets_one_instance() {
+        let plugin =
+            "[[plugins]]\nname = \"db\"\npath = \"db.wasm\"\n[plugins.limits]\ninstances = 4\n";
+        let config = parse(&format!(
+            "{plugin}[storage]\nplugin = \"db\"\nbatch_delay_ms = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.storage,
+            Some(StorageConfig {
+                plugin: "db".into(),
+                batch_delay: Duration::from_millis(5),
+            })
+        );
+        assert_eq!(config.plugins[0].spec.limits.max_instances, 1);
+        let m = error(
+            &format!("{plugin}[storage]\nplugin = \"redb\"\n"),
+            7,
+            "storage.plugin",
+        );
+        assert!(m.contains("there are: db"), "{m}");
+        let m = error(
+            &format!("{plugin}[storage]\nplugin = \"db\"\nbatch_delay_ms = -1\n"),
+            8,
+            "storage.batch_delay_ms",
+        );
+        assert!(m.contains("milliseconds"), "{m}");
+        let m = error("[storage]\nplugins = \"db\"\n", 2, "plugins");
+        assert!(m.contains("plugin"), "{m}");
     }
 
     #[test]
@@ -2296,7 +2388,7 @@ reload_secs = 5
         assert_eq!(
             m,
             "wasp.toml:2: unknown key `allow_anonymus` in the top level: expected one of \
-             allow_anonymous, listeners, limits, sys, log, plugin_host, plugins, metrics"
+             allow_anonymous, listeners, limits, sys, log, plugin_host, plugins, metrics, storage"
         );
         let m = error(
             "[[listeners]]\nname = \"a\"\nlisen = \"127.0.0.1:1\"\n",

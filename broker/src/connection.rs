@@ -11,7 +11,7 @@
 //! out, is taken over or the broker shuts down. On the way out it publishes the Will when the spec says
 //! so and either keeps the session (with its expiry timer) or discards it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -38,12 +38,15 @@ use crate::config::Limits;
 use crate::rate::TokenBucket;
 use crate::server::ListenerCtx;
 use crate::session::{Delivery, Inflight, Message, Session, SubscriptionEntry};
+use crate::store::{self, Keyspace, Op};
 use crate::transport::{Reader, Writer};
 
 /// Stop taking messages from the session queue once this many bytes wait to be written.
 const OUT_HIGH_WATER: usize = 64 * 1024;
 /// At most this many messages are moved out of the session queue per lock.
 const BATCH: usize = 256;
+/// No more messages are taken from the session queue while this many packets wait for storage.
+const MAX_DEFERRED: usize = 4 * BATCH;
 /// How long a newcomer waits in total for the connection it takes over to let go of the session.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 /// How long a closing connection tries to flush its last packets (e.g. DISCONNECT).
@@ -486,16 +489,6 @@ async fn handshake_and_run(
         return;
     }
 
-    // Take the client id over from any connection that holds it.
-    let Some((slot, lease)) = acquire_slot(&broker, &client_id).await else {
-        warn!("refused: the previous connection of this client did not let go of its session");
-        io.refuse(version, ReasonCode::ServerBusy, None).await;
-        return;
-    };
-    let epoch = slot.epoch.fetch_add(1, Ordering::AcqRel) + 1;
-    let (kick_tx, kick_rx) = oneshot::channel();
-    *slot.kick.lock() = Some(kick_tx);
-
     // Session Expiry Interval: 3.x persistent sessions never expire; capped by configuration.
     let requested_expiry = if version.is_v5() {
         connect.properties.session_expiry_interval.unwrap_or(0)
@@ -505,6 +498,24 @@ async fn handshake_and_run(
         u32::MAX
     };
     let session_expiry = requested_expiry.min(limits.max_session_expiry);
+    if broker.store().is_some_and(|s| !s.is_healthy())
+        && (session_expiry != 0 || !connect.clean_start)
+    {
+        warn!("refused: a persistent session was asked for while storage writes fail");
+        io.refuse(version, ReasonCode::ServerUnavailable, None)
+            .await;
+        return;
+    }
+
+    // Take the client id over from any connection that holds it.
+    let Some((slot, lease)) = acquire_slot(&broker, &client_id).await else {
+        warn!("refused: the previous connection of this client did not let go of its session");
+        io.refuse(version, ReasonCode::ServerBusy, None).await;
+        return;
+    };
+    let epoch = slot.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+    let (kick_tx, kick_rx) = oneshot::channel();
+    *slot.kick.lock() = Some(kick_tx);
 
     let (session, session_present) = {
         let mut current = slot.session.lock();
@@ -521,6 +532,7 @@ async fn handshake_and_run(
         }
     };
     session.state.lock().expiry_interval = session_expiry;
+    broker.persist_session(&session, connect.will.as_ref(), true);
     session.set_online(true);
     broker
         .stats
@@ -607,6 +619,8 @@ async fn handshake_and_run(
         problem_information: version.is_v5()
             && connect.properties.request_problem_information != Some(0),
         batch: Vec::new(),
+        deferred: VecDeque::new(),
+        durable: broker.store().map(|s| s.durable()),
         access,
         auth_method,
         reauthenticating: None,
@@ -829,8 +843,14 @@ struct Conn {
     last_received: tokio::time::Instant,
     /// 5.0 Request Problem Information: reason strings may be sent on acknowledgements.
     problem_information: bool,
-    /// Reused buffer of messages taken out of the session queue.
-    batch: Vec<(Option<u16>, Delivery)>,
+    /// Reused buffer of messages taken out of the session queue, each with the storage ticket it
+    /// waits for (a QoS 2 PUBLISH to a persistent session).
+    batch: Vec<(Option<u16>, Delivery, Option<u64>)>,
+    /// Packets waiting for storage (see [`Deferred`]), in the order they are to be sent, each with the
+    /// ticket that must be durable first (0: none of its own).
+    deferred: VecDeque<(u64, Deferred)>,
+    /// The storage writer's durable ticket, when storage is configured.
+    durable: Option<watch::Receiver<u64>>,
     /// The listener's plugins with this session's attributes.
     access: Access,
     /// The 5.0 Authentication Method of CONNECT: re-authentication must use the same one.
@@ -848,6 +868,17 @@ struct Conn {
     /// A 3.x PUBLISH held back by a rate limit or the queue memory ceiling: until `until` the socket is
     /// not read (back-pressure instead of refusing a client that has no reason codes).
     held: Option<Held>,
+}
+
+/// A packet held until a storage write is durable: the acknowledgement of a PUBLISH that changed
+/// persistent state, a SUBACK that changed a persistent session, a PUBREL, a QoS 2 PUBLISH to a
+/// persistent session; and, behind any of those, every packet that must keep its order with them.
+enum Deferred {
+    Packet(Box<Packet>),
+    Publish {
+        packet_id: Option<u16>,
+        delivery: Delivery,
+    },
 }
 
 /// A PUBLISH waiting for a limit to allow it (see [`Conn::held`]).
@@ -904,9 +935,13 @@ impl Conn {
             return Close::Shutdown;
         }
         loop {
+            self.release_deferred();
             self.fill_outbuf();
             let keep_alive_deadline = self.last_received + self.keep_alive;
+            let waiting_for = self.deferred.front().map(|(ticket, _)| *ticket);
             tokio::select! {
+                // Storage made the first held packet's changes durable (the loop sends it).
+                _ = durable_past(self.durable.as_mut(), waiting_for), if waiting_for.is_some() => {}
                 _ = &mut kick => return Close::TakenOver,
                 _ = shutdown.changed() => return Close::Shutdown,
                 // Not while a PUBLISH is held back by a limit: back-pressure on a 3.x publisher.
@@ -1012,9 +1047,54 @@ impl Conn {
         }
     }
 
+    /// Sends a control packet, after any packet held for storage (which keeps acknowledgements in
+    /// order).
+    fn send(&mut self, packet: &Packet) {
+        if self.deferred.is_empty() {
+            self.encode_now(packet);
+        } else {
+            self.deferred
+                .push_back((0, Deferred::Packet(Box::new(packet.clone()))));
+        }
+    }
+
+    /// Sends `packet` once storage has written `ticket` (and after any packet already held).
+    fn send_after(&mut self, ticket: Option<u64>, packet: Packet) {
+        match ticket {
+            Some(ticket) if !self.is_durable(ticket) || !self.deferred.is_empty() => {
+                self.deferred
+                    .push_back((ticket, Deferred::Packet(Box::new(packet))));
+            }
+            _ => self.send(&packet),
+        }
+    }
+
+    fn is_durable(&self, ticket: u64) -> bool {
+        self.durable.as_ref().is_none_or(|d| *d.borrow() >= ticket)
+    }
+
+    /// Sends the held packets whose writes are durable, in order, up to the first that must wait.
+    fn release_deferred(&mut self) {
+        while let Some((ticket, _)) = self.deferred.front() {
+            if !self.is_durable(*ticket) {
+                return;
+            }
+            let Some((_, item)) = self.deferred.pop_front() else {
+                return;
+            };
+            match item {
+                Deferred::Packet(packet) => self.encode_now(&packet),
+                Deferred::Publish {
+                    packet_id,
+                    delivery,
+                } => self.write_publish(packet_id, &delivery, false, Instant::now()),
+            }
+        }
+    }
+
     /// Encodes a control packet into the output buffer. Packets other than PUBLISH are small; if one still
     /// exceeds the client's maximum, 5.0 allows dropping its reason string and user properties first.
-    fn send(&mut self, packet: &Packet) {
+    fn encode_now(&mut self, packet: &Packet) {
         if let Err(e) = wasp_mqtt::encode(
             packet,
             self.version,
@@ -1179,6 +1259,9 @@ impl Conn {
         let broker = &self.io.broker;
         // QoS 0 publishes pass the ceiling: their deliveries are dropped as they reach full queues.
         let ceiling = p.qos != QoS::AtMostOnce && broker.queue_budget.is_exhausted();
+        // Nor are QoS 1/2 publishes taken while storage writes fail: they could not be acknowledged.
+        let storage_down =
+            p.qos != QoS::AtMostOnce && broker.store().is_some_and(|s| !s.is_healthy());
         if self.version.is_v5() {
             let limits = &broker.config.limits;
             let refused = if !rate_wait.is_zero() {
@@ -1212,9 +1295,15 @@ impl Conn {
                     reason,
                 });
             }
+            if storage_down {
+                return Limited::Refuse(Refusal {
+                    code: ReasonCode::UnspecifiedError,
+                    reason: "storage is unavailable".to_owned(),
+                });
+            }
         } else {
             let mut wait = rate_wait.max(bandwidth_wait);
-            if wait.is_zero() && ceiling {
+            if wait.is_zero() && (ceiling || storage_down) {
                 wait = CEILING_RECHECK;
             }
             if !wait.is_zero() {
@@ -1230,21 +1319,23 @@ impl Conn {
         Limited::Pass
     }
 
-    /// Sends the PUBACK / PUBREC of a QoS 1/2 PUBLISH: `outcome` is its reason code or refusal.
+    /// Sends the PUBACK / PUBREC of a QoS 1/2 PUBLISH: `outcome` is its reason code and the storage
+    /// ticket that must be durable before it goes, or the refusal.
     fn acknowledge(
         &mut self,
         qos: QoS,
         packet_id: Option<u16>,
-        outcome: Result<ReasonCode, Refusal>,
+        outcome: Result<(ReasonCode, Option<u64>), Refusal>,
     ) {
         let (ack_qos, ack_id) = (qos, packet_id);
-        let (reason, why) = match outcome {
-            Ok(reason) => (reason, None),
+        let (reason, why, mut ticket) = match outcome {
+            Ok((reason, ticket)) => (reason, None, ticket),
             Err(refusal) => {
                 debug!(code = ?refusal.code, reason = %refusal.reason, "PUBLISH refused");
                 (
                     refusal.code,
                     self.problem_information.then_some(refusal.reason),
+                    None,
                 )
             }
         };
@@ -1254,27 +1345,46 @@ impl Conn {
         };
         match (ack_qos, ack_id) {
             (QoS::AtMostOnce, _) | (_, None) => {}
-            (QoS::AtLeastOnce, Some(id)) => self.send(&Packet::PubAck(PubResponse {
-                packet_id: id,
-                reason,
-                properties,
-            })),
-            (QoS::ExactlyOnce, Some(id)) => {
-                if !reason.is_error() {
-                    self.session.state.lock().incoming_qos2.insert(id);
-                }
-                self.send(&Packet::PubRec(PubResponse {
+            (QoS::AtLeastOnce, Some(id)) => self.send_after(
+                ticket,
+                Packet::PubAck(PubResponse {
                     packet_id: id,
                     reason,
                     properties,
-                }))
+                }),
+            ),
+            (QoS::ExactlyOnce, Some(id)) => {
+                if !reason.is_error() {
+                    let session = &self.session;
+                    let mut state = session.state.lock();
+                    state.incoming_qos2.insert(id);
+                    let stored = session.persist(&mut state, || {
+                        Op::Put((
+                            store::key(Keyspace::IncomingQos2, &session.client_id, id.into()),
+                            Vec::new(),
+                        ))
+                    });
+                    ticket = ticket.max(stored);
+                }
+                self.send_after(
+                    ticket,
+                    Packet::PubRec(PubResponse {
+                        packet_id: id,
+                        reason,
+                        properties,
+                    }),
+                )
             }
         }
     }
 
     /// Checks an inbound PUBLISH (broker rules, then the authorizers and transformers) and routes it.
-    /// Returns the reason code for its acknowledgement, or the refusal.
-    async fn admit_and_route(&mut self, mut p: Publish) -> Result<ReasonCode, Refusal> {
+    /// Returns the reason code for its acknowledgement with the storage ticket it waits for, or the
+    /// refusal.
+    async fn admit_and_route(
+        &mut self,
+        mut p: Publish,
+    ) -> Result<(ReasonCode, Option<u64>), Refusal> {
         if p.topic.starts_with("$SYS/") || &*p.topic == "$SYS" {
             // `$SYS` topics are the broker's own (MQTT-4.7.2-1 leaves `$` topics to the server): clients may
             // not publish to them.
@@ -1314,18 +1424,22 @@ impl Conn {
             expires_at,
             origin: Some(self.client_id.clone()),
         };
-        if self.broker().publish(message) == 0 && self.version.is_v5() {
-            Ok(ReasonCode::NoMatchingSubscribers)
+        let published = self.broker().publish(message);
+        let reason = if published.matched == 0 && self.version.is_v5() {
+            ReasonCode::NoMatchingSubscribers
         } else {
-            Ok(ReasonCode::Success)
-        }
+            ReasonCode::Success
+        };
+        Ok((reason, published.durable_at))
     }
 
     fn on_puback(&mut self, id: u16) {
         let mut state = self.session.state.lock();
         match state.inflight.get_mut(id) {
             Some(Inflight::Qos1(_)) => {
-                state.inflight.remove(id);
+                if let Some(Inflight::Qos1(d)) = state.inflight.remove(id) {
+                    self.session.forget(&mut state, d.stored);
+                }
             }
             _ => debug!(packet_id = id, "PUBACK for a packet not awaiting one"),
         }
@@ -1334,33 +1448,66 @@ impl Conn {
     fn on_pubrec(&mut self, r: PubResponse) {
         let id = r.packet_id;
         let reply = {
-            let mut state = self.session.state.lock();
+            let session = &self.session;
+            let mut state = session.state.lock();
             match state.inflight.get_mut(id) {
                 Some(entry @ Inflight::Qos2(_)) => {
+                    let stored = match entry {
+                        Inflight::Qos2(d) => d.stored,
+                        _ => None,
+                    };
                     if r.reason.is_error() {
                         // 5.0 4.3.3: a failing PUBREC ends the exchange.
                         state.inflight.remove(id);
+                        session.forget(&mut state, stored);
                         None
                     } else {
-                        *entry = Inflight::Released;
-                        Some(PubResponse::success(id))
+                        *entry = Inflight::Released(stored);
+                        // The PUBREL goes once the release is durable: a restart must not send the
+                        // PUBLISH again after the client has completed it.
+                        let ticket = stored.and_then(|seq| {
+                            session.persist(&mut state, || {
+                                Op::Put((
+                                    store::key(Keyspace::Messages, &session.client_id, seq),
+                                    store::encode_released(id),
+                                ))
+                            })
+                        });
+                        Some((ticket, PubResponse::success(id)))
                     }
                 }
-                Some(Inflight::Released) => Some(PubResponse::success(id)),
-                _ => Some(PubResponse {
-                    packet_id: id,
-                    reason: ReasonCode::PacketIdentifierNotFound,
-                    properties: Properties::default(),
-                }),
+                Some(Inflight::Released(_)) => Some((None, PubResponse::success(id))),
+                _ => Some((
+                    None,
+                    PubResponse {
+                        packet_id: id,
+                        reason: ReasonCode::PacketIdentifierNotFound,
+                        properties: Properties::default(),
+                    },
+                )),
             }
         };
-        if let Some(pubrel) = reply {
-            self.send(&Packet::PubRel(pubrel));
+        if let Some((ticket, pubrel)) = reply {
+            self.send_after(ticket, Packet::PubRel(pubrel));
         }
     }
 
     fn on_pubrel(&mut self, id: u16) {
-        let known = self.session.state.lock().incoming_qos2.remove(&id);
+        let known = {
+            let session = &self.session;
+            let mut state = session.state.lock();
+            let known = state.incoming_qos2.remove(&id);
+            if known && state.in_storage {
+                session.persist(&mut state, || {
+                    Op::Delete(store::key(
+                        Keyspace::IncomingQos2,
+                        &session.client_id,
+                        id.into(),
+                    ))
+                });
+            }
+            known
+        };
         let reason = if known {
             ReasonCode::Success
         } else {
@@ -1376,8 +1523,10 @@ impl Conn {
     fn on_pubcomp(&mut self, id: u16) {
         let mut state = self.session.state.lock();
         match state.inflight.get_mut(id) {
-            Some(Inflight::Released) => {
+            Some(Inflight::Released(stored)) => {
+                let stored = *stored;
                 state.inflight.remove(id);
+                self.session.forget(&mut state, stored);
             }
             _ => debug!(packet_id = id, "PUBCOMP for a packet not awaiting one"),
         }
@@ -1556,14 +1705,25 @@ impl Conn {
         }
         let reason_string = (self.problem_information && !problems.is_empty())
             .then(|| format!("refused: {}", problems.join("; ")));
-        self.send(&Packet::SubAck(SubAck {
-            packet_id: s.packet_id,
-            properties: Properties {
-                reason_string,
-                ..Properties::default()
-            },
-            reason_codes,
-        }));
+        // A persistent session's new subscriptions are acknowledged once stored.
+        let ticket = if reason_codes.iter().any(|code| !code.is_error()) {
+            self.io
+                .broker
+                .persist_session(&self.session, self.will.as_ref(), true)
+        } else {
+            None
+        };
+        self.send_after(
+            ticket,
+            Packet::SubAck(SubAck {
+                packet_id: s.packet_id,
+                properties: Properties {
+                    reason_string,
+                    ..Properties::default()
+                },
+                reason_codes,
+            }),
+        );
         // Queued after the SUBACK is encoded, so the SUBACK goes first.
         for (filter, granted) in retained {
             self.io
@@ -1585,6 +1745,9 @@ impl Conn {
                 }
             })
             .collect();
+        self.io
+            .broker
+            .persist_session(&self.session, self.will.as_ref(), true);
         self.send(&Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             properties: Properties::default(),
@@ -1621,7 +1784,7 @@ impl Conn {
                 .into_iter()
                 .map(|(id, entry)| match entry {
                     Inflight::Qos1(d) | Inflight::Qos2(d) => (id, Some(d.clone())),
-                    Inflight::Released => (id, None),
+                    Inflight::Released(_) => (id, None),
                 })
                 .collect()
         };
@@ -1636,24 +1799,26 @@ impl Conn {
 
     /// Moves queued messages into the output buffer while the in-flight window and the buffer allow.
     fn fill_outbuf(&mut self) {
-        if self.io.outbuf.len() >= OUT_HIGH_WATER {
+        if self.io.outbuf.len() >= OUT_HIGH_WATER || self.deferred.len() >= MAX_DEFERRED {
             return;
         }
         let now = Instant::now();
         let mut batch = std::mem::take(&mut self.batch);
         {
-            let mut state = self.session.state.lock();
+            let session = &self.session;
+            let mut state = session.state.lock();
             while batch.len() < BATCH {
                 let Some(front) = state.queue.front() else {
                     break;
                 };
                 if front.message.is_expired(now) {
-                    state.queue.pop_front();
+                    let stored = state.queue.pop_front().and_then(|d| d.stored);
+                    session.forget(&mut state, stored);
                     continue;
                 }
                 if front.qos == QoS::AtMostOnce {
                     let d = state.queue.pop_front().expect("front exists");
-                    batch.push((None, d));
+                    batch.push((None, d, None));
                     continue;
                 }
                 if state.inflight.len() >= self.send_window {
@@ -1663,16 +1828,48 @@ impl Conn {
                     break;
                 };
                 let d = state.queue.pop_front().expect("front exists");
+                // A stored QoS 2 delivery records its packet identifier before the client sees it, so
+                // that after a restart the same identifier is used again (and the client's duplicate
+                // detection works).
+                let ticket = match (d.qos, d.stored) {
+                    (QoS::ExactlyOnce, Some(seq)) => session.persist(&mut state, || {
+                        Op::Put((
+                            store::key(Keyspace::Messages, &session.client_id, seq),
+                            store::encode_delivery(&d, Some(id)),
+                        ))
+                    }),
+                    _ => None,
+                };
                 let entry = match d.qos {
                     QoS::AtLeastOnce => Inflight::Qos1(d.clone()),
                     _ => Inflight::Qos2(d.clone()),
                 };
                 state.inflight.push(id, entry);
-                batch.push((Some(id), d));
+                batch.push((Some(id), d, ticket));
             }
         }
-        for (id, d) in batch.drain(..) {
-            self.write_publish(id, &d, false, now);
+        for (id, d, ticket) in batch.drain(..) {
+            match ticket {
+                Some(ticket) if !self.is_durable(ticket) || !self.deferred.is_empty() => {
+                    self.deferred.push_back((
+                        ticket,
+                        Deferred::Publish {
+                            packet_id: id,
+                            delivery: d,
+                        },
+                    ));
+                }
+                _ if !self.deferred.is_empty() => {
+                    self.deferred.push_back((
+                        0,
+                        Deferred::Publish {
+                            packet_id: id,
+                            delivery: d,
+                        },
+                    ));
+                }
+                _ => self.write_publish(id, &d, false, now),
+            }
         }
         self.batch = batch;
     }
@@ -1717,7 +1914,9 @@ impl Conn {
                     .messages_dropped
                     .fetch_add(1, Ordering::Relaxed);
                 if let Some(id) = packet_id {
-                    self.session.state.lock().inflight.remove(id);
+                    let mut state = self.session.state.lock();
+                    state.inflight.remove(id);
+                    self.session.forget(&mut state, d.stored);
                 }
             }
         }
@@ -1735,7 +1934,9 @@ impl Conn {
                 reason_string: Some(why),
                 ..Properties::default()
             };
-            self.send(&Packet::Disconnect(Disconnect { reason, properties }));
+            // Not behind packets held for storage: those are not sent (their PUBLISHes were not
+            // acknowledged, so their clients send them again).
+            self.encode_now(&Packet::Disconnect(Disconnect { reason, properties }));
         }
         self.io.flush(CLOSE_FLUSH).await;
 
@@ -1781,7 +1982,11 @@ impl Conn {
                 broker.discard_session(&self.session);
                 *current = None;
             }
-        } else if expiry != u32::MAX {
+        } else if slot.epoch.load(Ordering::Acquire) == epoch {
+            // Stored as disconnected (its expiry counts from now), unless a newcomer took it over.
+            broker.persist_session(&self.session, None, false);
+        }
+        if expiry != 0 && expiry != u32::MAX {
             schedule_expiry(
                 broker,
                 slot.clone(),
@@ -1794,7 +1999,20 @@ impl Conn {
     }
 }
 
-fn publish_will(broker: &Broker, client_id: &Arc<str>, will: Will) {
+/// Resolves once storage has written `ticket` (never without storage or a ticket: the caller guards).
+async fn durable_past(durable: Option<&mut watch::Receiver<u64>>, ticket: Option<u64>) {
+    match (durable, ticket) {
+        (Some(durable), Some(ticket)) => {
+            // An error means the writer is gone (shutdown): nothing more will become durable.
+            if durable.wait_for(|d| *d >= ticket).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+pub(crate) fn publish_will(broker: &Broker, client_id: &Arc<str>, will: Will) {
     let mut properties = will.properties;
     properties.will_delay_interval = None;
     let expires_at = properties
@@ -1845,7 +2063,7 @@ fn schedule_will(
 }
 
 /// Discards the session once its expiry interval has passed with no connection.
-fn schedule_expiry(
+pub(crate) fn schedule_expiry(
     broker: Arc<Broker>,
     slot: Arc<ClientSlot>,
     client_id: Arc<str>,

@@ -33,6 +33,7 @@ pub mod retained;
 pub mod router;
 pub mod server;
 mod session;
+pub mod store;
 mod sys;
 #[cfg(test)]
 mod topic_strategies;

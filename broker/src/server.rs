@@ -16,8 +16,9 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 use wasp_plugin_host::{Chain, HostConfig, HostError, HostServices, Plugin, PluginHost};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Restored};
 use crate::config::Config;
+use crate::store::{Store, StoreError};
 use crate::transport::{TlsAcceptor, Transport, TransportError};
 
 /// How long shutdown waits for connections to say goodbye.
@@ -42,6 +43,9 @@ pub enum ServerError {
     /// A listener's TLS files are missing or unusable.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The storage plugin is not one, or what it holds could not be read at start-up.
+    #[error(transparent)]
+    Storage(#[from] StoreError),
     /// The metrics endpoint could not be bound.
     #[error("metrics.bind: cannot listen on {addr}")]
     MetricsBind {
@@ -71,6 +75,8 @@ pub struct Server {
     tickers: Vec<Plugin>,
     /// The Prometheus endpoint's socket (`metrics.bind`) and every plugin, whose statistics it serves.
     metrics: Option<(TcpListener, Vec<Plugin>)>,
+    /// The storage writer and what it read back at start-up, when `[storage]` is configured.
+    storage: Option<(Arc<Store>, Restored)>,
     /// Keeps the plugins' engine (and its epoch ticker) alive; `None` without plugins.
     _plugin_host: Option<PluginHost>,
 }
@@ -127,11 +133,46 @@ impl Server {
             .filter(|plugin| plugin.exports().ticker)
             .cloned()
             .collect();
+        let storage = match &config.storage {
+            None => None,
+            Some(settings) => {
+                let plugin = plugins
+                    .iter()
+                    .map(|(_, plugin)| plugin)
+                    .find(|plugin| plugin.name() == settings.plugin)
+                    .expect("config validation checks that storage.plugin names a plugin");
+                if !plugin.exports().storage {
+                    return Err(StoreError::Backend {
+                        plugin: settings.plugin.clone(),
+                        message: format!(
+                            "{} does not export wasp:plugin/storage: storage.plugin must name a                              storage backend such as storage-redb",
+                            plugin.wasm_path().display()
+                        ),
+                    }
+                    .into());
+                }
+                let store = Arc::new(Store::new(Box::new(plugin.clone()), settings.batch_delay));
+                let records = store.load().await?;
+                Some((store, records))
+            }
+        };
+        let mut broker = Broker::new(config);
+        let storage = match storage {
+            None => None,
+            Some((store, records)) => {
+                broker = broker.with_store(store.clone());
+                let restored = broker.restore(records);
+                let (retained, sessions, messages) = restored.counts;
+                info!(retained, sessions, messages, "restored from storage");
+                Some((store, restored))
+            }
+        };
         Ok(Server {
-            broker: Arc::new(Broker::new(config)),
+            broker: Arc::new(broker),
             listeners,
             tickers,
             metrics,
+            storage,
             _plugin_host: plugin_host,
         })
     }
@@ -160,6 +201,27 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        // The storage writer stops after the connections, whose last changes it writes.
+        let (store_stop_tx, store_stop_rx) = watch::channel(false);
+        let writer = self.storage.map(|(store, restored)| {
+            for (slot, session, epoch, left) in restored.sessions {
+                if left != u32::MAX {
+                    crate::connection::schedule_expiry(
+                        self.broker.clone(),
+                        slot,
+                        session.client_id.clone(),
+                        session,
+                        epoch,
+                        left,
+                    );
+                }
+            }
+            for (client_id, will) in restored.wills {
+                info!(%client_id, "publishing the will of a connection the broker did not close");
+                crate::connection::publish_will(&self.broker, &client_id, will);
+            }
+            tokio::spawn(store.run(store_stop_rx))
+        });
         let tls: Vec<_> = self
             .listeners
             .iter()
@@ -202,6 +264,12 @@ impl Server {
         .is_err()
         {
             warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
+        }
+        if let Some(writer) = writer {
+            let _ = store_stop_tx.send(true);
+            if tokio::time::timeout(SHUTDOWN_GRACE, writer).await.is_err() {
+                warn!("the last storage write did not finish within {SHUTDOWN_GRACE:?}");
+            }
         }
         Ok(())
     }

@@ -11,6 +11,10 @@
 //!
 //! Every queue counts the bytes it holds (topic and payload of each delivery) in a [`QueueBudget`] that
 //! all sessions of a broker share: the memory ceiling `limits.max_queued_bytes`.
+//!
+//! With storage configured, a persistent session (expiry interval above 0) writes each QoS 1/2 delivery
+//! it queues to the `messages` keyspace under the session's lock (see [`crate::store`]); the delivery
+//! remembers its record (`Delivery::stored`) so that whoever completes it deletes the record.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -21,6 +25,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use wasp_mqtt::{Properties, QoS, SubscriptionOptions};
+
+use crate::store::{self, Keyspace, Op, Store};
 
 /// A message as the broker routes it: immutable and shared by every subscriber it goes to.
 #[derive(Debug)]
@@ -74,6 +80,8 @@ pub struct Delivery {
     pub retain: bool,
     /// Subscription Identifier of the matching subscription, if it has one.
     pub subscription_id: Option<u32>,
+    /// The position of its record in the session's `messages` keyspace, when it was stored.
+    pub stored: Option<u64>,
 }
 
 /// An outbound QoS 1/2 message not yet completed by the client.
@@ -83,8 +91,8 @@ pub enum Inflight {
     Qos1(Delivery),
     /// QoS 2 sent, waiting for PUBREC.
     Qos2(Delivery),
-    /// PUBREL sent, waiting for PUBCOMP.
-    Released,
+    /// PUBREL sent, waiting for PUBCOMP (with the delivery's record, when it was stored).
+    Released(Option<u64>),
 }
 
 /// A subscription as the session records it (the tree holds a copy with the session pointer).
@@ -101,6 +109,8 @@ pub struct SubscriptionEntry {
 pub enum Enqueued {
     /// Queued; the connection (if any) was woken.
     Queued,
+    /// Queued and written to storage (a QoS 1/2 delivery to a persistent session).
+    Stored,
     /// Dropped: QoS 0 for a session with no connection.
     DroppedOffline,
     /// Dropped: the queue was full.
@@ -212,6 +222,11 @@ pub struct SessionState {
     last_packet_id: u16,
     /// Session Expiry Interval in seconds (`u32::MAX`: never).
     pub expiry_interval: u32,
+    /// The position the next stored delivery takes in the `messages` keyspace.
+    pub next_record: u64,
+    /// True once anything of this session may have been written to storage (its records must then be
+    /// deleted when it ends).
+    pub in_storage: bool,
 }
 
 impl SessionState {
@@ -245,6 +260,8 @@ pub struct Session {
     pub dropped: AtomicU64,
     /// The queue bound.
     max_queued: usize,
+    /// The broker's storage, when configured.
+    store: Option<Arc<Store>>,
 }
 
 impl Session {
@@ -260,6 +277,43 @@ impl Session {
             online: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             max_queued,
+            store: None,
+        }
+    }
+
+    /// Writes this session to `store` while it is persistent (call before anything is queued).
+    pub fn with_store(mut self, store: Option<Arc<Store>>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The storage this session writes to while persistent.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
+    /// Appends `op` to storage if the session is persistent (`state` is this session's, locked by the
+    /// caller, which orders the ops of one session); returns its ticket.
+    pub fn persist(&self, state: &mut SessionState, op: impl FnOnce() -> Op) -> Option<u64> {
+        let store = self.store.as_ref()?;
+        if state.expiry_interval == 0 {
+            return None;
+        }
+        state.in_storage = true;
+        Some(store.append(op()))
+    }
+
+    /// Deletes the stored record of a delivery that is done (acknowledged, expired, dropped), if it had
+    /// one. `state` is this session's, locked by the caller.
+    pub fn forget(&self, state: &mut SessionState, stored: Option<u64>) {
+        if let (Some(seq), Some(store)) = (stored, &self.store)
+            && state.in_storage
+        {
+            store.append(Op::Delete(store::key(
+                Keyspace::Messages,
+                &self.client_id,
+                seq,
+            )));
         }
     }
 
@@ -287,12 +341,13 @@ impl Session {
     /// broker's `max_queued_bytes`; when the queue is full the new message is dropped (the oldest ones keep
     /// their place, so order is kept). QoS 1/2 deliveries are not held to the byte ceiling here: their
     /// publisher was admitted below it, and may have been acknowledged already.
-    pub fn enqueue(&self, delivery: Delivery) -> Enqueued {
+    pub fn enqueue(&self, mut delivery: Delivery) -> Enqueued {
         let online = self.is_online();
         if !online && delivery.qos == QoS::AtMostOnce {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return Enqueued::DroppedOffline;
         }
+        let mut outcome = Enqueued::Queued;
         {
             let mut state = self.state.lock();
             if delivery.qos == QoS::AtMostOnce
@@ -310,12 +365,29 @@ impl Session {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return Enqueued::DroppedFull;
             }
+            if delivery.qos != QoS::AtMostOnce {
+                let seq = state.next_record;
+                let stored = self.persist(&mut state, || {
+                    Op::Put((
+                        store::key(Keyspace::Messages, &self.client_id, seq),
+                        store::encode_delivery(&delivery, None),
+                    ))
+                });
+                if stored.is_some() {
+                    state.next_record += 1;
+                    delivery.stored = Some(seq);
+                }
+            }
+            let stored = delivery.stored.is_some();
             state.queue.push_back(delivery);
+            if stored {
+                outcome = Enqueued::Stored;
+            }
         }
         if online {
             self.wakeup.notify_one();
         }
-        Enqueued::Queued
+        outcome
     }
 }
 
@@ -404,6 +476,7 @@ mod tests {
             qos,
             retain: false,
             subscription_id: None,
+            stored: None,
         }
     }
 
@@ -466,8 +539,8 @@ mod tests {
             last_packet_id: u16::MAX - 1,
             ..SessionState::default()
         };
-        st.inflight.push(u16::MAX, Inflight::Released);
-        st.inflight.push(1, Inflight::Released);
+        st.inflight.push(u16::MAX, Inflight::Released(None));
+        st.inflight.push(1, Inflight::Released(None));
         assert_eq!(st.next_packet_id(), Some(2));
     }
 
@@ -475,7 +548,7 @@ mod tests {
     fn packet_ids_run_out_when_all_are_in_flight() {
         let mut st = SessionState::default();
         for id in 1..=u16::MAX {
-            st.inflight.push(id, Inflight::Released);
+            st.inflight.push(id, Inflight::Released(None));
         }
         assert_eq!(st.next_packet_id(), None);
     }

@@ -277,9 +277,17 @@ fn demo_config_parses_and_points_at_the_example_plugins() {
         [
             "wasp_plugin_password_file.wasm",
             "wasp_plugin_acl_file.wasm",
-            "wasp_plugin_transform.wasm"
+            "wasp_plugin_transform.wasm",
+            "wasp_plugin_storage_redb.wasm"
         ]
     );
+    // The storage plugin writes its database in a writable grant (the run script creates it).
+    let storage = config.storage.as_ref().expect("[storage]");
+    let spec = &config.plugins[3].spec;
+    assert_eq!(storage.plugin, spec.name);
+    assert_eq!(spec.limits.max_instances, 1);
+    assert!(spec.dirs[0].writable);
+    assert_eq!(spec.dirs[0].host, demo.join("data"));
     let target = demo.join("../../target/wasm32-wasip2/release");
     for plugin in &config.plugins {
         assert_eq!(plugin.spec.wasm.parent().unwrap(), target);

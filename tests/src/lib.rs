@@ -86,6 +86,7 @@ pub struct Broker {
     /// The Prometheus endpoint's address, when the configuration has `metrics_bind`.
     pub metrics: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl Broker {
@@ -146,7 +147,7 @@ impl Broker {
         let state = server.broker();
         let metrics = server.metrics_addr();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             server
                 .run(async {
                     let _ = stopped.await;
@@ -160,9 +161,24 @@ impl Broker {
                 state,
                 metrics,
                 stop: Some(stop),
+                task: Some(task),
             },
             addrs,
         )
+    }
+
+    /// Shuts the broker down gracefully and waits (up to 10 s) until it has: its connections closed,
+    /// its last storage write done, its plugins dropped.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            timeout(Duration::from_secs(10), task)
+                .await
+                .expect("the broker stops within 10 s")
+                .expect("the broker task ends without panicking");
+        }
     }
 }
 
