@@ -34,17 +34,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use bytes::Bytes;
 use tokio::time::timeout;
 use wasp::config::{Config, PluginConfig};
-use wasp_mqtt::{
-    Connect, Packet, Properties, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, Subscribe,
-    SubscriptionOptions, decode, encode,
-};
+use wasp_mqtt::{Packet, Properties, QoS, ReasonCode, Subscribe, SubscriptionOptions};
 use wasp_plugin_host::{DirGrant, PluginSpec};
 use wasp_tests::Broker;
+use wasp_tests::load::{Client, IO_LIMIT, Login, cpu_time, median, publish_loop, subscribe_loop};
 
 const PUBLISHERS: usize = 8;
 const WINDOW: usize = 32;
@@ -52,31 +48,10 @@ const PAYLOAD: usize = 64;
 const WARM_UP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(5);
 const ROUNDS: usize = 3;
-/// Longest wait for any one read or write; a run that stalls this long fails.
-const IO_LIMIT: Duration = Duration::from_secs(10);
-const MAX_PACKET: u32 = 1 << 20;
-const V5: ProtocolVersion = ProtocolVersion::V5;
 const USER: &str = "sha512";
 const PASSWORD: &str = "sha512-pw";
-/// Clock ticks per second of `/proc/*/stat` (USER_HZ, 100 on Linux everywhere in practice).
-const TICKS_PER_SECOND: f64 = 100.0;
 
 const ACL: &str = "user sha512\ntopic readwrite bench/#\n";
-
-/// Process CPU time (user + system) of `/proc/<which>/stat`: `self` or `thread-self`.
-fn cpu_time(which: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{which}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // After the command: field 3 (state) is index 0, so utime (14) and stime (15) are 11 and 12.
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-        .sum();
-    Duration::from_secs_f64(ticks as f64 / TICKS_PER_SECOND)
-}
 
 /// The three plugins, built once (`build_wasm`), with their configuration.
 struct Plugins {
@@ -146,81 +121,6 @@ impl Plugins {
     }
 }
 
-/// A raw MQTT 5.0 connection: a socket and its read buffer.
-struct Client {
-    stream: TcpStream,
-    inbox: BytesMut,
-    out: BytesMut,
-}
-
-impl Client {
-    async fn connect(addr: std::net::SocketAddr, client_id: &str) -> Client {
-        let stream = timeout(IO_LIMIT, TcpStream::connect(addr))
-            .await
-            .expect("connect within the limit")
-            .expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        let mut client = Client {
-            stream,
-            inbox: BytesMut::with_capacity(64 << 10),
-            out: BytesMut::with_capacity(64 << 10),
-        };
-        client.queue(&Packet::Connect(Box::new(Connect {
-            protocol: V5,
-            clean_start: true,
-            keep_alive: 60,
-            client_id: client_id.to_owned(),
-            will: None,
-            username: Some(USER.to_owned()),
-            password: Some(Bytes::from_static(PASSWORD.as_bytes())),
-            properties: Properties::default(),
-        })));
-        client.flush().await;
-        match client.next().await {
-            Packet::ConnAck(ack) if ack.reason == ReasonCode::Success => client,
-            other => panic!("{client_id}: CONNECT refused: {other:?}"),
-        }
-    }
-
-    fn queue(&mut self, packet: &Packet) {
-        encode(packet, V5, &mut self.out, MAX_PACKET).expect("encode");
-    }
-
-    async fn flush(&mut self) {
-        if self.out.is_empty() {
-            return;
-        }
-        timeout(IO_LIMIT, self.stream.write_all(&self.out))
-            .await
-            .expect("write within the limit")
-            .expect("write");
-        self.out.clear();
-    }
-
-    /// The next packet already buffered, if any.
-    fn buffered(&mut self) -> Option<Packet> {
-        decode(&mut self.inbox, Some(V5), MAX_PACKET).expect("decode")
-    }
-
-    /// Reads more bytes (bounded wait); false at end of stream.
-    async fn fill(&mut self) -> bool {
-        let n = timeout(IO_LIMIT, self.stream.read_buf(&mut self.inbox))
-            .await
-            .expect("read within the limit")
-            .expect("read");
-        n > 0
-    }
-
-    async fn next(&mut self) -> Packet {
-        loop {
-            if let Some(packet) = self.buffered() {
-                return packet;
-            }
-            assert!(self.fill().await, "connection closed");
-        }
-    }
-}
-
 #[derive(Default)]
 struct Counters {
     received: AtomicU64,
@@ -231,72 +131,58 @@ struct Counters {
     refusal: AtomicU64,
 }
 
-/// Publishes to `bench/<n>` with at most [`WINDOW`] unacknowledged until `stop`.
-async fn publisher(mut client: Client, n: usize, stop: Arc<AtomicBool>, counters: Arc<Counters>) {
-    let topic: Arc<str> = Arc::from(format!("bench/{n}"));
-    let payload = Bytes::from(vec![b'x'; PAYLOAD]);
-    let mut in_flight = 0usize;
-    let mut next_id: u16 = 0;
-    while !stop.load(Ordering::Relaxed) {
-        while in_flight < WINDOW {
-            next_id = next_id % 60_000 + 1;
-            client.queue(&Packet::Publish(Publish {
-                dup: false,
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                topic: topic.clone(),
-                packet_id: Some(next_id),
-                properties: Properties::default(),
-                payload: payload.clone(),
-            }));
-            in_flight += 1;
-        }
-        client.flush().await;
-        if !client.fill().await {
-            return;
-        }
-        while let Some(packet) = client.buffered() {
-            if let Packet::PubAck(ack) = packet {
-                in_flight -= 1;
-                if ack.reason == ReasonCode::Success {
-                    counters.acked.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    counters.refused.fetch_add(1, Ordering::Relaxed);
-                    counters
-                        .refusal
-                        .store(u64::from(ack.reason as u8), Ordering::Relaxed);
-                }
-            }
-        }
+/// Every client logs in as [`USER`] (anonymous clients are refused when the plugins are loaded; without
+/// them the credentials are ignored).
+fn login() -> Login {
+    Login {
+        credentials: Some((USER.to_owned(), PASSWORD.to_owned())),
+        clean_start: true,
+        session_expiry: 0,
     }
 }
 
-/// Counts what `bench/#` delivers, acknowledging each PUBLISH, until `stop`.
-async fn subscriber(mut client: Client, stop: Arc<AtomicBool>, counters: Arc<Counters>) {
-    while !stop.load(Ordering::Relaxed) {
-        if !client.fill().await {
-            return;
-        }
-        let mut received = 0;
-        while let Some(packet) = client.buffered() {
-            if let Packet::Publish(publish) = packet {
-                received += 1;
-                if publish
-                    .properties
-                    .user_properties
-                    .iter()
-                    .any(|(k, _)| k == "client-id")
-                {
-                    counters.stamped.fetch_add(1, Ordering::Relaxed);
-                }
-                if let Some(id) = publish.packet_id {
-                    client.queue(&Packet::PubAck(PubResponse::success(id)));
-                }
+/// Publishes to `bench/<n>` with at most [`WINDOW`] unacknowledged until `stop`.
+async fn publisher(client: Client, n: usize, stop: Arc<AtomicBool>, counters: Arc<Counters>) {
+    let payload = Bytes::from(vec![b'x'; PAYLOAD]);
+    publish_loop(
+        client,
+        &format!("bench/{n}"),
+        payload,
+        WINDOW,
+        &stop,
+        |ack| {
+            if ack.reason == ReasonCode::Success {
+                counters.acked.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .refusal
+                    .store(u64::from(ack.reason as u8), Ordering::Relaxed);
             }
-        }
-        counters.received.fetch_add(received, Ordering::Relaxed);
-        client.flush().await;
-    }
+        },
+    )
+    .await;
+}
+
+/// Counts what `bench/#` delivers (and how much of it was stamped), acknowledging each PUBLISH.
+async fn subscriber(client: Client, counters: Arc<Counters>) {
+    subscribe_loop(
+        client,
+        |publish| {
+            if publish
+                .properties
+                .user_properties
+                .iter()
+                .any(|(k, _)| k == "client-id")
+            {
+                counters.stamped.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+        |received| {
+            counters.received.fetch_add(received, Ordering::Relaxed);
+        },
+    )
+    .await;
 }
 
 struct Run {
@@ -312,7 +198,7 @@ struct Run {
 async fn run(broker: &Broker) -> Run {
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters::default());
-    let mut sub = Client::connect(broker.addr, "bench-sub").await;
+    let mut sub = Client::connect(broker.addr, "bench-sub", &login()).await;
     sub.queue(&Packet::Subscribe(Subscribe {
         packet_id: 1,
         properties: Properties::default(),
@@ -331,10 +217,10 @@ async fn run(broker: &Broker) -> Run {
     }
     // The subscriber stops last (aborted once the publishers are done), so that no PUBLISH of the run
     // finds no subscriber (0x10).
-    let subscriber = tokio::task::spawn_local(subscriber(sub, Arc::default(), counters.clone()));
+    let subscriber = tokio::task::spawn_local(subscriber(sub, counters.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..PUBLISHERS {
-        let client = Client::connect(broker.addr, &format!("bench-pub-{n}")).await;
+        let client = Client::connect(broker.addr, &format!("bench-pub-{n}"), &login()).await;
         tasks.spawn_local(publisher(client, n, stop.clone(), counters.clone()));
     }
 
@@ -371,11 +257,6 @@ async fn run(broker: &Broker) -> Run {
         generator_cpu: (generator1 - generator0).as_secs_f64() / elapsed,
         process_cpu: (process1 - process0).as_secs_f64() / elapsed,
     }
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn main() {

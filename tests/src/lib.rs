@@ -22,6 +22,7 @@ use tokio::time::{Instant, timeout};
 use wasp::config::Config;
 
 pub mod idp;
+pub mod load;
 pub mod pki;
 
 pub mod cli {

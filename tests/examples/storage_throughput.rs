@@ -1,0 +1,299 @@
+//! QoS 1 throughput to a persistent session, in memory against the embedded storage backend
+//! (storage-redb), and against Mosquitto with persistence on. Prints numbers; it is not a test:
+//!
+//! ```text
+//! cargo run --release -p wasp-tests --example storage_throughput
+//! ```
+//!
+//! Each run starts a fresh broker: Wasp in-process on `127.0.0.1:0` (its own tokio runtime, 2 worker
+//! threads; with storage, a new database in a temporary directory), or `/usr/sbin/mosquitto` when it is
+//! installed (`persistence true` in a temporary directory). The load generator (the main thread, a
+//! current-thread runtime, raw MQTT 5.0 with Wasp's codec) connects one subscriber with a persistent
+//! session (Session Expiry Interval 3600 s) on `bench/#` at QoS 1, online and acknowledging everything,
+//! and `PUBLISHERS` publishers sending QoS 1 PUBLISHes of `PAYLOAD` bytes in a closed loop (at most
+//! `WINDOW` unacknowledged each). After `WARM_UP`, the messages received during `MEASURE` give the rate.
+//! Scenarios run `ROUNDS` times, interleaved; medians are printed.
+//!
+//! What an acknowledgement means differs: Wasp with storage sends PUBACK once the message is synced to
+//! disk for the persistent session; Mosquitto writes its persistence file only every `autosave_interval`
+//! (here 1800 s, its default) and at shutdown, so its PUBACKs are not durable: a crash loses what it
+//! acknowledged since the last save.
+
+// A benchmark binary: printing its results is its purpose.
+#![allow(clippy::print_stdout)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::time::timeout;
+use wasp::config::{Config, PluginConfig, StorageConfig};
+use wasp_mqtt::{Packet, Properties, QoS, Subscribe, SubscriptionOptions};
+use wasp_plugin_host::{DirGrant, PluginSpec};
+use wasp_tests::Broker;
+use wasp_tests::load::{Client, IO_LIMIT, Login, cpu_time, median, publish_loop, subscribe_loop};
+
+const PUBLISHERS: usize = 8;
+const WINDOW: usize = 32;
+const PAYLOAD: usize = 64;
+const WARM_UP: Duration = Duration::from_secs(1);
+const MEASURE: Duration = Duration::from_secs(5);
+const ROUNDS: usize = 3;
+const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    acked: AtomicU64,
+}
+
+/// Publishes QoS 1 to `bench/<n>` with at most [`WINDOW`] unacknowledged until `stop`.
+async fn publisher(client: Client, n: usize, stop: Arc<AtomicBool>, counters: Arc<Counters>) {
+    let payload = Bytes::from(vec![b'x'; PAYLOAD]);
+    publish_loop(
+        client,
+        &format!("bench/{n}"),
+        payload,
+        WINDOW,
+        &stop,
+        |_| {
+            counters.acked.fetch_add(1, Ordering::Relaxed);
+        },
+    )
+    .await;
+}
+
+/// Counts what `bench/#` delivers, acknowledging each PUBLISH.
+async fn subscriber(client: Client, counters: Arc<Counters>) {
+    subscribe_loop(
+        client,
+        |_| {},
+        |received| {
+            counters.received.fetch_add(received, Ordering::Relaxed);
+        },
+    )
+    .await;
+}
+
+struct Run {
+    rate: f64,
+    generator_cpu: f64,
+}
+
+/// One run against the broker at `addr`.
+async fn run(addr: SocketAddr) -> Run {
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(Counters::default());
+    let persistent = Login {
+        credentials: None,
+        clean_start: true,
+        session_expiry: 3600,
+    };
+    let mut sub = Client::connect(addr, "bench-sub", &persistent).await;
+    sub.queue(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        properties: Properties::default(),
+        filters: vec![(
+            "bench/#".to_owned(),
+            SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..SubscriptionOptions::default()
+            },
+        )],
+    }));
+    sub.flush().await;
+    match sub.next().await {
+        Packet::SubAck(_) => {}
+        other => panic!("SUBACK expected: {other:?}"),
+    }
+    let subscriber = tokio::task::spawn_local(subscriber(sub, counters.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    let clean = Login {
+        credentials: None,
+        clean_start: true,
+        session_expiry: 0,
+    };
+    for n in 0..PUBLISHERS {
+        let client = Client::connect(addr, &format!("bench-pub-{n}"), &clean).await;
+        tasks.spawn_local(publisher(client, n, stop.clone(), counters.clone()));
+    }
+    tokio::time::sleep(WARM_UP).await;
+    let received0 = counters.received.load(Ordering::Relaxed);
+    let (generator0, started) = (cpu_time("thread-self"), Instant::now());
+    tokio::time::sleep(MEASURE).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let generator1 = cpu_time("thread-self");
+    let received = counters.received.load(Ordering::Relaxed) - received0;
+    stop.store(true, Ordering::Relaxed);
+    let _ = timeout(IO_LIMIT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
+    subscriber.abort();
+    Run {
+        rate: received as f64 / elapsed,
+        generator_cpu: (generator1 - generator0).as_secs_f64() / elapsed,
+    }
+}
+
+/// The storage-redb plugin, built once.
+fn redb_wasm() -> PathBuf {
+    wasp_plugin_harness::build_wasm(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/storage-redb"),
+    )
+}
+
+fn install_storage(config: &mut Config, wasm: &Path, dir: &Path, cache: &Path, delay: Duration) {
+    let mut spec = PluginSpec::new("storage", wasm);
+    spec.config_json = r#"{"path": "/data/wasp.redb"}"#.to_owned();
+    spec.dirs.push(DirGrant {
+        host: dir.to_owned(),
+        guest: "/data".to_owned(),
+        writable: true,
+    });
+    config.plugins.push(PluginConfig {
+        spec,
+        listeners: Vec::new(),
+    });
+    config.plugin_cache_dir = Some(cache.to_owned());
+    config.storage = Some(StorageConfig {
+        plugin: "storage".into(),
+        batch_delay: delay,
+    });
+}
+
+/// Mosquitto with persistence on, killed on drop.
+struct Mosquitto {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_mosquitto() -> Mosquitto {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let config = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+             persistence_location {}/\nmax_queued_messages 100000\n",
+            dir.path().display()
+        ),
+    )
+    .expect("write mosquitto.conf");
+    let child = Command::new(MOSQUITTO)
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mosquitto");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let deadline = Instant::now() + IO_LIMIT;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Mosquitto {
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+fn main() {
+    let broker_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("broker runtime");
+    let generator = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("load generator runtime");
+    let local = tokio::task::LocalSet::new();
+
+    println!("building storage-redb (cargo build --release --target wasm32-wasip2) ...");
+    let wasm = redb_wasm();
+    let cache = tempfile::tempdir().expect("temp dir");
+    let mosquitto = Path::new(MOSQUITTO).exists();
+    println!(
+        "load: {PUBLISHERS} publishers x QoS 1 -> 1 persistent subscriber (expiry 3600 s, online, \
+         acknowledging) on bench/#, {PAYLOAD}-byte payloads, closed loop with {WINDOW} unacknowledged \
+         PUBLISHes per publisher, {} s warm-up + {} s measured, {ROUNDS} rounds interleaved",
+        WARM_UP.as_secs(),
+        MEASURE.as_secs()
+    );
+    println!(
+        "wasp: in-process, 2 tokio workers; storage-redb syncs every batch (one redb transaction, \
+         Durability::Immediate) before the PUBACKs of its messages go out"
+    );
+    if mosquitto {
+        println!(
+            "mosquitto: {MOSQUITTO}, persistence true (written every autosave_interval = 1800 s and \
+             at shutdown: its PUBACKs are not durable)"
+        );
+    }
+
+    let mut labels = vec![
+        "wasp in memory",
+        "wasp + redb",
+        "wasp + redb, batch_delay 2 ms",
+    ];
+    if mosquitto {
+        labels.push("mosquitto, persistence on");
+    }
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); labels.len()];
+    for round in 1..=ROUNDS {
+        for (i, label) in labels.iter().enumerate() {
+            let data = tempfile::tempdir().expect("temp dir");
+            let result = if i == 3 {
+                let mosquitto = start_mosquitto();
+                generator.block_on(local.run_until(run(mosquitto.addr)))
+            } else {
+                let broker = broker_runtime.block_on(Broker::start_with(|config| match i {
+                    1 => install_storage(config, &wasm, data.path(), cache.path(), Duration::ZERO),
+                    2 => install_storage(
+                        config,
+                        &wasm,
+                        data.path(),
+                        cache.path(),
+                        Duration::from_millis(2),
+                    ),
+                    _ => {}
+                }));
+                let result = generator.block_on(local.run_until(run(broker.addr)));
+                broker_runtime.block_on(broker.stop());
+                result
+            };
+            println!(
+                "round {round} {label:<30} {:>9.0} msg/s  cpu generator {:.2}",
+                result.rate, result.generator_cpu
+            );
+            rates[i].push(result.rate);
+        }
+    }
+    let medians: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
+    for (label, rate) in labels.iter().zip(&medians) {
+        println!(
+            "median {label:<30} {rate:>9.0} msg/s  ({:.2}x in memory)",
+            rate / medians[0]
+        );
+    }
+}
