@@ -61,7 +61,7 @@ pub(crate) fn figures(broker: &Broker) -> Vec<Figure> {
         kind,
         value,
     };
-    vec![
+    let mut figures = vec![
         figure(
             "$SYS/broker/uptime",
             "uptime_seconds",
@@ -245,7 +245,34 @@ pub(crate) fn figures(broker: &Broker) -> Vec<Figure> {
             Counter,
             load(&s.refused_subscriptions),
         ),
-    ]
+    ];
+    if let Some(store) = broker.store() {
+        let (writes, failures, pending) = store.counts();
+        figures.extend([
+            figure(
+                "$SYS/broker/store/writes",
+                "storage_writes",
+                "Batches the storage backend wrote (each durable when it returned).",
+                Counter,
+                writes,
+            ),
+            figure(
+                "$SYS/broker/store/write failures",
+                "storage_write_failures",
+                "Storage writes that failed (each retried; acknowledgements wait meanwhile).",
+                Counter,
+                failures,
+            ),
+            figure(
+                "$SYS/broker/store/ops pending",
+                "storage_ops_pending",
+                "Changes appended for storage and not yet durable.",
+                Gauge,
+                pending,
+            ),
+        ]);
+    }
+    figures
 }
 
 /// What a scrape reads: the broker's figures and the plugins' statistics.

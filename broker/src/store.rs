@@ -33,7 +33,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -144,6 +144,9 @@ pub struct Store {
     durable: watch::Sender<u64>,
     healthy: AtomicBool,
     batch_delay: Duration,
+    /// Batches written, and writes that failed.
+    writes: AtomicU64,
+    failures: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -166,6 +169,8 @@ impl Store {
             durable: watch::channel(0).0,
             healthy: AtomicBool::new(true),
             batch_delay,
+            writes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         }
     }
 
@@ -190,6 +195,16 @@ impl Store {
     /// The last ticket written, as it advances.
     pub fn durable(&self) -> watch::Receiver<u64> {
         self.durable.subscribe()
+    }
+
+    /// Batches written, writes failed, and ops appended but not yet durable (for `$SYS` and metrics).
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let durable = *self.durable.borrow();
+        (
+            self.writes.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+            self.last_ticket().saturating_sub(durable),
+        )
     }
 
     /// False while writes fail.
@@ -233,6 +248,7 @@ impl Store {
         loop {
             match self.backend.write(&batch).await {
                 Ok(()) => {
+                    self.writes.fetch_add(1, Ordering::Relaxed);
                     if !self.healthy.swap(true, Ordering::Relaxed) {
                         info!(
                             backend = self.backend.name(),
@@ -243,6 +259,7 @@ impl Store {
                     return true;
                 }
                 Err(message) => {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
                     self.healthy.store(false, Ordering::Relaxed);
                     error!(
                         backend = self.backend.name(),

@@ -267,6 +267,10 @@ async fn a_failing_backend_holds_acknowledgements_and_the_broker_recovers() {
     );
     let (_, ack) = connect_v5(&broker, "wants-a-session", true, 60).await;
     assert_eq!(ack.reason, ReasonCode::Success);
+    // $SYS and the metrics count the failed writes.
+    let (writes, failures, _) = broker.state.store().expect("storage").counts();
+    assert!(failures >= 1, "{failures} failed writes counted");
+    assert!(writes >= 2, "{writes} writes counted");
     // The session got what was acknowledged, not what was refused.
     let (mut sub, ack) = connect_v5(&broker, "offline", false, 3600).await;
     assert!(ack.session_present);
