@@ -487,6 +487,7 @@ struct FilePlugin {
     limits: Option<FilePluginLimits>,
     dirs: Option<Vec<Spanned<FileDirGrant>>>,
     http: Option<FileHttpGrant>,
+    sockets: Option<Vec<Spanned<String>>>,
     config: Option<toml::Table>,
 }
 
@@ -1394,6 +1395,20 @@ impl Ctx<'_> {
                     })
                 }
             };
+            let mut sockets = Vec::new();
+            for address in plugin.sockets.unwrap_or_default() {
+                let parsed = address.get_ref().trim().parse().map_err(|_| {
+                    self.invalid(
+                        address.span(),
+                        "plugins.sockets",
+                        format!(
+                            "plugins.sockets: {:?} is not a socket address: write IP:PORT, such as                              \"127.0.0.1:6379\" (host names are not resolved)",
+                            address.get_ref()
+                        ),
+                    )
+                })?;
+                sockets.push(parsed);
+            }
             // TOML values are all representable in JSON (dates become strings).
             let config_json = serde_json::to_string(&plugin.config.unwrap_or_default())
                 .unwrap_or_else(|_| "{}".to_owned());
@@ -1406,6 +1421,7 @@ impl Ctx<'_> {
                     failure,
                     dirs,
                     http,
+                    sockets,
                 },
                 listeners: plugin_listeners,
             });
@@ -1773,6 +1789,7 @@ reload_secs = 5
                             ca_file: Some("/etc/wasp/ca.pem".into()),
                             allow_plain_http: true,
                         }),
+                        sockets: Vec::new(),
                     },
                     listeners: vec!["public".into()],
                 }],
@@ -1781,6 +1798,28 @@ reload_secs = 5
                 storage: None,
             }
         );
+    }
+
+    #[test]
+    fn plugin_sockets_are_addresses() {
+        let plugin = "[[plugins]]\nname = \"db\"\npath = \"db.wasm\"\n";
+        let config = parse(&format!(
+            "{plugin}sockets = [\"127.0.0.1:6379\", \"[::1]:6380\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.plugins[0].spec.sockets,
+            [
+                "127.0.0.1:6379".parse().unwrap(),
+                "[::1]:6380".parse().unwrap()
+            ]
+        );
+        let m = error(
+            &format!("{plugin}sockets = [\"redis:6379\"]\n"),
+            4,
+            "plugins.sockets",
+        );
+        assert!(m.contains("IP:PORT"), "{m}");
     }
 
     #[test]

@@ -132,10 +132,13 @@ pub struct PluginSpec {
     pub dirs: Vec<DirGrant>,
     /// Outgoing HTTP (the `http` import); `None`: a component importing it is refused at load.
     pub http: Option<HttpGrant>,
+    /// TCP addresses the plugin may connect to through WASI sockets (a storage backend's database
+    /// server); empty: no network. Nothing else is allowed: no listening, no UDP, no name lookup.
+    pub sockets: Vec<std::net::SocketAddr>,
 }
 
 impl PluginSpec {
-    /// A spec with default limits and policy, config `{}`, no directories and no HTTP.
+    /// A spec with default limits and policy, config `{}`, no directories, no HTTP and no sockets.
     pub fn new(name: impl Into<String>, wasm: impl Into<PathBuf>) -> Self {
         Self {
             name: name.into(),
@@ -145,6 +148,7 @@ impl PluginSpec {
             failure: FailurePolicy::default(),
             dirs: Vec::new(),
             http: None,
+            sockets: Vec::new(),
         }
     }
 }

@@ -243,6 +243,7 @@ impl PluginHost {
             failure,
             dirs,
             http,
+            sockets,
         } = spec;
         if limits.memory_bytes > self.config.max_memory_bytes {
             return Err(HostError::Limits {
@@ -405,7 +406,7 @@ impl PluginHost {
             http,
             peak_memory: Default::default(),
         });
-        if let Err((index, message)) = wasi_ctx(&ctx, &dirs) {
+        if let Err((index, message)) = wasi_ctx(&ctx, &dirs, &sockets) {
             return Err(HostError::Dir {
                 plugin: name,
                 host: dirs[index].host.clone(),
@@ -417,6 +418,7 @@ impl PluginHost {
             ctx,
             limits,
             dirs,
+            sockets,
             config_json,
             plugin: plugin_indices,
             authenticator,

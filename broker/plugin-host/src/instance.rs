@@ -5,11 +5,13 @@
 //! tick (10 ms) the epoch callback either yields to the tokio runtime (so a long call never holds a
 //! worker thread for more than one tick) or, past the deadline, ends the call with [`DeadlineExceeded`].
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{InstancePre, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::exports::wasp::plugin::{
@@ -130,6 +132,7 @@ pub(crate) struct Template {
     pub ctx: Arc<PluginCtx>,
     pub limits: SandboxLimits,
     pub dirs: Vec<DirGrant>,
+    pub sockets: Vec<SocketAddr>,
     pub config_json: String,
     pub plugin: plugin::GuestIndices,
     pub authenticator: Option<authenticator::GuestIndices>,
@@ -188,8 +191,14 @@ pub(crate) enum Response {
 }
 
 /// The WASI context of an instance: no environment, arguments, stdin, network or name lookup; stdout
-/// and stderr into the plugin's log; the wall clock from the plugin's clock; the granted directories.
-pub(crate) fn wasi_ctx(ctx: &PluginCtx, dirs: &[DirGrant]) -> Result<WasiCtx, (usize, String)> {
+/// and stderr into the plugin's log; the wall clock from the plugin's clock; the granted directories;
+/// and, when `sockets` lists addresses, TCP connections to those only (an implicit bind to an
+/// ephemeral port is allowed for them; listening, accepting and UDP are not).
+pub(crate) fn wasi_ctx(
+    ctx: &PluginCtx,
+    dirs: &[DirGrant],
+    sockets: &[SocketAddr],
+) -> Result<WasiCtx, (usize, String)> {
     let mut builder = WasiCtxBuilder::new();
     let output = |stderr| GuestOutput {
         plugin: ctx.name.clone(),
@@ -200,9 +209,21 @@ pub(crate) fn wasi_ctx(ctx: &PluginCtx, dirs: &[DirGrant]) -> Result<WasiCtx, (u
         .stdout(output(false))
         .stderr(output(true))
         .wall_clock(WasiWallClock(ctx.services.clock.clone()))
-        .allow_tcp(false)
+        .allow_tcp(!sockets.is_empty())
         .allow_udp(false)
         .allow_ip_name_lookup(false);
+    if !sockets.is_empty() {
+        let allowed: Arc<[SocketAddr]> = sockets.into();
+        builder.socket_addr_check(move |addr, use_| {
+            let ok = match use_ {
+                SocketAddrUse::TcpConnect => allowed.contains(&addr),
+                // The bind `connect` makes on its own: the wildcard address, port 0.
+                SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                _ => false,
+            };
+            Box::pin(async move { ok })
+        });
+    }
     for (index, dir) in dirs.iter().enumerate() {
         let perms = if dir.writable {
             FsPerms::ReadWrite
@@ -227,7 +248,8 @@ impl Template {
 
     /// A new instance with `init` called on it: `Ok(Err(message))` when `init` refused the config.
     pub async fn instantiate(&self) -> Result<(Warm, Result<Interests, String>), CallError> {
-        let wasi = wasi_ctx(&self.ctx, &self.dirs).map_err(|(_, e)| CallError::Instantiate(e))?;
+        let wasi = wasi_ctx(&self.ctx, &self.dirs, &self.sockets)
+            .map_err(|(_, e)| CallError::Instantiate(e))?;
         let state = State {
             ctx: self.ctx.clone(),
             wasi,

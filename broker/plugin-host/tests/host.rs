@@ -543,6 +543,30 @@ async fn the_sandbox_grants_nothing_but_the_configured_directories() {
             .any(|r| r.level == LogLevel::Warn && r.message == "fs-probe: init on stderr")
     );
 
+    // A sockets grant lets it connect to the addresses listed, and to nothing else.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut spec = PluginSpec::new("probe-net", guests::FS_PROBE);
+    spec.sockets = vec![address];
+    let plugin = host.load(spec, HostServices::default()).await.unwrap();
+    let connect = |to: std::net::SocketAddr| {
+        let plugin = plugin.clone();
+        async move {
+            match plugin
+                .transform(&session(), &message(&format!("connect/{to}")))
+                .await
+                .unwrap()
+            {
+                TransformVerdict::Modify(patch) => {
+                    String::from_utf8(patch.payload.unwrap()).unwrap()
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    assert_eq!(connect(address).await, "ok:connected");
+    let refused = connect(other.local_addr().unwrap()).await;
+    assert!(refused.starts_with("err:"), "{refused}");
+
     // A writable grant lets it write.
     let mut spec = PluginSpec::new("probe-rw", guests::FS_PROBE);
     spec.dirs = vec![DirGrant {

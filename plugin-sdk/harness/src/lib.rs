@@ -109,6 +109,7 @@ pub struct HarnessBuilder {
     limits: SandboxLimits,
     cache_dir: Option<PathBuf>,
     http: Option<HttpGrant>,
+    sockets: Vec<std::net::SocketAddr>,
 }
 
 impl HarnessBuilder {
@@ -155,6 +156,13 @@ impl HarnessBuilder {
             hosts: hosts.into_iter().map(Into::into).collect(),
             ..HttpGrant::default()
         })
+    }
+
+    /// Grants TCP connections to `addresses` through WASI sockets (the broker's `sockets = [...]`), for
+    /// a plugin that talks to a real server, such as a storage backend's database on loopback.
+    pub fn sockets(mut self, addresses: impl IntoIterator<Item = std::net::SocketAddr>) -> Self {
+        self.sockets.extend(addresses);
+        self
     }
 
     /// Grants outgoing HTTP with every option (e.g. `allow_plain_http`; `ca_file` is checked but
@@ -208,6 +216,7 @@ impl HarnessBuilder {
             failure: FailurePolicy::default(),
             dirs: self.dirs,
             http: self.http,
+            sockets: self.sockets,
         };
         let plugin = runtime.block_on(host.load(spec, services))?;
         Ok(Harness {
@@ -243,6 +252,7 @@ impl Harness {
             limits: SandboxLimits::default(),
             cache_dir: None,
             http: None,
+            sockets: Vec::new(),
         }
     }
 
