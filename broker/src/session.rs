@@ -295,12 +295,25 @@ impl Session {
     /// Appends `op` to storage if the session is persistent (`state` is this session's, locked by the
     /// caller, which orders the ops of one session); returns its ticket.
     pub fn persist(&self, state: &mut SessionState, op: impl FnOnce() -> Op) -> Option<u64> {
+        self.persist_op(state, op, false)
+    }
+
+    fn persist_op(
+        &self,
+        state: &mut SessionState,
+        op: impl FnOnce() -> Op,
+        creates: bool,
+    ) -> Option<u64> {
         let store = self.store.as_ref()?;
         if state.expiry_interval == 0 {
             return None;
         }
         state.in_storage = true;
-        Some(store.append(op()))
+        Some(if creates {
+            store.append_new(op())
+        } else {
+            store.append(op())
+        })
     }
 
     /// Deletes the stored record of a delivery that is done (acknowledged, expired, dropped), if it had
@@ -367,12 +380,17 @@ impl Session {
             }
             if delivery.qos != QoS::AtMostOnce {
                 let seq = state.next_record;
-                let stored = self.persist(&mut state, || {
-                    Op::Put((
-                        store::key(Keyspace::Messages, &self.client_id, seq),
-                        store::encode_delivery(&delivery, None),
-                    ))
-                });
+                // A position the session never used: the put creates the record.
+                let stored = self.persist_op(
+                    &mut state,
+                    || {
+                        Op::Put((
+                            store::key(Keyspace::Messages, &self.client_id, seq),
+                            store::encode_delivery(&delivery, None),
+                        ))
+                    },
+                    true,
+                );
                 if stored.is_some() {
                     state.next_record += 1;
                     delivery.stored = Some(seq);

@@ -131,7 +131,8 @@ impl Backend for Plugin {
 
 #[derive(Default)]
 struct Pending {
-    ops: Vec<Op>,
+    /// Each op, with whether it is the put that creates its key ([`Store::append_new`]).
+    ops: Vec<(Op, bool)>,
     /// The ticket of the last op appended.
     last: u64,
 }
@@ -176,9 +177,20 @@ impl Store {
 
     /// Queues one op for the next batch; returns its ticket.
     pub fn append(&self, op: Op) -> u64 {
+        self.push(op, false)
+    }
+
+    /// Queues the put that creates its key: no earlier op wrote it since it was last deleted (a
+    /// delivery's record, at a position its session never used). When a later op of the same batch
+    /// deletes the key again, neither is written.
+    pub fn append_new(&self, op: Op) -> u64 {
+        self.push(op, true)
+    }
+
+    fn push(&self, op: Op, creates: bool) -> u64 {
         let ticket = {
             let mut pending = self.pending.lock();
-            pending.ops.push(op);
+            pending.ops.push((op, creates));
             pending.last += 1;
             pending.last
         };
@@ -244,6 +256,11 @@ impl Store {
             return true;
         }
         let batch = coalesce(ops);
+        if batch.is_empty() {
+            // Everything was created and deleted again within the batch: nothing to write.
+            self.durable.send_replace(last);
+            return true;
+        }
         let mut wait = RETRY_FIRST;
         loop {
             match self.backend.write(&batch).await {
@@ -323,9 +340,10 @@ impl Store {
 }
 
 /// Keeps, for each key, only its last op (an earlier put or delete of a key that a later op of the same
-/// batch writes again never needs to reach the backend); a `delete-all` removes the earlier ops of its
-/// name and stays. Order is otherwise kept.
-fn coalesce(ops: Vec<Op>) -> Vec<Op> {
+/// batch writes again never needs to reach the backend), and nothing at all for a key that the batch
+/// creates and deletes again; a `delete-all` removes the earlier ops of its name and stays. Order is
+/// otherwise kept.
+fn coalesce(ops: Vec<(Op, bool)>) -> Vec<Op> {
     use std::collections::HashMap;
     // Keyspaces as numbers: the generated enum does not implement `Hash`.
     fn space(keyspace: Keyspace) -> u8 {
@@ -341,7 +359,7 @@ fn coalesce(ops: Vec<Op>) -> Vec<Op> {
     }
     let mut last: HashMap<(u8, &str, u64), usize> = HashMap::with_capacity(ops.len());
     let mut last_delete_all: HashMap<(u8, &str), usize> = HashMap::new();
-    for (i, op) in ops.iter().enumerate() {
+    for (i, (op, _)) in ops.iter().enumerate() {
         match (op, key_of(op)) {
             (Op::DeleteAll((keyspace, name)), _) => {
                 last_delete_all.insert((space(*keyspace), name.as_str()), i);
@@ -352,25 +370,39 @@ fn coalesce(ops: Vec<Op>) -> Vec<Op> {
             (_, None) => {}
         }
     }
+    let wiped = |keyspace, name, i: usize| {
+        last_delete_all
+            .get(&(keyspace, name))
+            .is_some_and(|&d| d > i)
+    };
+    // Whether the first op of each key that no later delete-all wipes creates it.
+    let mut created: HashMap<(u8, &str, u64), bool> = HashMap::new();
+    for (i, (op, creates)) in ops.iter().enumerate() {
+        if let Some(key @ (keyspace, name, _)) = key_of(op)
+            && !wiped(keyspace, name, i)
+        {
+            created.entry(key).or_insert(*creates);
+        }
+    }
     let keep: Vec<bool> = ops
         .iter()
         .enumerate()
-        .map(|(i, op)| match (op, key_of(op)) {
+        .map(|(i, (op, _))| match (op, key_of(op)) {
             (Op::DeleteAll((keyspace, name)), _) => {
                 last_delete_all.get(&(space(*keyspace), name.as_str())) == Some(&i)
             }
-            (_, Some((keyspace, name, seq))) => {
-                let wiped = last_delete_all
-                    .get(&(keyspace, name))
-                    .is_some_and(|&d| d > i);
-                !wiped && last.get(&(keyspace, name, seq)) == Some(&i)
+            (_, Some(key @ (keyspace, name, _))) => {
+                let is_last = last.get(&key) == Some(&i);
+                let created_and_deleted =
+                    matches!(op, Op::Delete(_)) && created.get(&key) == Some(&true);
+                !wiped(keyspace, name, i) && is_last && !created_and_deleted
             }
             (_, None) => true,
         })
         .collect();
     ops.into_iter()
         .zip(keep)
-        .filter_map(|(op, keep)| keep.then_some(op))
+        .filter_map(|((op, _), keep)| keep.then_some(op))
         .collect()
 }
 
@@ -744,9 +776,56 @@ mod tests {
         Op::Put((key(Keyspace::Messages, name, seq), vec![v]))
     }
 
+    /// Ops that create nothing.
+    fn plain(ops: Vec<Op>) -> Vec<(Op, bool)> {
+        ops.into_iter().map(|op| (op, false)).collect()
+    }
+
+    #[test]
+    fn coalesce_writes_nothing_for_a_key_the_batch_creates_and_deletes() {
+        let delete = |name, seq| Op::Delete(key(Keyspace::Messages, name, seq));
+        // Created, rewritten, deleted: nothing to write.
+        assert_eq!(
+            coalesce(vec![
+                (put("a", 1, 1), true),
+                (put("a", 1, 2), false),
+                (delete("a", 1), false)
+            ]),
+            vec![]
+        );
+        // Written by an earlier batch (not created here): the delete goes out.
+        assert_eq!(
+            coalesce(vec![(put("a", 1, 1), false), (delete("a", 1), false)]),
+            vec![delete("a", 1)]
+        );
+        // Created and kept: the last put goes out.
+        assert_eq!(
+            coalesce(vec![(put("a", 1, 1), true), (put("a", 1, 2), false)]),
+            vec![put("a", 1, 2)]
+        );
+        // A delete-all first (the old session's records), then a new record created and deleted:
+        // only the delete-all.
+        let wipe = Op::DeleteAll((Keyspace::Messages, "a".to_owned()));
+        assert_eq!(
+            coalesce(vec![
+                (put("a", 1, 9), false),
+                (wipe.clone(), false),
+                (put("a", 1, 1), true),
+                (delete("a", 1), false)
+            ]),
+            vec![wipe]
+        );
+        // Deleted before it is created again: the first op is the delete, so the key may exist in
+        // the backend, and the last op (the put) is written.
+        assert_eq!(
+            coalesce(vec![(delete("a", 1), false), (put("a", 1, 1), true)]),
+            vec![put("a", 1, 1)]
+        );
+    }
+
     #[test]
     fn coalesce_keeps_the_last_op_of_each_key_and_respects_delete_all() {
-        let ops = vec![
+        let ops = plain(vec![
             put("a", 1, 1),
             put("b", 1, 1),
             put("a", 1, 2),
@@ -756,7 +835,7 @@ mod tests {
             put("c", 2, 1),
             // Another keyspace with the same name and seq is another key.
             Op::Put((key(Keyspace::IncomingQos2, "a", 1), vec![])),
-        ];
+        ]);
         let kept = coalesce(ops);
         assert_eq!(
             kept,
