@@ -13,12 +13,16 @@ const SESSIONS: Table = TableDefinition::new("sessions");
 const MESSAGES: Table = TableDefinition::new("messages");
 const INCOMING_QOS2: Table = TableDefinition::new("incoming-qos2");
 
-fn table(keyspace: Keyspace) -> Table {
+/// Every table, in the order of [`index`].
+const TABLES: [Table; 4] = [RETAINED, SESSIONS, MESSAGES, INCOMING_QOS2];
+
+/// The position of a keyspace's table in [`TABLES`].
+fn index(keyspace: Keyspace) -> usize {
     match keyspace {
-        Keyspace::Retained => RETAINED,
-        Keyspace::Sessions => SESSIONS,
-        Keyspace::Messages => MESSAGES,
-        Keyspace::IncomingQos2 => INCOMING_QOS2,
+        Keyspace::Retained => 0,
+        Keyspace::Sessions => 1,
+        Keyspace::Messages => 2,
+        Keyspace::IncomingQos2 => 3,
     }
 }
 
@@ -34,8 +38,8 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-fn failed(doing: &str) -> impl Fn(redb::Error) -> StoreError + '_ {
-    move |e| StoreError(format!("{doing}: {e}"))
+fn failed<E: Into<redb::Error>>(doing: &str) -> impl Fn(E) -> StoreError + '_ {
+    move |e| StoreError(format!("{doing}: {}", e.into()))
 }
 
 /// The broker's records in one redb database file.
@@ -49,55 +53,45 @@ impl RedbStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::create(path)
             .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
-        let txn = db
-            .begin_write()
-            .map_err(|e| failed("begin transaction")(e.into()))?;
-        for keyspace in [
-            Keyspace::Retained,
-            Keyspace::Sessions,
-            Keyspace::Messages,
-            Keyspace::IncomingQos2,
-        ] {
-            txn.open_table(table(keyspace))
-                .map_err(|e| failed("create tables")(e.into()))?;
+        let txn = db.begin_write().map_err(failed("begin transaction"))?;
+        for definition in TABLES {
+            txn.open_table(definition)
+                .map_err(failed("create tables"))?;
         }
-        txn.commit()
-            .map_err(|e| failed("create tables")(e.into()))?;
+        txn.commit().map_err(failed("create tables"))?;
         Ok(Self { db })
     }
 
-    /// Applies `batch` in one transaction, durable when this returns.
+    /// Applies `batch` in one transaction, durable when this returns. Each table is opened once per
+    /// transaction, not once per op.
     pub fn write(&self, batch: &[Op]) -> Result<(), StoreError> {
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(|e| failed("begin transaction")(e.into()))?;
-        for op in batch {
-            match op {
-                Op::Put((key, value)) => {
-                    let mut t = txn
-                        .open_table(table(key.keyspace))
-                        .map_err(|e| failed("open table")(e.into()))?;
-                    t.insert((key.name.as_str(), key.seq), value.as_slice())
-                        .map_err(|e| failed("put")(e.into()))?;
-                }
-                Op::Delete(key) => {
-                    let mut t = txn
-                        .open_table(table(key.keyspace))
-                        .map_err(|e| failed("open table")(e.into()))?;
-                    t.remove((key.name.as_str(), key.seq))
-                        .map_err(|e| failed("delete")(e.into()))?;
-                }
-                Op::DeleteAll((keyspace, name)) => {
-                    let mut t = txn
-                        .open_table(table(*keyspace))
-                        .map_err(|e| failed("open table")(e.into()))?;
-                    t.retain_in((name.as_str(), 0)..=(name.as_str(), u64::MAX), |_, _| false)
-                        .map_err(|e| failed("delete all")(e.into()))?;
+        let txn = self.db.begin_write().map_err(failed("begin transaction"))?;
+        {
+            let mut tables = Vec::with_capacity(TABLES.len());
+            for definition in TABLES {
+                tables.push(txn.open_table(definition).map_err(failed("open table"))?);
+            }
+            for op in batch {
+                match op {
+                    Op::Put((key, value)) => {
+                        tables[index(key.keyspace)]
+                            .insert((key.name.as_str(), key.seq), value.as_slice())
+                            .map_err(failed("put"))?;
+                    }
+                    Op::Delete(key) => {
+                        tables[index(key.keyspace)]
+                            .remove((key.name.as_str(), key.seq))
+                            .map_err(failed("delete"))?;
+                    }
+                    Op::DeleteAll((keyspace, name)) => {
+                        tables[index(*keyspace)]
+                            .retain_in((name.as_str(), 0)..=(name.as_str(), u64::MAX), |_, _| false)
+                            .map_err(failed("delete all"))?;
+                    }
                 }
             }
         }
-        txn.commit().map_err(|e| failed("commit")(e.into()))
+        txn.commit().map_err(failed("commit"))
     }
 
     /// Up to `limit` records of `keyspace` after `after`, in key order.
@@ -107,23 +101,20 @@ impl RedbStore {
         after: Option<&Key>,
         limit: u32,
     ) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| failed("begin read")(e.into()))?;
+        let txn = self.db.begin_read().map_err(failed("begin read"))?;
         let t = txn
-            .open_table(table(keyspace))
-            .map_err(|e| failed("open table")(e.into()))?;
+            .open_table(TABLES[index(keyspace)])
+            .map_err(failed("open table"))?;
         let lower = match after {
             Some(key) => Bound::Excluded((key.name.as_str(), key.seq)),
             None => Bound::Unbounded,
         };
         let range = t
             .range::<(&str, u64)>((lower, Bound::Unbounded))
-            .map_err(|e| failed("read")(e.into()))?;
+            .map_err(failed("read"))?;
         let mut records = Vec::new();
         for entry in range.take(limit as usize) {
-            let (key, value) = entry.map_err(|e| failed("read")(e.into()))?;
+            let (key, value) = entry.map_err(failed("read"))?;
             let (name, seq) = key.value();
             records.push((
                 Key {
