@@ -35,12 +35,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::time::timeout;
 use wasp::config::{Config, PluginConfig};
-use wasp_mqtt::{Packet, Properties, QoS, ReasonCode, Subscribe, SubscriptionOptions};
+use wasp_mqtt::{QoS, ReasonCode};
 use wasp_plugin_host::{DirGrant, PluginSpec};
 use wasp_tests::Broker;
-use wasp_tests::load::{Client, IO_LIMIT, Login, cpu_time, median, publish_loop, subscribe_loop};
+use wasp_tests::load::{
+    Client, Login, cpu_time, median, publish_loop, stop_publishers, subscribe_loop,
+};
 
 const PUBLISHERS: usize = 8;
 const WINDOW: usize = 32;
@@ -199,22 +200,8 @@ async fn run(broker: &Broker) -> Run {
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters::default());
     let mut sub = Client::connect(broker.addr, "bench-sub", &login()).await;
-    sub.queue(&Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        properties: Properties::default(),
-        filters: vec![(
-            "bench/#".to_owned(),
-            SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                ..SubscriptionOptions::default()
-            },
-        )],
-    }));
-    sub.flush().await;
-    match sub.next().await {
-        Packet::SubAck(ack) if ack.reason_codes == [ReasonCode::GrantedQoS1] => {}
-        other => panic!("SUBSCRIBE refused: {other:?}"),
-    }
+    let granted = sub.subscribe("bench/#", QoS::AtLeastOnce).await;
+    assert_eq!(granted, ReasonCode::GrantedQoS1, "SUBSCRIBE refused");
     // The subscriber stops last (aborted once the publishers are done), so that no PUBLISH of the run
     // finds no subscriber (0x10).
     let subscriber = tokio::task::spawn_local(subscriber(sub, counters.clone()));
@@ -237,13 +224,7 @@ async fn run(broker: &Broker) -> Run {
     let received = counters.received.load(Ordering::Relaxed) - received0;
     let stamped = counters.stamped.load(Ordering::Relaxed) - stamped0;
 
-    stop.store(true, Ordering::Relaxed);
-    // Each publisher sees `stop` after its next read, which its outstanding PUBACKs provide; bounded anyway.
-    let _ = timeout(IO_LIMIT, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    tasks.abort_all();
+    stop_publishers(&stop, &mut tasks).await;
     subscriber.abort();
     Run {
         rate: received as f64 / elapsed,

@@ -30,12 +30,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::time::timeout;
 use wasp::config::{Config, PluginConfig, StorageConfig};
-use wasp_mqtt::{Packet, Properties, QoS, Subscribe, SubscriptionOptions};
+use wasp_mqtt::{QoS, ReasonCode};
 use wasp_plugin_host::{DirGrant, PluginSpec};
 use wasp_tests::Broker;
-use wasp_tests::load::{Client, IO_LIMIT, Login, cpu_time, median, publish_loop, subscribe_loop};
+use wasp_tests::load::{
+    Client, IO_LIMIT, Login, cpu_time, median, publish_loop, stop_publishers, subscribe_loop,
+};
 
 const PUBLISHERS: usize = 8;
 const WINDOW: usize = 32;
@@ -94,22 +95,8 @@ async fn run(addr: SocketAddr) -> Run {
         session_expiry: 3600,
     };
     let mut sub = Client::connect(addr, "bench-sub", &persistent).await;
-    sub.queue(&Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        properties: Properties::default(),
-        filters: vec![(
-            "bench/#".to_owned(),
-            SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                ..SubscriptionOptions::default()
-            },
-        )],
-    }));
-    sub.flush().await;
-    match sub.next().await {
-        Packet::SubAck(_) => {}
-        other => panic!("SUBACK expected: {other:?}"),
-    }
+    let granted = sub.subscribe("bench/#", QoS::AtLeastOnce).await;
+    assert_eq!(granted, ReasonCode::GrantedQoS1, "SUBSCRIBE refused");
     let subscriber = tokio::task::spawn_local(subscriber(sub, counters.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     let clean = Login {
@@ -128,12 +115,7 @@ async fn run(addr: SocketAddr) -> Run {
     let elapsed = started.elapsed().as_secs_f64();
     let generator1 = cpu_time("thread-self");
     let received = counters.received.load(Ordering::Relaxed) - received0;
-    stop.store(true, Ordering::Relaxed);
-    let _ = timeout(IO_LIMIT, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    tasks.abort_all();
+    stop_publishers(&stop, &mut tasks).await;
     subscriber.abort();
     Run {
         rate: received as f64 / elapsed,

@@ -10,10 +10,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::task::JoinSet;
 use tokio::time::timeout;
 use wasp_mqtt::{
-    Connect, Packet, Properties, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, decode,
-    encode,
+    Connect, Packet, Properties, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, Subscribe,
+    SubscriptionOptions, decode, encode,
 };
 
 /// Longest wait for any one read or write; a run that stalls this long fails.
@@ -133,6 +134,26 @@ impl Client {
         n > 0
     }
 
+    /// Subscribes to `filter` at `qos` and returns the SUBACK's reason code; panics on another answer.
+    pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> ReasonCode {
+        self.queue(&Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties: Properties::default(),
+            filters: vec![(
+                filter.to_owned(),
+                SubscriptionOptions {
+                    qos,
+                    ..SubscriptionOptions::default()
+                },
+            )],
+        }));
+        self.flush().await;
+        match self.next().await {
+            Packet::SubAck(ack) if ack.reason_codes.len() == 1 => ack.reason_codes[0],
+            other => panic!("SUBACK expected: {other:?}"),
+        }
+    }
+
     /// The next packet (bounded wait); panics if the connection closes.
     pub async fn next(&mut self) -> Packet {
         loop {
@@ -182,6 +203,17 @@ pub async fn publish_loop(
             }
         }
     }
+}
+
+/// Sets `stop`, waits (at most [`IO_LIMIT`]) for the publishers to see it, which their outstanding
+/// acknowledgements let them do, then aborts whatever is left.
+pub async fn stop_publishers(stop: &AtomicBool, tasks: &mut JoinSet<()>) {
+    stop.store(true, Ordering::Relaxed);
+    let _ = timeout(IO_LIMIT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
 }
 
 /// Receives until the connection ends (or the task is aborted), acknowledging every QoS 1 PUBLISH;
