@@ -322,10 +322,7 @@ impl Broker {
         let filters: Vec<String> = {
             let mut state = session.state.lock();
             if let (Some(store), true) = (session.store(), state.in_storage) {
-                let name = &session.client_id;
-                store.append(Op::Delete(store::key(Keyspace::Sessions, name, 0)));
-                store.append(Op::DeleteAll((Keyspace::Messages, name.to_string())));
-                store.append(Op::DeleteAll((Keyspace::IncomingQos2, name.to_string())));
+                store.delete_session(&session.client_id);
                 state.in_storage = false;
             }
             state.queue.clear();
@@ -358,13 +355,14 @@ impl Broker {
         connected: bool,
     ) -> Option<u64> {
         let mut state = session.state.lock();
-        let value = store::encode_session(
-            state.expiry_interval,
-            state.subscriptions.iter(),
-            will,
-            connected,
-        );
-        session.persist(&mut state, || {
+        // Encoded only for a persistent session with storage configured.
+        session.persist(&mut state, |state| {
+            let value = store::encode_session(
+                state.expiry_interval,
+                state.subscriptions.iter(),
+                will,
+                connected,
+            );
             Op::Put((store::key(Keyspace::Sessions, &session.client_id, 0), value))
         })
     }
@@ -536,9 +534,7 @@ impl Broker {
                 let gone = now_ms.saturating_sub(record.written_at_ms) / 1000;
                 let gone = u32::try_from(gone).unwrap_or(u32::MAX);
                 if gone >= record.expiry_interval {
-                    store.append(Op::Delete(key.clone()));
-                    store.append(Op::DeleteAll((Keyspace::Messages, key.name.clone())));
-                    store.append(Op::DeleteAll((Keyspace::IncomingQos2, key.name.clone())));
+                    store.delete_session(&key.name);
                     continue;
                 }
                 record.expiry_interval - gone

@@ -1098,23 +1098,30 @@ impl Conn {
     /// Sends a control packet, after any packet held for storage (which keeps acknowledgements in
     /// order).
     fn send(&mut self, packet: &Packet) {
-        if self.deferred.is_empty() {
-            self.encode_now(packet);
-        } else {
-            self.deferred
-                .push_back((0, Deferred::Packet(Box::new(packet.clone()))));
+        match self.hold_under(None) {
+            Some(ticket) => self
+                .deferred
+                .push_back((ticket, Deferred::Packet(Box::new(packet.clone())))),
+            None => self.encode_now(packet),
         }
     }
 
     /// Sends `packet` once storage has written `ticket` (and after any packet already held).
     fn send_after(&mut self, ticket: Option<u64>, packet: Packet) {
-        match ticket {
-            Some(ticket) if !self.is_durable(ticket) || !self.deferred.is_empty() => {
-                self.deferred
-                    .push_back((ticket, Deferred::Packet(Box::new(packet))));
-            }
-            _ => self.send(&packet),
+        match self.hold_under(ticket) {
+            Some(ticket) => self
+                .deferred
+                .push_back((ticket, Deferred::Packet(Box::new(packet)))),
+            None => self.encode_now(&packet),
         }
+    }
+
+    /// Whether something waiting for `ticket` (`None`: no storage write of its own) must be held:
+    /// its write is not durable yet, or packets are held before it. `Some`: the ticket to hold it
+    /// under (0 for none of its own).
+    fn hold_under(&self, ticket: Option<u64>) -> Option<u64> {
+        let waits = ticket.is_some_and(|t| !self.is_durable(t));
+        (waits || !self.deferred.is_empty()).then(|| ticket.unwrap_or(0))
     }
 
     fn is_durable(&self, ticket: u64) -> bool {
@@ -1406,7 +1413,7 @@ impl Conn {
                     let session = &self.session;
                     let mut state = session.state.lock();
                     state.incoming_qos2.insert(id);
-                    let stored = session.persist(&mut state, || {
+                    let stored = session.persist(&mut state, |_| {
                         Op::Put((
                             store::key(Keyspace::IncomingQos2, &session.client_id, id.into()),
                             Vec::new(),
@@ -1514,7 +1521,7 @@ impl Conn {
                         // The PUBREL goes once the release is durable: a restart must not send the
                         // PUBLISH again after the client has completed it.
                         let ticket = stored.and_then(|seq| {
-                            session.persist(&mut state, || {
+                            session.persist(&mut state, |_| {
                                 Op::Put((
                                     store::key(Keyspace::Messages, &session.client_id, seq),
                                     store::encode_released(id),
@@ -1546,7 +1553,7 @@ impl Conn {
             let mut state = session.state.lock();
             let known = state.incoming_qos2.remove(&id);
             if known && state.in_storage {
-                session.persist(&mut state, || {
+                session.persist(&mut state, |_| {
                     Op::Delete(store::key(
                         Keyspace::IncomingQos2,
                         &session.client_id,
@@ -1880,7 +1887,7 @@ impl Conn {
                 // that after a restart the same identifier is used again (and the client's duplicate
                 // detection works).
                 let ticket = match (d.qos, d.stored) {
-                    (QoS::ExactlyOnce, Some(seq)) => session.persist(&mut state, || {
+                    (QoS::ExactlyOnce, Some(seq)) => session.persist(&mut state, |_| {
                         Op::Put((
                             store::key(Keyspace::Messages, &session.client_id, seq),
                             store::encode_delivery(&d, Some(id)),
@@ -1897,26 +1904,15 @@ impl Conn {
             }
         }
         for (id, d, ticket) in batch.drain(..) {
-            match ticket {
-                Some(ticket) if !self.is_durable(ticket) || !self.deferred.is_empty() => {
-                    self.deferred.push_back((
-                        ticket,
-                        Deferred::Publish {
-                            packet_id: id,
-                            delivery: d,
-                        },
-                    ));
-                }
-                _ if !self.deferred.is_empty() => {
-                    self.deferred.push_back((
-                        0,
-                        Deferred::Publish {
-                            packet_id: id,
-                            delivery: d,
-                        },
-                    ));
-                }
-                _ => self.write_publish(id, &d, false, now),
+            match self.hold_under(ticket) {
+                Some(ticket) => self.deferred.push_back((
+                    ticket,
+                    Deferred::Publish {
+                        packet_id: id,
+                        delivery: d,
+                    },
+                )),
+                None => self.write_publish(id, &d, false, now),
             }
         }
         self.batch = batch;

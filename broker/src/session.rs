@@ -294,25 +294,31 @@ impl Session {
 
     /// Appends `op` to storage if the session is persistent (`state` is this session's, locked by the
     /// caller, which orders the ops of one session); returns its ticket.
-    pub fn persist(&self, state: &mut SessionState, op: impl FnOnce() -> Op) -> Option<u64> {
+    /// `op` is only built when it is written.
+    pub fn persist(
+        &self,
+        state: &mut SessionState,
+        op: impl FnOnce(&SessionState) -> Op,
+    ) -> Option<u64> {
         self.persist_op(state, op, false)
     }
 
     fn persist_op(
         &self,
         state: &mut SessionState,
-        op: impl FnOnce() -> Op,
+        op: impl FnOnce(&SessionState) -> Op,
         creates: bool,
     ) -> Option<u64> {
         let store = self.store.as_ref()?;
         if state.expiry_interval == 0 {
             return None;
         }
+        let op = op(state);
         state.in_storage = true;
         Some(if creates {
-            store.append_new(op())
+            store.append_new(op)
         } else {
-            store.append(op())
+            store.append(op)
         })
     }
 
@@ -383,7 +389,7 @@ impl Session {
                 // A position the session never used: the put creates the record.
                 let stored = self.persist_op(
                     &mut state,
-                    || {
+                    |_| {
                         Op::Put((
                             store::key(Keyspace::Messages, &self.client_id, seq),
                             store::encode_delivery(&delivery, None),

@@ -198,6 +198,17 @@ impl Store {
         ticket
     }
 
+    /// Queues the deletion of every record of the session of `client_id`: its session record, its
+    /// messages and its inbound QoS 2 identifiers.
+    pub fn delete_session(&self, client_id: &str) {
+        self.append(Op::Delete(key(Keyspace::Sessions, client_id, 0)));
+        self.append(Op::DeleteAll((Keyspace::Messages, client_id.to_owned())));
+        self.append(Op::DeleteAll((
+            Keyspace::IncomingQos2,
+            client_id.to_owned(),
+        )));
+    }
+
     /// The ticket of the last op appended so far: once it is durable, so is every op appended before
     /// this call.
     pub fn last_ticket(&self) -> u64 {
