@@ -160,17 +160,7 @@ async fn tls_listener_serves_mosquitto_clients_beside_a_plain_one() {
         assert_eq!(tls_sub.stdout.trim(), "over TLS", "{tls_sub:?}");
     }
     // A plain MQTT client cannot talk to the TLS listener: its CONNECT is not a TLS ClientHello.
-    let mut conn = Conn::open(tls).await;
-    conn.send(&[
-        0x10, 0x0d, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'a',
-    ])
-    .await;
-    assert!(
-        conn.recv_packet_or_closed()
-            .await
-            .is_none_or(|bytes| bytes.first() != Some(&0x20)),
-        "a plain CONNECT on the TLS listener got a CONNACK"
-    );
+    plain_connect_gets_no_connack(tls, "TLS").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -601,6 +591,19 @@ const CONNECT_V311: [u8; 15] = [
 ];
 const CONNACK_OK: [u8; 4] = [0x20, 2, 0, 0];
 
+/// Sends a plain-TCP MQTT CONNECT to the `kind` listener at `addr` and checks that no CONNACK comes
+/// back (the socket closes, or what comes is not a CONNACK).
+async fn plain_connect_gets_no_connack(addr: SocketAddr, kind: &str) {
+    let mut conn = Conn::open(addr).await;
+    conn.send(&CONNECT_V311).await;
+    assert!(
+        conn.recv_packet_or_closed()
+            .await
+            .is_none_or(|bytes| bytes.first() != Some(&0x20)),
+        "a plain CONNECT on the {kind} listener got a CONNACK"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_packets_need_not_align_with_frames() {
     let (_broker, addrs) = start(vec![listener("ws", ws(), None)], |_| {}).await;
@@ -671,14 +674,7 @@ async fn websocket_upgrade_checks_path_and_subprotocol() {
         .await
         .expect("mqtt among other offers");
     // A plain MQTT client on a WebSocket listener gets no CONNACK.
-    let mut conn = Conn::open(addr).await;
-    conn.send(&CONNECT_V311).await;
-    assert!(
-        conn.recv_packet_or_closed()
-            .await
-            .is_none_or(|bytes| bytes.first() != Some(&0x20)),
-        "a plain CONNECT on the WebSocket listener got a CONNACK"
-    );
+    plain_connect_gets_no_connack(addr, "WebSocket").await;
 }
 
 // ---------------------------------------------------------------------------------------------------------
