@@ -1,7 +1,11 @@
-//! Persistence through a crash: the real `wasp` binary with the storage-redb plugin is killed with
-//! SIGKILL while a publisher streams QoS 1 and QoS 2 messages to a persistent session, then started
-//! again on the same database. Every message the broker acknowledged must reach the subscriber (QoS 1 at
-//! least once, QoS 2 exactly once), and the retained message and the subscriptions must be back.
+//! Persistence through a crash: the real `wasp` binary is killed with SIGKILL while a publisher streams
+//! QoS 1 and QoS 2 messages to a persistent session, then started again on the same storage. Every message
+//! the broker acknowledged must reach the subscriber (QoS 1 at least once, QoS 2 exactly once), and the
+//! retained message and the subscriptions must be back. Once for each storage backend: the embedded
+//! storage-redb, and storage-redis, where the Redis server is killed with the broker and restarted from its
+//! append-only file. (A killed process leaves what it wrote in the OS page cache, so this checks that the
+//! broker acknowledges only what Redis applied and replays, not Redis's fsync; that `appendfsync always`
+//! is on is checked by the plugin's init.)
 //!
 //! The clients are raw MQTT 3.1.1 over blocking sockets with Wasp's own codec, so that every packet
 //! identifier and acknowledgement is seen.
@@ -19,6 +23,7 @@ use wasp_mqtt::{
     Connect, Disconnect, Packet, Properties, ProtocolVersion, PubResponse, Publish, QoS,
     ReasonCode, Subscribe, SubscriptionOptions, decode, encode,
 };
+use wasp_plugin_harness::redis::RedisServer;
 
 const V311: ProtocolVersion = ProtocolVersion::V311;
 const MAX: u32 = 1 << 20;
@@ -47,15 +52,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn storage_wasm() -> PathBuf {
-    wasp_plugin_harness::build_wasm(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/storage-redb"),
-    )
+fn plugin_wasm(crate_dir: &str) -> PathBuf {
+    wasp_plugin_harness::build_wasm(&Path::new(env!("CARGO_MANIFEST_DIR")).join(crate_dir))
 }
 
-fn write_config(dir: &Path, port: u16, wasm: &Path) -> PathBuf {
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
+/// A configuration with one listener on `port` and `storage`, the `[[plugins]]` entry of the storage
+/// backend (named `storage`).
+fn write_config(dir: &Path, port: u16, storage: &str) -> PathBuf {
     let config = format!(
         r#"
 [[listeners]]
@@ -68,18 +71,12 @@ interval_secs = 0
 [plugin_host]
 cache_dir = "{cache}"
 
-[[plugins]]
-name = "storage"
-path = "{wasm}"
-dirs = [{{ host = "{data}", guest = "/data", writable = true }}]
-config = {{ path = "/data/wasp.redb" }}
+{storage}
 
 [storage]
 plugin = "storage"
 "#,
         cache = dir.join("cache").display(),
-        wasm = wasm.display(),
-        data = data.display(),
     );
     let path = dir.join("wasp.toml");
     std::fs::write(&path, config).unwrap();
@@ -321,11 +318,44 @@ fn drain(client: &mut Client) -> BTreeMap<(String, u32), usize> {
 }
 
 #[test]
-fn acknowledged_messages_survive_a_kill_9() {
+fn acknowledged_messages_survive_a_kill_9_on_redb() {
     let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let storage = format!(
+        r#"[[plugins]]
+name = "storage"
+path = "{wasm}"
+dirs = [{{ host = "{data}", guest = "/data", writable = true }}]
+config = {{ path = "/data/wasp.redb" }}"#,
+        wasm = plugin_wasm("../plugins/storage-redb").display(),
+        data = data.display(),
+    );
+    survives_a_kill_9(dir.path(), &storage, None);
+}
+
+#[test]
+fn acknowledged_messages_survive_a_kill_9_of_the_broker_and_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start().expect("a Redis server (tests/setup installs it)");
+    let storage = format!(
+        r#"[[plugins]]
+name = "storage"
+path = "{wasm}"
+sockets = ["{addr}"]
+config = {{ address = "{addr}" }}"#,
+        wasm = plugin_wasm("../plugins/storage-redis").display(),
+        addr = redis.addr(),
+    );
+    survives_a_kill_9(dir.path(), &storage, Some(&mut redis));
+}
+
+/// The crash test on the storage plugin entry `storage`; `redis`, when the backend is that server, is
+/// killed with the broker and restarted before it.
+fn survives_a_kill_9(dir: &Path, storage: &str, mut redis: Option<&mut RedisServer>) {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let config = write_config(dir.path(), port, &storage_wasm());
+    let config = write_config(dir, port, storage);
 
     let mut wasp = Some(start(&config, addr));
     // A persistent session subscribed at QoS 1 and 2, then offline: everything is queued for it.
@@ -354,7 +384,10 @@ fn acknowledged_messages_survive_a_kill_9() {
     ));
 
     let acked = stream_until_broken(publisher, 600, || {
-        // SIGKILL: no shutdown, no last write.
+        // SIGKILL: no shutdown, no last write; the database server goes down with the broker.
+        if let Some(redis) = redis.as_mut() {
+            redis.kill();
+        }
         drop(wasp.take());
     });
     assert!(
@@ -362,6 +395,9 @@ fn acknowledged_messages_survive_a_kill_9() {
         "the kill came after the whole stream"
     );
 
+    if let Some(redis) = redis {
+        redis.restart().unwrap();
+    }
     let _wasp = start(&config, addr);
     let (mut sub, present) = Client::connect(addr, "crash-sub", false);
     assert!(present, "the persistent session is back");

@@ -1,13 +1,15 @@
-//! QoS 1 throughput to a persistent session, in memory against the embedded storage backend
-//! (storage-redb), and against Mosquitto with persistence on. Prints numbers; it is not a test:
+//! QoS 1 throughput to a persistent session, in memory against each storage backend (the embedded
+//! storage-redb, and storage-redis on a local Redis server), and against Mosquitto with persistence on.
+//! Prints numbers; it is not a test:
 //!
 //! ```text
 //! cargo run --release -p wasp-tests --example storage_throughput
 //! ```
 //!
 //! Each run starts a fresh broker: Wasp in-process on `127.0.0.1:0` (its own tokio runtime, 2 worker
-//! threads; with storage, a new database in a temporary directory), or `/usr/sbin/mosquitto` when it is
-//! installed (`persistence true` in a temporary directory). The load generator (the main thread, a
+//! threads; with storage, a new database in a temporary directory, or a new `redis-server` with
+//! `appendonly yes` and `appendfsync always` on a free loopback port), or `/usr/sbin/mosquitto` when it
+//! is installed (`persistence true` in a temporary directory). The load generator (the main thread, a
 //! current-thread runtime, raw MQTT 5.0 with Wasp's codec) connects one subscriber with a persistent
 //! session (Session Expiry Interval 3600 s) on `bench/#` at QoS 1, online and acknowledging everything,
 //! and `PUBLISHERS` publishers sending QoS 1 PUBLISHes of `PAYLOAD` bytes in a closed loop (at most
@@ -32,6 +34,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use wasp::config::{Config, PluginConfig, StorageConfig};
 use wasp_mqtt::{QoS, ReasonCode};
+use wasp_plugin_harness::redis::RedisServer;
 use wasp_plugin_host::{DirGrant, PluginSpec};
 use wasp_tests::Broker;
 use wasp_tests::load::{
@@ -123,21 +126,13 @@ async fn run(addr: SocketAddr) -> Run {
     }
 }
 
-/// The storage-redb plugin, built once.
-fn redb_wasm() -> PathBuf {
-    wasp_plugin_harness::build_wasm(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/storage-redb"),
-    )
+fn plugin_wasm(crate_dir: &str) -> PathBuf {
+    wasp_plugin_harness::build_wasm(&Path::new(env!("CARGO_MANIFEST_DIR")).join(crate_dir))
 }
 
-fn install_storage(config: &mut Config, wasm: &Path, dir: &Path, cache: &Path, delay: Duration) {
-    let mut spec = PluginSpec::new("storage", wasm);
-    spec.config_json = r#"{"path": "/data/wasp.redb"}"#.to_owned();
-    spec.dirs.push(DirGrant {
-        host: dir.to_owned(),
-        guest: "/data".to_owned(),
-        writable: true,
-    });
+/// Installs `spec` as the storage plugin, with its compiled form cached in `cache`.
+fn install_storage(config: &mut Config, mut spec: PluginSpec, cache: &Path, delay: Duration) {
+    spec.limits.max_instances = 1;
     config.plugins.push(PluginConfig {
         spec,
         listeners: Vec::new(),
@@ -147,6 +142,35 @@ fn install_storage(config: &mut Config, wasm: &Path, dir: &Path, cache: &Path, d
         plugin: "storage".into(),
         batch_delay: delay,
     });
+}
+
+/// storage-redb on a database in `dir`.
+fn redb_spec(wasm: &Path, dir: &Path) -> PluginSpec {
+    let mut spec = PluginSpec::new("storage", wasm);
+    spec.config_json = r#"{"path": "/data/wasp.redb"}"#.to_owned();
+    spec.dirs.push(DirGrant {
+        host: dir.to_owned(),
+        guest: "/data".to_owned(),
+        writable: true,
+    });
+    spec
+}
+
+/// storage-redis on `redis`.
+fn redis_spec(wasm: &Path, redis: &RedisServer) -> PluginSpec {
+    let mut spec = PluginSpec::new("storage", wasm);
+    spec.config_json = format!(r#"{{"address": "{}"}}"#, redis.addr());
+    spec.sockets.push(redis.addr());
+    spec
+}
+
+/// What one column of the table measures.
+#[derive(Clone, Copy)]
+enum Scenario {
+    InMemory,
+    Redb { batch_delay: Duration },
+    Redis,
+    Mosquitto,
 }
 
 /// Mosquitto with persistence on, killed on drop.
@@ -211,8 +235,11 @@ fn main() {
         .expect("load generator runtime");
     let local = tokio::task::LocalSet::new();
 
-    println!("building storage-redb (cargo build --release --target wasm32-wasip2) ...");
-    let wasm = redb_wasm();
+    println!(
+        "building storage-redb and storage-redis (cargo build --release --target wasm32-wasip2) ..."
+    );
+    let redb = plugin_wasm("../plugins/storage-redb");
+    let redis = plugin_wasm("../plugins/storage-redis");
     let cache = tempfile::tempdir().expect("temp dir");
     let mosquitto = Path::new(MOSQUITTO).exists();
     println!(
@@ -223,8 +250,9 @@ fn main() {
         MEASURE.as_secs()
     );
     println!(
-        "wasp: in-process, 2 tokio workers; storage-redb syncs every batch (one redb transaction, \
-         Durability::Immediate) before the PUBACKs of its messages go out"
+        "wasp: in-process, 2 tokio workers; the PUBACKs of a batch go out once the backend has synced \
+         it: storage-redb in one redb transaction (Durability::Immediate), storage-redis in one Lua \
+         script on a redis-server with appendfsync always"
     );
     if mosquitto {
         println!(
@@ -233,32 +261,46 @@ fn main() {
         );
     }
 
-    let mut labels = vec![
-        "wasp in memory",
-        "wasp + redb",
-        "wasp + redb, batch_delay 2 ms",
+    let mut scenarios = vec![
+        ("wasp in memory", Scenario::InMemory),
+        (
+            "wasp + redb",
+            Scenario::Redb {
+                batch_delay: Duration::ZERO,
+            },
+        ),
+        (
+            "wasp + redb, batch_delay 2 ms",
+            Scenario::Redb {
+                batch_delay: Duration::from_millis(2),
+            },
+        ),
+        ("wasp + redis", Scenario::Redis),
     ];
     if mosquitto {
-        labels.push("mosquitto, persistence on");
+        scenarios.push(("mosquitto, persistence on", Scenario::Mosquitto));
     }
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); labels.len()];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); scenarios.len()];
     for round in 1..=ROUNDS {
-        for (i, label) in labels.iter().enumerate() {
+        for (i, (label, scenario)) in scenarios.iter().enumerate() {
             let data = tempfile::tempdir().expect("temp dir");
-            let result = if i == 3 {
+            let result = if let Scenario::Mosquitto = scenario {
                 let mosquitto = start_mosquitto();
                 generator.block_on(local.run_until(run(mosquitto.addr)))
             } else {
-                let broker = broker_runtime.block_on(Broker::start_with(|config| match i {
-                    1 => install_storage(config, &wasm, data.path(), cache.path(), Duration::ZERO),
-                    2 => install_storage(
-                        config,
-                        &wasm,
-                        data.path(),
-                        cache.path(),
-                        Duration::from_millis(2),
-                    ),
-                    _ => {}
+                let server = matches!(scenario, Scenario::Redis)
+                    .then(|| RedisServer::start().expect("redis-server (tests/setup installs it)"));
+                let broker = broker_runtime.block_on(Broker::start_with(|config| {
+                    let (spec, batch_delay) = match (scenario, &server) {
+                        (Scenario::Redb { batch_delay }, _) => {
+                            (redb_spec(&redb, data.path()), *batch_delay)
+                        }
+                        (Scenario::Redis, Some(server)) => {
+                            (redis_spec(&redis, server), Duration::ZERO)
+                        }
+                        _ => return,
+                    };
+                    install_storage(config, spec, cache.path(), batch_delay);
                 }));
                 let result = generator.block_on(local.run_until(run(broker.addr)));
                 broker_runtime.block_on(broker.stop());
@@ -272,7 +314,7 @@ fn main() {
         }
     }
     let medians: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
-    for (label, rate) in labels.iter().zip(&medians) {
+    for ((label, _), rate) in scenarios.iter().zip(&medians) {
         println!(
             "median {label:<30} {rate:>9.0} msg/s  ({:.2}x in memory)",
             rate / medians[0]

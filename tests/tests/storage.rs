@@ -1,7 +1,9 @@
-//! Persistence in an in-process broker: a graceful restart on the embedded storage-redb plugin keeps
-//! retained messages, sessions and their queues; a storage backend that fails or is slow holds
-//! acknowledgements, refuses new work with the spec's reason codes, and the broker recovers when it
-//! comes back. (The crash test, SIGKILL of the real binary, is `broker/tests/storage.rs`.)
+//! Persistence in an in-process broker: a graceful restart on either storage backend (the embedded
+//! storage-redb, storage-redis on a real Redis server) keeps retained messages, sessions and their
+//! queues; a storage backend that fails or is slow (the flaky test program, and a Redis server that is
+//! killed or paused) holds acknowledgements, refuses new work with the spec's reason codes, and the broker
+//! recovers when it comes back. (The crash test, SIGKILL of the real binary, is
+//! `broker/tests/storage.rs`.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,26 +15,30 @@ use wasp_mqtt::{
     Connect, Disconnect, Packet, Properties, ProtocolVersion, PubResponse, Publish, QoS,
     ReasonCode, Subscribe, SubscriptionOptions,
 };
+use wasp_plugin_harness::redis::RedisServer;
 use wasp_plugin_host::{DirGrant, PluginSpec, test_programs};
 use wasp_tests::raw::Conn;
 use wasp_tests::{Broker, QUIET};
 
-fn redb_wasm() -> PathBuf {
-    wasp_plugin_harness::build_wasm(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/storage-redb"),
-    )
+fn plugin_wasm(crate_dir: &str) -> PathBuf {
+    wasp_plugin_harness::build_wasm(&Path::new(env!("CARGO_MANIFEST_DIR")).join(crate_dir))
 }
 
 /// Installs `wasm` as the storage plugin, with `dir` granted writable at `guest`.
 fn with_storage(config: &mut Config, wasm: &Path, dir: &Path, guest: &str, config_json: &str) {
     let mut spec = PluginSpec::new("storage", wasm);
     spec.config_json = config_json.to_owned();
-    spec.limits.max_instances = 1;
     spec.dirs.push(DirGrant {
         host: dir.to_owned(),
         guest: guest.to_owned(),
         writable: true,
     });
+    with_storage_spec(config, spec);
+}
+
+/// Installs `spec` as the storage plugin.
+fn with_storage_spec(config: &mut Config, mut spec: PluginSpec) {
+    spec.limits.max_instances = 1;
     config.plugins.push(PluginConfig {
         spec,
         listeners: Vec::new(),
@@ -44,11 +50,19 @@ fn with_storage(config: &mut Config, wasm: &Path, dir: &Path, guest: &str, confi
 }
 
 async fn start_redb(dir: &Path) -> Broker {
-    let wasm = redb_wasm();
+    let wasm = plugin_wasm("../plugins/storage-redb");
     Broker::start_with(|c| {
         with_storage(c, &wasm, dir, "/data", r#"{"path": "/data/wasp.redb"}"#);
     })
     .await
+}
+
+/// A broker on storage-redis, on `redis`.
+async fn start_redis(redis: &RedisServer) -> Broker {
+    let mut spec = PluginSpec::new("storage", plugin_wasm("../plugins/storage-redis"));
+    spec.config_json = format!(r#"{{"address": "{}"}}"#, redis.addr());
+    spec.sockets.push(redis.addr());
+    Broker::start_with(|c| with_storage_spec(c, spec)).await
 }
 
 /// A 5.0 CONNECT; `expiry` > 0 asks for a persistent session.
@@ -140,9 +154,20 @@ async fn delivery(c: &mut Conn) -> Publish {
 }
 
 #[tokio::test]
-async fn sessions_queues_and_retained_messages_survive_a_restart() {
+async fn sessions_queues_and_retained_messages_survive_a_restart_on_redb() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_redb(dir.path()).await;
+    survive_a_restart(|| start_redb(dir.path())).await;
+}
+
+#[tokio::test]
+async fn sessions_queues_and_retained_messages_survive_a_restart_on_redis() {
+    let redis = RedisServer::start().expect("a Redis server (tests/setup installs it)");
+    survive_a_restart(|| start_redis(&redis)).await;
+}
+
+/// Restarts of the broker on the storage `start` opens, each time on the same data.
+async fn survive_a_restart<F: Future<Output = Broker>>(start: impl Fn() -> F) {
+    let broker = start().await;
     let (mut sub, _) = connect_v5(&broker, "keeper", true, 3600).await;
     subscribe(&mut sub, "kept/#", QoS::AtLeastOnce).await;
     disconnect(sub).await;
@@ -158,7 +183,7 @@ async fn sessions_queues_and_retained_messages_survive_a_restart() {
     disconnect(publisher).await;
     broker.stop().await;
 
-    let broker = start_redb(dir.path()).await;
+    let broker = start().await;
     assert_eq!(broker.state.retained_count(), 1);
     assert_eq!(broker.state.session_count(), 1);
     let (mut sub, ack) = connect_v5(&broker, "keeper", false, 3600).await;
@@ -188,7 +213,7 @@ async fn sessions_queues_and_retained_messages_survive_a_restart() {
     disconnect(sub).await;
     disconnect(publisher).await;
     broker.stop().await;
-    let broker = start_redb(dir.path()).await;
+    let broker = start().await;
     let (mut sub, ack) = connect_v5(&broker, "keeper", false, 3600).await;
     assert!(ack.session_present);
     sub.expect_open_for(QUIET).await;
@@ -198,7 +223,7 @@ async fn sessions_queues_and_retained_messages_survive_a_restart() {
     assert!(!ack.session_present);
     disconnect(sub).await;
     broker.stop().await;
-    let broker = start_redb(dir.path()).await;
+    let broker = start().await;
     assert_eq!(broker.state.session_count(), 0);
     assert_eq!(broker.state.retained_count(), 1);
 }
@@ -293,6 +318,70 @@ async fn a_slow_backend_delays_the_acknowledgement_only() {
     // Each write takes 300 ms: nothing is acknowledged before it is stored...
     publisher.expect_open_for(Duration::from_millis(150)).await;
     // ...and then it is, while the online subscriber got the message meanwhile.
+    assert_eq!(puback(&mut publisher).await.reason, ReasonCode::Success);
+    assert_eq!(&delivery(&mut sub).await.payload[..], b"s");
+}
+
+#[tokio::test]
+async fn redis_down_holds_acknowledgements_and_the_broker_recovers() {
+    let mut redis = RedisServer::start().expect("a Redis server (tests/setup installs it)");
+    let broker = start_redis(&redis).await;
+    let (mut sub, _) = connect_v5(&broker, "offline", true, 3600).await;
+    subscribe(&mut sub, "t", QoS::AtLeastOnce).await;
+    disconnect(sub).await;
+    let (mut publisher, _) = connect_v5(&broker, "pub", true, 0).await;
+    publisher
+        .send_v5(&publish("t", QoS::AtLeastOnce, 1, b"1", false))
+        .await;
+    assert_eq!(puback(&mut publisher).await.reason, ReasonCode::Success);
+
+    // The server crashes: the write of message 2 fails and is retried; nothing is acknowledged.
+    redis.kill();
+    publisher
+        .send_v5(&publish("t", QoS::AtLeastOnce, 2, b"2", false))
+        .await;
+    publisher.expect_open_for(QUIET).await;
+    let (mut other, _) = connect_v5(&broker, "pub-2", true, 0).await;
+    other
+        .send_v5(&publish("t", QoS::AtLeastOnce, 1, b"x", false))
+        .await;
+    let refused = puback(&mut other).await;
+    assert_eq!(refused.reason, ReasonCode::UnspecifiedError, "{refused:?}");
+    let (_, ack) = connect_v5(&broker, "wants-a-session", true, 60).await;
+    assert_eq!(ack.reason, ReasonCode::ServerUnavailable);
+
+    // It comes back with its data (append-only file): the plugin reconnects, the retried write lands,
+    // the held PUBACK goes out.
+    redis.restart().unwrap();
+    let held = tokio::time::timeout(Duration::from_secs(10), puback(&mut publisher))
+        .await
+        .expect("the held PUBACK after Redis came back");
+    assert_eq!((held.packet_id, held.reason), (2, ReasonCode::Success));
+    let (writes, failures, _) = broker.state.store().expect("storage").counts();
+    assert!(
+        failures >= 1 && writes >= 2,
+        "{writes} writes, {failures} failures"
+    );
+    let (mut sub, ack) = connect_v5(&broker, "offline", false, 3600).await;
+    assert!(ack.session_present);
+    assert_eq!(&delivery(&mut sub).await.payload[..], b"1");
+    assert_eq!(&delivery(&mut sub).await.payload[..], b"2");
+    sub.expect_open_for(QUIET).await;
+}
+
+#[tokio::test]
+async fn a_paused_redis_delays_the_acknowledgement_only() {
+    let redis = RedisServer::start().expect("a Redis server (tests/setup installs it)");
+    let broker = start_redis(&redis).await;
+    let (mut sub, _) = connect_v5(&broker, "persistent", true, 3600).await;
+    subscribe(&mut sub, "slow", QoS::AtLeastOnce).await;
+    let (mut publisher, _) = connect_v5(&broker, "pub", true, 0).await;
+    // Redis answers nothing for 600 ms (DEBUG SLEEP), as a server stalled on its disk would.
+    redis.pause(Duration::from_millis(600));
+    publisher
+        .send_v5(&publish("slow", QoS::AtLeastOnce, 1, b"s", false))
+        .await;
+    publisher.expect_open_for(Duration::from_millis(300)).await;
     assert_eq!(puback(&mut publisher).await.reason, ReasonCode::Success);
     assert_eq!(&delivery(&mut sub).await.payload[..], b"s");
 }

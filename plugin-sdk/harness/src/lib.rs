@@ -29,6 +29,7 @@ mod build;
 mod client;
 mod http;
 mod interpreted;
+pub mod redis;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
