@@ -194,6 +194,33 @@ const NOT_STORAGE: &str = "this plugin is not a storage backend";
 /// The types of the `storage` interface (WIT 0.1.2) that a storage backend exports.
 pub mod storage {
     pub use crate::bindings::exports::wasp::plugin::storage::{Key, Keyspace, Op};
+
+    /// Every keyspace, in the WIT's order: `keyspace as usize` is its position here.
+    pub const KEYSPACES: [Keyspace; 4] = [
+        Keyspace::Retained,
+        Keyspace::Sessions,
+        Keyspace::Messages,
+        Keyspace::IncomingQos2,
+    ];
+
+    /// A keyspace's name in the WIT (`"incoming-qos2"`), e.g. for naming a table or a key.
+    pub fn keyspace_name(keyspace: Keyspace) -> &'static str {
+        match keyspace {
+            Keyspace::Retained => "retained",
+            Keyspace::Sessions => "sessions",
+            Keyspace::Messages => "messages",
+            Keyspace::IncomingQos2 => "incoming-qos2",
+        }
+    }
+
+    /// A record's key: `key(Keyspace::Messages, "client-1", 7)`.
+    pub fn key(keyspace: Keyspace, name: impl Into<String>, seq: u64) -> Key {
+        Key {
+            keyspace,
+            name: name.into(),
+            seq,
+        }
+    }
 }
 
 /// Exports a [`Plugin`] type as the component's `plugin`, `authenticator`, `authorizer`, `transformer`,

@@ -246,77 +246,40 @@ async fn start_flaky(ctl: &Path) -> Broker {
 async fn a_failing_backend_holds_acknowledgements_and_the_broker_recovers() {
     let ctl = tempfile::tempdir().unwrap();
     let broker = start_flaky(ctl.path()).await;
-    let (mut sub, _) = connect_v5(&broker, "offline", true, 3600).await;
-    subscribe(&mut sub, "t", QoS::AtLeastOnce).await;
-    disconnect(sub).await;
-    let (mut publisher, _) = connect_v5(&broker, "pub", true, 0).await;
-    publisher
-        .send_v5(&publish("t", QoS::AtLeastOnce, 1, b"1", false))
-        .await;
-    assert_eq!(puback(&mut publisher).await.reason, ReasonCode::Success);
-
-    // Down: the message is routed and stays unacknowledged while its write fails.
-    std::fs::write(ctl.path().join("fail"), b"").unwrap();
-    publisher
-        .send_v5(&publish("t", QoS::AtLeastOnce, 2, b"2", false))
-        .await;
-    publisher.expect_open_for(QUIET).await;
-    // Meanwhile new QoS 1 work is refused with the spec's codes: PUBLISH 0x80 (behind the held PUBACK
-    // on the first connection, at once on a new one), persistent CONNECT 0x88; clean sessions connect.
-    publisher
-        .send_v5(&publish("t", QoS::AtLeastOnce, 3, b"3", false))
-        .await;
-    let (mut other, _) = connect_v5(&broker, "pub-2", true, 0).await;
-    other
-        .send_v5(&publish("t", QoS::AtLeastOnce, 1, b"x", false))
-        .await;
-    let refused = puback(&mut other).await;
-    assert_eq!(refused.reason, ReasonCode::UnspecifiedError, "{refused:?}");
-    assert_eq!(
-        refused.properties.reason_string.as_deref(),
-        Some("storage is unavailable")
-    );
-    let (_, ack) = connect_v5(&broker, "wants-a-session", true, 60).await;
-    assert_eq!(ack.reason, ReasonCode::ServerUnavailable);
-
-    // Back: the held PUBACK goes out (the write is retried), then the refusal, in order.
-    std::fs::remove_file(ctl.path().join("fail")).unwrap();
-    let held = tokio::time::timeout(Duration::from_secs(10), puback(&mut publisher))
-        .await
-        .expect("the held PUBACK after the backend came back");
-    assert_eq!((held.packet_id, held.reason), (2, ReasonCode::Success));
-    let after = puback(&mut publisher).await;
-    assert_eq!(
-        (after.packet_id, after.reason),
-        (3, ReasonCode::UnspecifiedError)
-    );
-    let (_, ack) = connect_v5(&broker, "wants-a-session", true, 60).await;
-    assert_eq!(ack.reason, ReasonCode::Success);
-    // $SYS and the metrics count the failed writes.
-    let (writes, failures, _) = broker.state.store().expect("storage").counts();
-    assert!(failures >= 1, "{failures} failed writes counted");
-    assert!(writes >= 2, "{writes} writes counted");
-    // The session got what was acknowledged, not what was refused.
-    let (mut sub, ack) = connect_v5(&broker, "offline", false, 3600).await;
-    assert!(ack.session_present);
-    assert_eq!(&delivery(&mut sub).await.payload[..], b"1");
-    assert_eq!(&delivery(&mut sub).await.payload[..], b"2");
-    sub.expect_open_for(QUIET).await;
+    let fail = ctl.path().join("fail");
+    outage(&broker, |down| {
+        if down {
+            std::fs::write(&fail, b"").unwrap();
+        } else {
+            std::fs::remove_file(&fail).unwrap();
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_slow_backend_delays_the_acknowledgement_only() {
     let ctl = tempfile::tempdir().unwrap();
     let broker = start_flaky(ctl.path()).await;
-    let (mut sub, _) = connect_v5(&broker, "persistent", true, 3600).await;
+    // Each write takes 300 ms.
+    slow_write(&broker, Duration::from_millis(150), || {
+        std::fs::write(ctl.path().join("slow"), b"").unwrap();
+    })
+    .await;
+}
+
+/// With the backend made slow by `slow_down` (for longer than `stalled`), a QoS 1 PUBLISH to a persistent
+/// session is not acknowledged for `stalled`, then it is, and the online subscriber got it meanwhile.
+async fn slow_write(broker: &Broker, stalled: Duration, slow_down: impl FnOnce()) {
+    let (mut sub, _) = connect_v5(broker, "persistent", true, 3600).await;
     subscribe(&mut sub, "slow", QoS::AtLeastOnce).await;
-    std::fs::write(ctl.path().join("slow"), b"").unwrap();
-    let (mut publisher, _) = connect_v5(&broker, "pub", true, 0).await;
+    let (mut publisher, _) = connect_v5(broker, "pub", true, 0).await;
+    slow_down();
     publisher
         .send_v5(&publish("slow", QoS::AtLeastOnce, 1, b"s", false))
         .await;
-    // Each write takes 300 ms: nothing is acknowledged before it is stored...
-    publisher.expect_open_for(Duration::from_millis(150)).await;
+    // Nothing is acknowledged before it is stored...
+    publisher.expect_open_for(stalled).await;
     // ...and then it is, while the online subscriber got the message meanwhile.
     assert_eq!(puback(&mut publisher).await.reason, ReasonCode::Success);
     assert_eq!(&delivery(&mut sub).await.payload[..], b"s");
@@ -326,43 +289,74 @@ async fn a_slow_backend_delays_the_acknowledgement_only() {
 async fn redis_down_holds_acknowledgements_and_the_broker_recovers() {
     let mut redis = RedisServer::start().expect("a Redis server (tests/setup installs it)");
     let broker = start_redis(&redis).await;
-    let (mut sub, _) = connect_v5(&broker, "offline", true, 3600).await;
+    // The server crashes, then comes back with its data (append-only file); the plugin reconnects.
+    outage(&broker, |down| {
+        if down {
+            redis.kill();
+        } else {
+            redis.restart().unwrap();
+        }
+    })
+    .await;
+}
+
+/// The storage backend goes down (`set_down(true)`) while a persistent session is offline, and comes
+/// back (`set_down(false)`): the PUBLISH whose write fails is held, not acknowledged; meanwhile new
+/// QoS 1 work is refused with the spec's codes; once the backend is back the retried write lands, the
+/// held PUBACK goes out, then the refusals, in order; the session gets what was acknowledged only.
+async fn outage(broker: &Broker, mut set_down: impl FnMut(bool)) {
+    let (mut sub, _) = connect_v5(broker, "offline", true, 3600).await;
     subscribe(&mut sub, "t", QoS::AtLeastOnce).await;
     disconnect(sub).await;
-    let (mut publisher, _) = connect_v5(&broker, "pub", true, 0).await;
+    let (mut publisher, _) = connect_v5(broker, "pub", true, 0).await;
     publisher
         .send_v5(&publish("t", QoS::AtLeastOnce, 1, b"1", false))
         .await;
     assert_eq!(puback(&mut publisher).await.reason, ReasonCode::Success);
 
-    // The server crashes: the write of message 2 fails and is retried; nothing is acknowledged.
-    redis.kill();
+    // Down: the message is routed and stays unacknowledged while its write fails.
+    set_down(true);
     publisher
         .send_v5(&publish("t", QoS::AtLeastOnce, 2, b"2", false))
         .await;
     publisher.expect_open_for(QUIET).await;
-    let (mut other, _) = connect_v5(&broker, "pub-2", true, 0).await;
+    // Meanwhile new QoS 1 work is refused with the spec's codes: PUBLISH 0x80 (behind the held PUBACK
+    // on the first connection, at once on a new one), persistent CONNECT 0x88; clean sessions connect.
+    publisher
+        .send_v5(&publish("t", QoS::AtLeastOnce, 3, b"3", false))
+        .await;
+    let (mut other, _) = connect_v5(broker, "pub-2", true, 0).await;
     other
         .send_v5(&publish("t", QoS::AtLeastOnce, 1, b"x", false))
         .await;
     let refused = puback(&mut other).await;
     assert_eq!(refused.reason, ReasonCode::UnspecifiedError, "{refused:?}");
-    let (_, ack) = connect_v5(&broker, "wants-a-session", true, 60).await;
+    assert_eq!(
+        refused.properties.reason_string.as_deref(),
+        Some("storage is unavailable")
+    );
+    let (_, ack) = connect_v5(broker, "wants-a-session", true, 60).await;
     assert_eq!(ack.reason, ReasonCode::ServerUnavailable);
 
-    // It comes back with its data (append-only file): the plugin reconnects, the retried write lands,
-    // the held PUBACK goes out.
-    redis.restart().unwrap();
+    // Back: the held PUBACK goes out (the write is retried), then the refusal, in order.
+    set_down(false);
     let held = tokio::time::timeout(Duration::from_secs(10), puback(&mut publisher))
         .await
-        .expect("the held PUBACK after Redis came back");
+        .expect("the held PUBACK after the backend came back");
     assert_eq!((held.packet_id, held.reason), (2, ReasonCode::Success));
-    let (writes, failures, _) = broker.state.store().expect("storage").counts();
-    assert!(
-        failures >= 1 && writes >= 2,
-        "{writes} writes, {failures} failures"
+    let after = puback(&mut publisher).await;
+    assert_eq!(
+        (after.packet_id, after.reason),
+        (3, ReasonCode::UnspecifiedError)
     );
-    let (mut sub, ack) = connect_v5(&broker, "offline", false, 3600).await;
+    let (_, ack) = connect_v5(broker, "wants-a-session", true, 60).await;
+    assert_eq!(ack.reason, ReasonCode::Success);
+    // $SYS and the metrics count the failed writes.
+    let (writes, failures, _) = broker.state.store().expect("storage").counts();
+    assert!(failures >= 1, "{failures} failed writes counted");
+    assert!(writes >= 2, "{writes} writes counted");
+    // The session got what was acknowledged, not what was refused.
+    let (mut sub, ack) = connect_v5(broker, "offline", false, 3600).await;
     assert!(ack.session_present);
     assert_eq!(&delivery(&mut sub).await.payload[..], b"1");
     assert_eq!(&delivery(&mut sub).await.payload[..], b"2");
@@ -373,15 +367,9 @@ async fn redis_down_holds_acknowledgements_and_the_broker_recovers() {
 async fn a_paused_redis_delays_the_acknowledgement_only() {
     let redis = RedisServer::start().expect("a Redis server (tests/setup installs it)");
     let broker = start_redis(&redis).await;
-    let (mut sub, _) = connect_v5(&broker, "persistent", true, 3600).await;
-    subscribe(&mut sub, "slow", QoS::AtLeastOnce).await;
-    let (mut publisher, _) = connect_v5(&broker, "pub", true, 0).await;
     // Redis answers nothing for 600 ms (DEBUG SLEEP), as a server stalled on its disk would.
-    redis.pause(Duration::from_millis(600));
-    publisher
-        .send_v5(&publish("slow", QoS::AtLeastOnce, 1, b"s", false))
-        .await;
-    publisher.expect_open_for(Duration::from_millis(300)).await;
-    assert_eq!(puback(&mut publisher).await.reason, ReasonCode::Success);
-    assert_eq!(&delivery(&mut sub).await.payload[..], b"s");
+    slow_write(&broker, Duration::from_millis(300), || {
+        redis.pause(Duration::from_millis(600))
+    })
+    .await;
 }

@@ -27,6 +27,7 @@
 
 mod build;
 mod client;
+pub mod conformance;
 mod http;
 mod interpreted;
 pub mod redis;

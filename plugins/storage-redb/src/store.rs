@@ -4,7 +4,7 @@ use std::ops::Bound;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, TableDefinition};
-use wasp_plugin_sdk::storage::{Key, Keyspace, Op};
+use wasp_plugin_sdk::storage::{Key, Keyspace, Op, key};
 
 type Table = TableDefinition<'static, (&'static str, u64), &'static [u8]>;
 
@@ -13,30 +13,13 @@ const SESSIONS: Table = TableDefinition::new("sessions");
 const MESSAGES: Table = TableDefinition::new("messages");
 const INCOMING_QOS2: Table = TableDefinition::new("incoming-qos2");
 
-/// Every table, in the order of [`index`].
+/// Every table, in the WIT's keyspace order: a keyspace's table is `TABLES[keyspace as usize]`.
 const TABLES: [Table; 4] = [RETAINED, SESSIONS, MESSAGES, INCOMING_QOS2];
 
-/// The position of a keyspace's table in [`TABLES`].
-fn index(keyspace: Keyspace) -> usize {
-    match keyspace {
-        Keyspace::Retained => 0,
-        Keyspace::Sessions => 1,
-        Keyspace::Messages => 2,
-        Keyspace::IncomingQos2 => 3,
-    }
-}
-
 /// A failure of the database, with what was being done.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct StoreError(String);
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StoreError {}
 
 fn failed<E: Into<redb::Error>>(doing: &str) -> impl Fn(E) -> StoreError + '_ {
     move |e| StoreError(format!("{doing}: {}", e.into()))
@@ -74,17 +57,17 @@ impl RedbStore {
             for op in batch {
                 match op {
                     Op::Put((key, value)) => {
-                        tables[index(key.keyspace)]
+                        tables[key.keyspace as usize]
                             .insert((key.name.as_str(), key.seq), value.as_slice())
                             .map_err(failed("put"))?;
                     }
                     Op::Delete(key) => {
-                        tables[index(key.keyspace)]
+                        tables[key.keyspace as usize]
                             .remove((key.name.as_str(), key.seq))
                             .map_err(failed("delete"))?;
                     }
                     Op::DeleteAll((keyspace, name)) => {
-                        tables[index(*keyspace)]
+                        tables[*keyspace as usize]
                             .retain_in((name.as_str(), 0)..=(name.as_str(), u64::MAX), |_, _| false)
                             .map_err(failed("delete all"))?;
                     }
@@ -103,7 +86,7 @@ impl RedbStore {
     ) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
         let txn = self.db.begin_read().map_err(failed("begin read"))?;
         let t = txn
-            .open_table(TABLES[index(keyspace)])
+            .open_table(TABLES[keyspace as usize])
             .map_err(failed("open table"))?;
         let lower = match after {
             Some(key) => Bound::Excluded((key.name.as_str(), key.seq)),
@@ -114,16 +97,9 @@ impl RedbStore {
             .map_err(failed("read"))?;
         let mut records = Vec::new();
         for entry in range.take(limit as usize) {
-            let (key, value) = entry.map_err(failed("read"))?;
-            let (name, seq) = key.value();
-            records.push((
-                Key {
-                    keyspace,
-                    name: name.to_owned(),
-                    seq,
-                },
-                value.value().to_vec(),
-            ));
+            let (stored, value) = entry.map_err(failed("read"))?;
+            let (name, seq) = stored.value();
+            records.push((key(keyspace, name, seq), value.value().to_vec()));
         }
         Ok(records)
     }
@@ -132,14 +108,6 @@ impl RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(keyspace: Keyspace, name: &str, seq: u64) -> Key {
-        Key {
-            keyspace,
-            name: name.to_owned(),
-            seq,
-        }
-    }
 
     fn put(keyspace: Keyspace, name: &str, seq: u64, value: &[u8]) -> Op {
         Op::Put((key(keyspace, name, seq), value.to_vec()))

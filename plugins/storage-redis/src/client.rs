@@ -11,25 +11,18 @@ use redis_protocol::resp2::encode::encode;
 use redis_protocol::resp2::types::{OwnedFrame, Resp2Frame};
 
 /// Why a command failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The connection failed (connect, send or receive): it is unusable and must be dropped.
+    #[error("connection failed: {0}")]
     Io(String),
     /// The server answered with an error reply (e.g. `NOSCRIPT`, `MISCONF`, `WRONGPASS`); the
     /// connection is still usable.
+    #[error("Redis answered: {0}")]
     Server(String),
     /// The reply is not what the command returns: the connection is out of step and must be dropped.
+    #[error("unexpected reply: {0}")]
     Protocol(String),
-}
-
-impl std::fmt::Display for ClientError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Io(e) => write!(f, "connection failed: {e}"),
-            Self::Server(e) => write!(f, "Redis answered: {e}"),
-            Self::Protocol(e) => write!(f, "unexpected reply: {e}"),
-        }
-    }
 }
 
 impl ClientError {

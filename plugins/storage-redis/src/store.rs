@@ -18,7 +18,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 
-use wasp_plugin_sdk::storage::{Key, Keyspace, Op};
+use wasp_plugin_sdk::storage::{KEYSPACES, Key, Keyspace, Op, key, keyspace_name};
 
 use crate::client::{ClientError, Connection, array, bytes};
 
@@ -68,23 +68,6 @@ end
 return out
 ";
 
-/// The keyspaces, in the order of the write script's KEYS.
-const KEYSPACES: [(Keyspace, &str); 4] = [
-    (Keyspace::Retained, "retained"),
-    (Keyspace::Sessions, "sessions"),
-    (Keyspace::Messages, "messages"),
-    (Keyspace::IncomingQos2, "incoming-qos2"),
-];
-
-fn index(keyspace: Keyspace) -> usize {
-    match keyspace {
-        Keyspace::Retained => 0,
-        Keyspace::Sessions => 1,
-        Keyspace::Messages => 2,
-        Keyspace::IncomingQos2 => 3,
-    }
-}
-
 /// Where the store is and how to log in.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -101,16 +84,9 @@ pub struct Settings {
 }
 
 /// A failure, with what was being done.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct StoreError(String);
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StoreError {}
 
 fn failed(doing: &str) -> impl Fn(ClientError) -> StoreError + '_ {
     move |e| StoreError(format!("{doing}: {e}"))
@@ -137,9 +113,11 @@ pub struct RedisStore {
 impl RedisStore {
     /// Connects, logs in and loads the scripts; fails with the reason when the server is unreachable.
     pub fn open(settings: Settings) -> Result<Self, StoreError> {
+        // In the write script's KEYS order: keyspace k's keys at 2k and 2k + 1.
         let keys = KEYSPACES
             .iter()
-            .flat_map(|(_, name)| {
+            .flat_map(|&keyspace| {
+                let name = keyspace_name(keyspace);
                 [
                     format!("{{{}}}:{name}", settings.prefix),
                     format!("{{{}}}:{name}:order", settings.prefix),
@@ -214,7 +192,7 @@ impl RedisStore {
             Some(key) => [b"(".as_slice(), &member(key)?].concat(),
             None => b"-".to_vec(),
         };
-        let i = index(keyspace);
+        let i = keyspace as usize;
         let keys = &self.keys[2 * i..2 * i + 2];
         let reply = self
             .with_session(|s| {
@@ -222,7 +200,7 @@ impl RedisStore {
                 let limit = limit.to_string().into_bytes();
                 evalsha(s, &sha, keys, &[Cow::Borrowed(&min[..]), Cow::Owned(limit)])
             })
-            .map_err(|e| StoreError(format!("load of {}: {e}", KEYSPACES[i].1)))?;
+            .map_err(|e| StoreError(format!("load of {}: {e}", keyspace_name(keyspace))))?;
         let items = array(reply).map_err(failed("load"))?;
         let mut records = Vec::with_capacity(items.len() / 2);
         let mut items = items.into_iter();
@@ -327,7 +305,7 @@ fn numeral(n: usize) -> &'static [u8] {
 /// The keyspace's number in the write script's ARGV.
 fn digit(keyspace: Keyspace) -> Cow<'static, [u8]> {
     const DIGITS: [&[u8]; 4] = [b"0", b"1", b"2", b"3"];
-    Cow::Borrowed(DIGITS[index(keyspace)])
+    Cow::Borrowed(DIGITS[keyspace as usize])
 }
 
 /// A name the member encoding can hold (no NUL).
@@ -352,25 +330,13 @@ fn parse_member(keyspace: Keyspace, member: &[u8]) -> Option<Key> {
     let (name, rest) = member.split_at(split);
     let hex = rest.strip_prefix(b"\0")?;
     let seq = u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
-    Some(Key {
-        keyspace,
-        name: String::from_utf8(name.to_vec()).ok()?,
-        seq,
-    })
+    Some(key(keyspace, String::from_utf8(name.to_vec()).ok()?, seq))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use wasp_plugin_harness::redis::RedisServer;
-
-    fn key(keyspace: Keyspace, name: &str, seq: u64) -> Key {
-        Key {
-            keyspace,
-            name: name.to_owned(),
-            seq,
-        }
-    }
 
     fn settings(server: &RedisServer) -> Settings {
         Settings {

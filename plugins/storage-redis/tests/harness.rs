@@ -2,7 +2,6 @@
 //! a real `redis-server` on loopback through the sockets its grant lists.
 
 use wasp_plugin_harness::redis::RedisServer;
-use wasp_plugin_harness::storage::{Key, Keyspace, Op};
 use wasp_plugin_harness::{Harness, HostError, plugin_wasm};
 
 fn load(server: &RedisServer, grant: bool) -> Result<Harness, HostError> {
@@ -16,47 +15,15 @@ fn load(server: &RedisServer, grant: bool) -> Result<Harness, HostError> {
     builder.build()
 }
 
-fn key(keyspace: Keyspace, name: &str, seq: u64) -> Key {
-    Key {
-        keyspace,
-        name: name.to_owned(),
-        seq,
-    }
-}
-
 #[test]
-fn a_second_instance_reads_what_the_first_wrote() {
+fn keeps_the_storage_contract() {
     let server = RedisServer::start().unwrap();
-    {
-        let plugin = load(&server, true).unwrap();
-        assert!(plugin.exports().storage);
-        plugin
-            .storage_write(&[
-                Op::Put((key(Keyspace::Sessions, "c1", 0), b"session".to_vec())),
-                Op::Put((key(Keyspace::Messages, "c1", 1), b"m1".to_vec())),
-                Op::Put((key(Keyspace::Messages, "c1", 2), b"m2".to_vec())),
-                Op::Put((key(Keyspace::Messages, "c2", 1), b"other".to_vec())),
-            ])
-            .unwrap()
-            .unwrap();
-        plugin
-            .storage_write(&[
-                Op::Delete(key(Keyspace::Messages, "c1", 1)),
-                Op::DeleteAll((Keyspace::Messages, "c2".to_owned())),
-            ])
-            .unwrap()
-            .unwrap();
-    }
-    // In Redis, under the configured prefix.
-    assert_eq!(server.command(&["HLEN", "{test}:messages"]).unwrap(), ":1");
-    let plugin = load(&server, true).unwrap();
-    let messages = plugin
-        .storage_load(Keyspace::Messages, None, 10)
-        .unwrap()
-        .unwrap();
+    wasp_plugin_harness::conformance::storage_backend(|| load(&server, true).unwrap());
+    // In Redis, under the configured prefix: the keyspace's hash and its order.
+    assert_eq!(server.command(&["HLEN", "{test}:messages"]).unwrap(), ":2");
     assert_eq!(
-        messages,
-        vec![(key(Keyspace::Messages, "c1", 2), b"m2".to_vec())]
+        server.command(&["ZCARD", "{test}:messages:order"]).unwrap(),
+        ":2"
     );
 }
 
