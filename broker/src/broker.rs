@@ -570,7 +570,11 @@ impl Broker {
                     store.append(Op::Delete(key.clone()));
                 }
                 Ok(Outbound::Pending(d, Some(packet_id))) => {
-                    state.inflight.push(packet_id, Inflight::Qos2(d));
+                    let entry = match d.qos {
+                        QoS::AtLeastOnce => Inflight::Qos1(d),
+                        _ => Inflight::Qos2(d),
+                    };
+                    state.inflight.push(packet_id, entry);
                     restored.counts.2 += 1;
                 }
                 Ok(Outbound::Pending(d, None)) => {

@@ -1883,17 +1883,21 @@ impl Conn {
                     break;
                 };
                 let d = state.queue.pop_front().expect("front exists");
-                // A stored QoS 2 delivery records its packet identifier before the client sees it, so
-                // that after a restart the same identifier is used again (and the client's duplicate
-                // detection works).
-                let ticket = match (d.qos, d.stored) {
-                    (QoS::ExactlyOnce, Some(seq)) => session.persist(&mut state, |_| {
-                        Op::Put((
-                            store::key(Keyspace::Messages, &session.client_id, seq),
-                            store::encode_delivery(&d, Some(id)),
-                        ))
-                    }),
-                    _ => None,
+                // A stored delivery records its packet identifier, so that after a restart it is sent
+                // again with the same one (MQTT-4.4.0-1). QoS 2 waits until that is durable before the
+                // client sees the PUBLISH: a new identifier would make the client take it as a new
+                // message. QoS 1 does not wait: a crash before the write re-sends with a new identifier,
+                // a duplicate QoS 1 allows.
+                let ticket = match d.stored {
+                    Some(seq) => session
+                        .persist(&mut state, |_| {
+                            Op::Put((
+                                store::key(Keyspace::Messages, &session.client_id, seq),
+                                store::encode_delivery(&d, Some(id)),
+                            ))
+                        })
+                        .filter(|_| d.qos == QoS::ExactlyOnce),
+                    None => None,
                 };
                 let entry = match d.qos {
                     QoS::AtLeastOnce => Inflight::Qos1(d.clone()),

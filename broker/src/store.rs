@@ -562,7 +562,7 @@ impl StoredMessage {
 #[derive(Debug, Serialize, Deserialize)]
 #[allow(clippy::large_enum_variant)]
 enum StoredOutbound {
-    /// Queued (`packet_id` none), or a QoS 2 PUBLISH sent with `packet_id`.
+    /// Queued (`packet_id` none), or a QoS 1/2 PUBLISH sent with `packet_id`.
     Pending {
         message: StoredMessage,
         qos: u8,
@@ -583,7 +583,7 @@ pub enum Outbound {
     Released(u16),
 }
 
-/// The value of a queued delivery (or, with `packet_id`, a sent QoS 2 one).
+/// The value of a queued delivery (or, with `packet_id`, a sent one).
 pub fn encode_delivery(d: &Delivery, packet_id: Option<u16>) -> Vec<u8> {
     encode(&StoredOutbound::Pending {
         message: StoredMessage::of(&d.message),

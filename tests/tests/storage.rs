@@ -373,3 +373,40 @@ async fn a_paused_redis_delays_the_acknowledgement_only() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_qos1_message_in_flight_is_sent_again_with_its_packet_id_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_redb(dir.path()).await;
+    let (mut sub, _) = connect_v5(&broker, "in-flight", true, 3600).await;
+    subscribe(&mut sub, "f", QoS::AtLeastOnce).await;
+    let (mut publisher, _) = connect_v5(&broker, "pub", true, 0).await;
+    for (id, payload) in [(1, b"1"), (2, b"2"), (3, b"3")] {
+        publisher
+            .send_v5(&publish("f", QoS::AtLeastOnce, id, payload, false))
+            .await;
+        assert_eq!(puback(&mut publisher).await.reason, ReasonCode::Success);
+    }
+    // The first two are acknowledged; the third is received and not.
+    delivery(&mut sub).await;
+    delivery(&mut sub).await;
+    let unacknowledged = match sub.recv_v5().await {
+        Packet::Publish(p) => p,
+        other => panic!("PUBLISH expected, got {other:?}"),
+    };
+    assert_eq!(&unacknowledged.payload[..], b"3");
+    disconnect(sub).await;
+    disconnect(publisher).await;
+    broker.stop().await;
+
+    // After the restart the session sends it again with its packet identifier and DUP set
+    // (MQTT-4.4.0-1), not as a new message.
+    let broker = start_redb(dir.path()).await;
+    let (mut sub, ack) = connect_v5(&broker, "in-flight", false, 3600).await;
+    assert!(ack.session_present);
+    let again = delivery(&mut sub).await;
+    assert_eq!(&again.payload[..], b"3");
+    assert_eq!(again.packet_id, unacknowledged.packet_id);
+    assert!(again.dup, "{again:?}");
+    sub.expect_open_for(QUIET).await;
+}
