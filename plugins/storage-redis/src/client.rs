@@ -42,8 +42,9 @@ pub struct Connection {
     output: Vec<u8>,
 }
 
-/// How long a reply may take before the connection counts as failed. The broker's own deadline for a
-/// storage call is longer: a timeout here is reported as an error, and the write is retried.
+/// How long a reply (or sending a command) may take before the connection counts as failed. The broker's
+/// own deadline for a storage call is longer: a timeout here is reported as an error, and the write is
+/// retried.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(4);
 
 impl Connection {
@@ -51,8 +52,9 @@ impl Connection {
     pub fn open(addr: SocketAddr) -> Result<Self, ClientError> {
         let stream =
             TcpStream::connect(addr).map_err(|e| ClientError::Io(format!("{addr}: {e}")))?;
-        // Best effort: WASI sockets may not offer receive timeouts; the host's call deadline still applies.
+        // Best effort: WASI sockets may not offer socket timeouts; the host's call deadline still applies.
         let _ = stream.set_read_timeout(Some(REPLY_TIMEOUT));
+        let _ = stream.set_write_timeout(Some(REPLY_TIMEOUT));
         let _ = stream.set_nodelay(true);
         Ok(Self {
             stream,
