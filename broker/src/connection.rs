@@ -186,7 +186,7 @@ pub(crate) async fn serve(
             certificate_authenticates: cert.is_some_and(|c| c.username.is_some()),
         };
         let access = Access::new(listener.chain.clone(), client, defaults);
-        handshake_and_run(broker, io, *connect, access, shutdown).await;
+        handshake_and_run(Box::new((broker, io, *connect, access)), shutdown).await;
     }
     .instrument(span)
     .await
@@ -389,16 +389,15 @@ fn refusal_text(reason: ReasonCode) -> &'static str {
 
 /// Validates CONNECT, takes over the session and runs the connection.
 async fn handshake_and_run(
-    broker: Arc<Broker>,
-    io: Io,
-    connect: Connect,
-    access: Access,
+    accepted: Box<(Arc<Broker>, Io, Connect, Access)>,
     shutdown: watch::Receiver<bool>,
 ) {
     // The handshake's future is large (plugin calls, refusals, the takeover) and short-lived: boxed, it is
     // freed before the connection settles into `run`, so what an idle connection keeps is `Conn` and the
     // run loop's future (measured with wasp-bench: 19 KiB of RSS per idle connection before, see
-    // bench/README.md).
+    // bench/README.md). Its inputs come boxed too: an async fn keeps room for its arguments in every
+    // state, and these (~1.2 KB, mostly the CONNECT) would otherwise stay for the connection's life.
+    let (broker, io, connect, access) = *accepted;
     let Some(Ready {
         mut conn,
         slot,
@@ -963,7 +962,7 @@ enum Deferred {
 
 /// A PUBLISH waiting for a limit to allow it (see [`Conn::held`]).
 struct Held {
-    publish: Publish,
+    publish: Box<Publish>,
     until: tokio::time::Instant,
 }
 
@@ -1093,7 +1092,9 @@ impl Conn {
 
     async fn handle(&mut self, packet: Packet) -> Result<(), Close> {
         match packet {
-            Packet::Publish(p) => self.on_publish(p).await,
+            // Boxed: handled through four nested async fns, each of which would keep its own copies of
+            // the 400-byte `Publish` in its state, and that state is part of every connection's task.
+            Packet::Publish(p) => self.on_publish(Box::new(p)).await,
             Packet::PubAck(r) => {
                 self.on_puback(r.packet_id);
                 Ok(())
@@ -1110,7 +1111,9 @@ impl Conn {
                 self.on_pubcomp(r.packet_id);
                 Ok(())
             }
-            Packet::Subscribe(s) => self.on_subscribe(s).await,
+            // Boxed, as rarer than PUBLISH and with plugin calls inside: their state would otherwise be
+            // part of every connection's task.
+            Packet::Subscribe(s) => Box::pin(self.on_subscribe(s)).await,
             Packet::Unsubscribe(u) => {
                 self.on_unsubscribe(u);
                 Ok(())
@@ -1121,7 +1124,7 @@ impl Conn {
             }
             Packet::Disconnect(d) => Err(self.on_disconnect(d)),
             Packet::Connect(_) => Err(violation(ReasonCode::ProtocolError, "second CONNECT")),
-            Packet::Auth(a) => self.on_auth(a).await,
+            Packet::Auth(a) => Box::pin(self.on_auth(a)).await,
             other @ (Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
@@ -1197,7 +1200,7 @@ impl Conn {
         }
     }
 
-    async fn on_publish(&mut self, mut p: Publish) -> Result<(), Close> {
+    async fn on_publish(&mut self, mut p: Box<Publish>) -> Result<(), Close> {
         let limits = &self.io.broker.config.limits;
         if self.version.is_v5() {
             if !p.properties.subscription_identifiers.is_empty() {
@@ -1298,7 +1301,7 @@ impl Conn {
 
     /// Applies the publish limits (rate, bandwidth, queue memory ceiling), then routes and acknowledges,
     /// or refuses, or holds the PUBLISH back. `first`: not a held PUBLISH being looked at again.
-    async fn limit_and_route(&mut self, p: Publish, first: bool) {
+    async fn limit_and_route(&mut self, p: Box<Publish>, first: bool) {
         match self.publish_limits(&p) {
             Limited::Pass => {}
             Limited::Refuse(refusal) => {
@@ -1475,7 +1478,7 @@ impl Conn {
     /// refusal.
     async fn admit_and_route(
         &mut self,
-        mut p: Publish,
+        mut p: Box<Publish>,
     ) -> Result<(ReasonCode, Option<u64>), Refusal> {
         if p.topic.starts_with("$SYS/") || &*p.topic == "$SYS" {
             // `$SYS` topics are the broker's own (MQTT-4.7.2-1 leaves `$` topics to the server): clients may
