@@ -40,7 +40,7 @@ use wasp_mqtt::{QoS, ReasonCode};
 use wasp_plugin_host::{DirGrant, PluginSpec};
 use wasp_tests::Broker;
 use wasp_tests::load::{
-    Client, Login, cpu_time, median, publish_loop, stop_publishers, subscribe_loop,
+    Client, Login, cpu_time, median, publish_loop, runtimes, stop_publishers, subscribe_loop,
 };
 
 const PUBLISHERS: usize = 8;
@@ -241,16 +241,7 @@ async fn run(broker: &Broker) -> Run {
 }
 
 fn main() {
-    let broker_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("broker runtime");
-    let generator = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("load generator runtime");
-    let local = tokio::task::LocalSet::new();
+    let (broker_runtime, generator, local) = runtimes();
 
     println!("building the three plugins (cargo build --release --target wasm32-wasip2) ...");
     let plugins = Plugins::build();

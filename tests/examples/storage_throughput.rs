@@ -25,21 +25,20 @@
 #![allow(clippy::print_stdout)]
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use wasp::config::{Config, PluginConfig, StorageConfig};
 use wasp_mqtt::{QoS, ReasonCode};
 use wasp_plugin_harness::redis::RedisServer;
-use wasp_plugin_host::{DirGrant, PluginSpec};
-use wasp_tests::Broker;
 use wasp_tests::load::{
-    Client, IO_LIMIT, Login, cpu_time, median, publish_loop, stop_publishers, subscribe_loop,
+    Client, IO_LIMIT, Login, cpu_time, median, publish_loop, runtimes, stop_publishers,
+    subscribe_loop,
 };
+use wasp_tests::{Broker, storage};
 
 const PUBLISHERS: usize = 8;
 const WINDOW: usize = 32;
@@ -126,44 +125,6 @@ async fn run(addr: SocketAddr) -> Run {
     }
 }
 
-fn plugin_wasm(crate_dir: &str) -> PathBuf {
-    wasp_plugin_harness::build_wasm(&Path::new(env!("CARGO_MANIFEST_DIR")).join(crate_dir))
-}
-
-/// Installs `spec` as the storage plugin, with its compiled form cached in `cache`.
-fn install_storage(config: &mut Config, mut spec: PluginSpec, cache: &Path, delay: Duration) {
-    spec.limits.max_instances = 1;
-    config.plugins.push(PluginConfig {
-        spec,
-        listeners: Vec::new(),
-    });
-    config.plugin_cache_dir = Some(cache.to_owned());
-    config.storage = Some(StorageConfig {
-        plugin: "storage".into(),
-        batch_delay: delay,
-    });
-}
-
-/// storage-redb on a database in `dir`.
-fn redb_spec(wasm: &Path, dir: &Path) -> PluginSpec {
-    let mut spec = PluginSpec::new("storage", wasm);
-    spec.config_json = r#"{"path": "/data/wasp.redb"}"#.to_owned();
-    spec.dirs.push(DirGrant {
-        host: dir.to_owned(),
-        guest: "/data".to_owned(),
-        writable: true,
-    });
-    spec
-}
-
-/// storage-redis on `redis`.
-fn redis_spec(wasm: &Path, redis: &RedisServer) -> PluginSpec {
-    let mut spec = PluginSpec::new("storage", wasm);
-    spec.config_json = format!(r#"{{"address": "{}"}}"#, redis.addr());
-    spec.sockets.push(redis.addr());
-    spec
-}
-
 /// What one column of the table measures.
 #[derive(Clone, Copy)]
 enum Scenario {
@@ -224,22 +185,13 @@ fn start_mosquitto() -> Mosquitto {
 }
 
 fn main() {
-    let broker_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("broker runtime");
-    let generator = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("load generator runtime");
-    let local = tokio::task::LocalSet::new();
+    let (broker_runtime, generator, local) = runtimes();
 
     println!(
         "building storage-redb and storage-redis (cargo build --release --target wasm32-wasip2) ..."
     );
-    let redb = plugin_wasm("../plugins/storage-redb");
-    let redis = plugin_wasm("../plugins/storage-redis");
+    let redb = storage::plugin_wasm("storage-redb");
+    let redis = storage::plugin_wasm("storage-redis");
     let cache = tempfile::tempdir().expect("temp dir");
     let mosquitto = Path::new(MOSQUITTO).exists();
     println!(
@@ -293,14 +245,15 @@ fn main() {
                 let broker = broker_runtime.block_on(Broker::start_with(|config| {
                     let (spec, batch_delay) = match (scenario, &server) {
                         (Scenario::Redb { batch_delay }, _) => {
-                            (redb_spec(&redb, data.path()), *batch_delay)
+                            (storage::redb(&redb, data.path()), *batch_delay)
                         }
                         (Scenario::Redis, Some(server)) => {
-                            (redis_spec(&redis, server), Duration::ZERO)
+                            (storage::redis(&redis, server), Duration::ZERO)
                         }
                         _ => return,
                     };
-                    install_storage(config, spec, cache.path(), batch_delay);
+                    config.plugin_cache_dir = Some(cache.path().to_owned());
+                    storage::install(config, spec, batch_delay);
                 }));
                 let result = generator.block_on(local.run_until(run(broker.addr)));
                 broker_runtime.block_on(broker.stop());

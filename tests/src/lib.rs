@@ -24,6 +24,7 @@ use wasp::config::Config;
 pub mod idp;
 pub mod load;
 pub mod pki;
+pub mod storage;
 
 pub mod cli {
     use std::process::{Command, Stdio};

@@ -39,6 +39,25 @@ pub fn cpu_time(which: &str) -> Duration {
     Duration::from_secs_f64(ticks as f64 / TICKS_PER_SECOND)
 }
 
+/// The runtimes of an in-process throughput example: the broker's (multi-thread, 2 workers, one per core
+/// of the reference machine), the load generator's (current thread) and the `LocalSet` its clients run on.
+pub fn runtimes() -> (
+    tokio::runtime::Runtime,
+    tokio::runtime::Runtime,
+    tokio::task::LocalSet,
+) {
+    let broker = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("broker runtime");
+    let generator = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("load generator runtime");
+    (broker, generator, tokio::task::LocalSet::new())
+}
+
 /// The median (sorts `values`).
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);

@@ -5,64 +5,29 @@
 //! recovers when it comes back. (The crash test, SIGKILL of the real binary, is
 //! `broker/tests/storage.rs`.)
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use wasp::config::{Config, PluginConfig, StorageConfig};
 use wasp_mqtt::{
     Connect, Disconnect, Packet, Properties, ProtocolVersion, PubResponse, Publish, QoS,
     ReasonCode, Subscribe, SubscriptionOptions,
 };
 use wasp_plugin_harness::redis::RedisServer;
-use wasp_plugin_host::{DirGrant, PluginSpec, test_programs};
+use wasp_plugin_host::test_programs;
 use wasp_tests::raw::Conn;
-use wasp_tests::{Broker, QUIET};
-
-fn plugin_wasm(crate_dir: &str) -> PathBuf {
-    wasp_plugin_harness::build_wasm(&Path::new(env!("CARGO_MANIFEST_DIR")).join(crate_dir))
-}
-
-/// Installs `wasm` as the storage plugin, with `dir` granted writable at `guest`.
-fn with_storage(config: &mut Config, wasm: &Path, dir: &Path, guest: &str, config_json: &str) {
-    let mut spec = PluginSpec::new("storage", wasm);
-    spec.config_json = config_json.to_owned();
-    spec.dirs.push(DirGrant {
-        host: dir.to_owned(),
-        guest: guest.to_owned(),
-        writable: true,
-    });
-    with_storage_spec(config, spec);
-}
-
-/// Installs `spec` as the storage plugin.
-fn with_storage_spec(config: &mut Config, mut spec: PluginSpec) {
-    spec.limits.max_instances = 1;
-    config.plugins.push(PluginConfig {
-        spec,
-        listeners: Vec::new(),
-    });
-    config.storage = Some(StorageConfig {
-        plugin: "storage".into(),
-        batch_delay: Duration::ZERO,
-    });
-}
+use wasp_tests::{Broker, QUIET, storage};
 
 async fn start_redb(dir: &Path) -> Broker {
-    let wasm = plugin_wasm("../plugins/storage-redb");
-    Broker::start_with(|c| {
-        with_storage(c, &wasm, dir, "/data", r#"{"path": "/data/wasp.redb"}"#);
-    })
-    .await
+    let spec = storage::redb(&storage::plugin_wasm("storage-redb"), dir);
+    Broker::start_with(|c| storage::install(c, spec, Duration::ZERO)).await
 }
 
 /// A broker on storage-redis, on `redis`.
 async fn start_redis(redis: &RedisServer) -> Broker {
-    let mut spec = PluginSpec::new("storage", plugin_wasm("../plugins/storage-redis"));
-    spec.config_json = format!(r#"{{"address": "{}"}}"#, redis.addr());
-    spec.sockets.push(redis.addr());
-    Broker::start_with(|c| with_storage_spec(c, spec)).await
+    let spec = storage::redis(&storage::plugin_wasm("storage-redis"), redis);
+    Broker::start_with(|c| storage::install(c, spec, Duration::ZERO)).await
 }
 
 /// A 5.0 CONNECT; `expiry` > 0 asks for a persistent session.
@@ -230,16 +195,8 @@ async fn survive_a_restart<F: Future<Output = Broker>>(start: impl Fn() -> F) {
 
 /// The flaky test backend, with its control directory (`fail`, `slow` files).
 async fn start_flaky(ctl: &Path) -> Broker {
-    Broker::start_with(|c| {
-        with_storage(
-            c,
-            Path::new(test_programs::FLAKY_STORAGE),
-            ctl,
-            "/ctl",
-            "{}",
-        );
-    })
-    .await
+    let spec = storage::with_dir(Path::new(test_programs::FLAKY_STORAGE), ctl, "/ctl", "{}");
+    Broker::start_with(|c| storage::install(c, spec, Duration::ZERO)).await
 }
 
 #[tokio::test]
