@@ -20,6 +20,8 @@ use std::net::SocketAddr;
 
 use wasp_plugin_sdk::storage::{KEYSPACES, Key, Keyspace, Op, key, keyspace_name};
 
+use redis_protocol::resp2::types::OwnedFrame;
+
 use crate::client::{ClientError, Connection, array, bytes};
 
 /// Applies a batch. KEYS: for keyspace k (0..3), `KEYS[2k+1]` its hash and `KEYS[2k+2]` its order.
@@ -92,11 +94,64 @@ fn failed(doing: &str) -> impl Fn(ClientError) -> StoreError + '_ {
     move |e| StoreError(format!("{doing}: {e}"))
 }
 
+/// The two Lua scripts.
+#[derive(Clone, Copy)]
+enum Script {
+    Write,
+    Load,
+}
+
 /// An open connection with the scripts loaded.
 struct Session {
     conn: Connection,
     write_sha: Vec<u8>,
     load_sha: Vec<u8>,
+}
+
+impl Session {
+    /// Loads both scripts into the server (`SCRIPT LOAD`) and keeps their digests.
+    fn load_scripts(&mut self) -> Result<(), ClientError> {
+        self.write_sha = bytes(self.conn.command(&["SCRIPT", "LOAD", WRITE_SCRIPT])?)?;
+        self.load_sha = bytes(self.conn.command(&["SCRIPT", "LOAD", LOAD_SCRIPT])?)?;
+        Ok(())
+    }
+
+    /// `EVALSHA` of `script` with `keys` and `args`; when the server has lost the scripts (a restart
+    /// without them, `SCRIPT FLUSH`), loads them again and retries once.
+    fn eval(
+        &mut self,
+        script: Script,
+        keys: &[String],
+        args: &[Cow<'_, [u8]>],
+    ) -> Result<OwnedFrame, ClientError> {
+        match self.eval_once(script, keys, args) {
+            Err(ClientError::Server(message)) if message.starts_with("NOSCRIPT") => {
+                self.load_scripts()?;
+                self.eval_once(script, keys, args)
+            }
+            other => other,
+        }
+    }
+
+    fn eval_once(
+        &mut self,
+        script: Script,
+        keys: &[String],
+        args: &[Cow<'_, [u8]>],
+    ) -> Result<OwnedFrame, ClientError> {
+        let sha = match script {
+            Script::Write => &self.write_sha,
+            Script::Load => &self.load_sha,
+        };
+        let count = keys.len().to_string();
+        let mut command: Vec<&[u8]> = Vec::with_capacity(3 + keys.len() + args.len());
+        command.push(b"EVALSHA");
+        command.push(sha);
+        command.push(count.as_bytes());
+        command.extend(keys.iter().map(|k| k.as_bytes()));
+        command.extend(args.iter().map(|a| &a[..]));
+        self.conn.command(&command)
+    }
 }
 
 /// The broker's records in Redis. The connection is opened lazily and again after any failure, so a
@@ -173,12 +228,9 @@ impl RedisStore {
                 }
             }
         }
-        self.with_session(|s| {
-            let sha = s.write_sha.clone();
-            evalsha(s, &sha, &self.keys, &args)
-        })
-        .map(drop)
-        .map_err(|e| StoreError(format!("write of {} ops: {e}", batch.len())))
+        self.with_session(|s| s.eval(Script::Write, &self.keys, &args))
+            .map(drop)
+            .map_err(|e| StoreError(format!("write of {} ops: {e}", batch.len())))
     }
 
     /// Up to `limit` records of `keyspace` after `after`, in key order.
@@ -196,9 +248,12 @@ impl RedisStore {
         let keys = &self.keys[2 * i..2 * i + 2];
         let reply = self
             .with_session(|s| {
-                let sha = s.load_sha.clone();
                 let limit = limit.to_string().into_bytes();
-                evalsha(s, &sha, keys, &[Cow::Borrowed(&min[..]), Cow::Owned(limit)])
+                s.eval(
+                    Script::Load,
+                    keys,
+                    &[Cow::Borrowed(&min[..]), Cow::Owned(limit)],
+                )
             })
             .map_err(|e| StoreError(format!("load of {}: {e}", keyspace_name(keyspace))))?;
         let items = array(reply).map_err(failed("load"))?;
@@ -252,54 +307,14 @@ impl RedisStore {
             conn.command(&["SELECT".to_owned(), s.database.to_string()])
                 .map_err(failed("SELECT"))?;
         }
-        let mut load = |script: &str| {
-            conn.command(&["SCRIPT", "LOAD", script])
-                .and_then(bytes)
-                .map_err(failed("SCRIPT LOAD"))
-        };
-        let write_sha = load(WRITE_SCRIPT)?;
-        let load_sha = load(LOAD_SCRIPT)?;
-        Ok(Session {
+        let mut session = Session {
             conn,
-            write_sha,
-            load_sha,
-        })
+            write_sha: Vec::new(),
+            load_sha: Vec::new(),
+        };
+        session.load_scripts().map_err(failed("SCRIPT LOAD"))?;
+        Ok(session)
     }
-}
-
-/// `EVALSHA sha keys args`; when the server has lost the script (a restart without it, `SCRIPT
-/// FLUSH`), loads both scripts again and retries once.
-fn evalsha(
-    s: &mut Session,
-    sha: &[u8],
-    keys: &[String],
-    args: &[Cow<'_, [u8]>],
-) -> Result<redis_protocol::resp2::types::OwnedFrame, ClientError> {
-    fn command<'a>(sha: &'a [u8], keys: &'a [String], args: &'a [Cow<'_, [u8]>]) -> Vec<&'a [u8]> {
-        let mut command: Vec<&[u8]> = Vec::with_capacity(3 + keys.len() + args.len());
-        command.push(b"EVALSHA");
-        command.push(sha);
-        command.push(numeral(keys.len()));
-        command.extend(keys.iter().map(|k| k.as_bytes()));
-        command.extend(args.iter().map(|a| &a[..]));
-        command
-    }
-    match s.conn.command(&command(sha, keys, args)) {
-        Err(ClientError::Server(message)) if message.starts_with("NOSCRIPT") => {
-            let write = s.write_sha == sha;
-            s.write_sha = bytes(s.conn.command(&["SCRIPT", "LOAD", WRITE_SCRIPT])?)?;
-            s.load_sha = bytes(s.conn.command(&["SCRIPT", "LOAD", LOAD_SCRIPT])?)?;
-            let sha = if write { &s.write_sha } else { &s.load_sha }.clone();
-            s.conn.command(&command(&sha, keys, args))
-        }
-        other => other,
-    }
-}
-
-/// The number of keys as the decimal numeral `EVALSHA` expects (at most the 8 keys of a write).
-fn numeral(n: usize) -> &'static [u8] {
-    const NUMERALS: [&[u8]; 9] = [b"0", b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8"];
-    NUMERALS[n]
 }
 
 /// The keyspace's number in the write script's ARGV.
