@@ -1958,12 +1958,11 @@ reload_secs = 5
 
     #[test]
     fn plugin_paths_are_relative_to_the_config_file() {
-        let dir = std::env::temp_dir().join(format!("wasp-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let file = dir.join("wasp.toml");
         std::fs::write(&file, "[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\ndirs = [{ host = \"data\", guest = \"/d\" }]\nhttp = { hosts = [\"idp.example.com\"], ca_file = \"certs/ca.pem\" }\n").unwrap();
         let c = Config::load(&file).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(c.plugins[0].spec.wasm, dir.join("p.wasm"));
         assert_eq!(c.plugins[0].spec.dirs[0].host, dir.join("data"));
         let http = c.plugins[0].spec.http.as_ref().unwrap();
@@ -2504,8 +2503,8 @@ reload_secs = 5
 
     #[test]
     fn load_reads_files_and_names_them() {
-        let dir = std::env::temp_dir().join(format!("wasp-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let path = dir.join("broker.toml");
         std::fs::write(&path, "[limits]\nmax_inflight = 5\n").unwrap();
         assert_eq!(Config::load(&path).unwrap().limits.max_inflight, 5);
@@ -2518,6 +2517,5 @@ reload_secs = 5
         let e = Config::load(&missing).unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }), "{e:?}");
         assert!(e.to_string().contains("absent.toml"), "{e}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

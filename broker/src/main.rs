@@ -305,9 +305,8 @@ mod tests {
 
     #[test]
     fn listen_with_config_adds_listeners() {
-        let dir = std::env::temp_dir().join(format!("wasp-main-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("wasp.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wasp.toml");
         std::fs::write(
             &path,
             "[[listeners]]\nname = \"cli-1\"\nbind = \"127.0.0.1:1883\"\n[limits]\nmax_inflight = 3\n",
@@ -334,7 +333,6 @@ mod tests {
             message.contains("wasp.toml:2: limits.max_inflight = 0"),
             "{message}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
