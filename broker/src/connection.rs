@@ -121,75 +121,105 @@ fn violation(code: ReasonCode, why: impl Into<String>) -> Close {
 }
 
 /// Serves one accepted socket until it closes: the transport's handshakes, CONNECT, then the session.
-pub(crate) async fn serve(
+/// Not an async fn: that would keep a second copy of its arguments in the task for the connection's life.
+pub(crate) fn serve(
     broker: Arc<Broker>,
     tcp: TcpStream,
     peer: SocketAddr,
     listener: Arc<ListenerCtx>,
     shutdown: watch::Receiver<bool>,
-) {
+) -> impl Future<Output = ()> {
     let span =
         info_span!("conn", %peer, listener = %listener.name, client_id = tracing::field::Empty);
     async move {
-        // One deadline for the TLS and WebSocket handshakes and the CONNECT packet: a slow or silent
-        // socket is closed after the CONNECT timeout whatever stage it stalls in.
-        let deadline = tokio::time::Instant::now() + broker.config.limits.connect_timeout;
-        // Boxed, like every rare and large step below: the task's future is as large as its largest state, and
-        // it stays allocated for the connection's life (an idle connection's memory; see ARCHITECTURE.md).
-        let accept = Box::pin(listener.transport.accept(tcp));
-        let stream = match tokio::time::timeout_at(deadline, accept).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(why)) => {
-                debug!(%why, "closing before CONNECT");
-                return;
-            }
-            Err(_) => {
-                broker
-                    .stats
-                    .connect_timeouts
-                    .fetch_add(1, Ordering::Relaxed);
-                debug!("closing before CONNECT: handshake not done within the connect timeout");
-                return;
-            }
-        };
-        let mut io = Io {
-            reader: stream.reader,
-            writer: stream.writer,
-            unflushed: false,
-            inbuf: BytesMut::new(),
-            outbuf: BytesMut::new(),
-            broker: broker.clone(),
-        };
-        let mut connect = match io.read_connect(deadline).await {
-            Ok(c) => c,
-            Err(reason) => {
-                debug!(%reason, "closing before CONNECT completed");
-                return;
-            }
-        };
-        let cert = stream.client_cert;
-        if let Some(username) = cert.as_ref().and_then(|c| c.username.clone()) {
-            // The certificate names the client (as Mosquitto's use_identity_as_username): what CONNECT
-            // says is replaced, so plugins and ACLs see the verified name.
-            connect.username = Some(username);
+        // The task's future is as large as its largest state and stays allocated for the connection's
+        // life: it is most of what an idle connection costs (see ARCHITECTURE.md). Opening the
+        // connection (the transport's handshakes, the CONNECT with its Will, plugin calls, refusals, the
+        // session takeover) is large and short-lived, so it runs as one boxed future, freed with
+        // everything it holds before the connection settles into `run`.
+        if let Some(Ready {
+            mut conn,
+            slot,
+            lease,
+            epoch,
+            kick_rx,
+        }) = Box::pin(open(broker.clone(), tcp, peer, listener)).await
+        {
+            conn.resend_inflight();
+            let close = conn.run(kick_rx, shutdown).await;
+            Box::pin(conn.finish(close, &slot, epoch)).await;
+            drop(lease);
+            broker.remove_slot_if_unused(&conn.client_id, &slot);
         }
-        let client = wit::ClientInfo {
-            client_id: connect.client_id.clone(),
-            username: connect.username.clone(),
-            listener: listener.name.to_string(),
-            peer_address: peer.to_string(),
-            protocol: access::wit_protocol(connect.protocol),
-            tls_identity: cert.as_ref().map(|c| c.identity.clone()),
-        };
-        let defaults = Defaults {
-            allow_anonymous: listener.allow_anonymous,
-            certificate_authenticates: cert.is_some_and(|c| c.username.is_some()),
-        };
-        let access = Access::new(listener.chain.clone(), client, defaults);
-        handshake_and_run(Box::new((broker, io, *connect, access)), shutdown).await;
+        // Counted by the accept loop when it spawned this task.
+        broker.stats.sockets_open.fetch_sub(1, Ordering::Relaxed);
     }
     .instrument(span)
-    .await
+}
+
+/// The transport's handshakes, CONNECT and the session takeover; `None` when the socket closed first or
+/// the client was refused (the refusal already sent).
+async fn open(
+    broker: Arc<Broker>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<ListenerCtx>,
+) -> Option<Ready> {
+    // One deadline for the TLS and WebSocket handshakes and the CONNECT packet: a slow or silent
+    // socket is closed after the CONNECT timeout whatever stage it stalls in.
+    let deadline = tokio::time::Instant::now() + broker.config.limits.connect_timeout;
+    // Boxed: the TLS and WebSocket handshakes' state (~12 KB) is freed before the wait for CONNECT.
+    let accept = Box::pin(listener.transport.accept(tcp));
+    let stream = match tokio::time::timeout_at(deadline, accept).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(why)) => {
+            debug!(%why, "closing before CONNECT");
+            return None;
+        }
+        Err(_) => {
+            broker
+                .stats
+                .connect_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            debug!("closing before CONNECT: handshake not done within the connect timeout");
+            return None;
+        }
+    };
+    let mut io = Io {
+        reader: stream.reader,
+        writer: stream.writer,
+        unflushed: false,
+        inbuf: BytesMut::new(),
+        outbuf: BytesMut::new(),
+        broker: broker.clone(),
+    };
+    let mut connect = match io.read_connect(deadline).await {
+        Ok(c) => c,
+        Err(reason) => {
+            debug!(%reason, "closing before CONNECT completed");
+            return None;
+        }
+    };
+    let cert = stream.client_cert;
+    if let Some(username) = cert.as_ref().and_then(|c| c.username.clone()) {
+        // The certificate names the client (as Mosquitto's use_identity_as_username): what CONNECT
+        // says is replaced, so plugins and ACLs see the verified name.
+        connect.username = Some(username);
+    }
+    let client = wit::ClientInfo {
+        client_id: connect.client_id.clone(),
+        username: connect.username.clone(),
+        listener: listener.name.to_string(),
+        peer_address: peer.to_string(),
+        protocol: access::wit_protocol(connect.protocol),
+        tls_identity: cert.as_ref().map(|c| c.identity.clone()),
+    };
+    let defaults = Defaults {
+        allow_anonymous: listener.allow_anonymous,
+        certificate_authenticates: cert.is_some_and(|c| c.username.is_some()),
+    };
+    let access = Access::new(listener.chain.clone(), client, defaults);
+    handshake(broker, io, *connect, access).await
 }
 
 /// The transport's halves and the buffers.
@@ -387,35 +417,6 @@ fn refusal_text(reason: ReasonCode) -> &'static str {
     }
 }
 
-/// Validates CONNECT, takes over the session and runs the connection.
-async fn handshake_and_run(
-    accepted: Box<(Arc<Broker>, Io, Connect, Access)>,
-    shutdown: watch::Receiver<bool>,
-) {
-    // The handshake's future is large (plugin calls, refusals, the takeover) and short-lived: boxed, it is
-    // freed before the connection settles into `run`, so what an idle connection keeps is `Conn` and the
-    // run loop's future (measured with wasp-bench: 19 KiB of RSS per idle connection before, see
-    // bench/README.md). Its inputs come boxed too: an async fn keeps room for its arguments in every
-    // state, and these (~1.2 KB, mostly the CONNECT) would otherwise stay for the connection's life.
-    let (broker, io, connect, access) = *accepted;
-    let Some(Ready {
-        mut conn,
-        slot,
-        lease,
-        epoch,
-        kick_rx,
-        broker,
-    }) = Box::pin(handshake(broker, io, connect, access)).await
-    else {
-        return;
-    };
-    conn.resend_inflight();
-    let close = conn.run(kick_rx, shutdown).await;
-    Box::pin(conn.finish(close, &slot, epoch)).await;
-    drop(lease);
-    broker.remove_slot_if_unused(&conn.client_id, &slot);
-}
-
 /// What a completed handshake hands to the run loop.
 struct Ready {
     conn: Conn,
@@ -423,7 +424,6 @@ struct Ready {
     lease: tokio::sync::OwnedMutexGuard<()>,
     epoch: u64,
     kick_rx: oneshot::Receiver<()>,
-    broker: Arc<Broker>,
 }
 
 /// Validates CONNECT and takes over the session; `None` after a refusal (already sent).
@@ -689,7 +689,7 @@ async fn handshake(
         max_packet_out: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
         send_window: usize::from(send_window.max(1)),
         topic_aliases: HashMap::new(),
-        will: connect.will,
+        will: connect.will.map(Box::new),
         session_expiry,
         last_received: tokio::time::Instant::now(),
         problem_information: version.is_v5()
@@ -712,7 +712,6 @@ async fn handshake(
         lease,
         epoch,
         kick_rx,
-        broker,
     })
 }
 
@@ -857,9 +856,21 @@ fn credentials_expiry(
 }
 
 /// Sleeps until `at`; never returns when `at` is `None` (the branch is disabled then anyway).
-async fn sleep_until_some(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+/// A deadline of the run loop (see [`Conn::next_timer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    KeepAlive,
+    Held,
+    Credentials,
+}
+
+/// Sleeps until the deadline and says which it was; never, without one.
+async fn expiry(next: Option<(tokio::time::Instant, Timer)>) -> Timer {
+    match next {
+        Some((at, timer)) => {
+            tokio::time::sleep_until(at).await;
+            timer
+        }
         None => std::future::pending().await,
     }
 }
@@ -917,7 +928,8 @@ struct Conn {
     send_window: usize,
     /// Client-to-broker topic aliases (5.0).
     topic_aliases: HashMap<u16, Arc<str>>,
-    will: Option<Will>,
+    /// Boxed: most clients have none, and `Conn` is part of every connection's memory.
+    will: Option<Box<Will>>,
     session_expiry: u32,
     last_received: tokio::time::Instant,
     /// 5.0 Request Problem Information: reason strings may be sent on acknowledgements.
@@ -1021,11 +1033,16 @@ impl Conn {
                 // still queued keep their part of it alive; the rest is freed).
                 self.io.inbuf = BytesMut::new();
             }
-            let keep_alive_deadline = self.last_received + self.keep_alive;
             let waiting_for = self.deferred.front().map(|(ticket, _)| *ticket);
+            let next_timer = self.next_timer();
+            let durable = self.durable.as_mut();
+            // Every branch's future is part of the task's state while it waits, whether enabled or
+            // not, so the idle connection's memory is their sum: rare waits are boxed when polled
+            // (an async block allocates nothing until then), the deadlines share one timer.
             tokio::select! {
                 // Storage made the first held packet's changes durable (the loop sends it).
-                _ = durable_past(self.durable.as_mut(), waiting_for), if waiting_for.is_some() => {}
+                _ = async move { Box::pin(durable_past(durable, waiting_for)).await },
+                    if waiting_for.is_some() => {}
                 _ = &mut kick => return Close::TakenOver,
                 _ = shutdown.changed() => return Close::Shutdown,
                 // Not while a PUBLISH is held back by a limit: back-pressure on a 3.x publisher.
@@ -1033,7 +1050,9 @@ impl Conn {
                     Ok(0) | Err(_) => return Close::PeerGone,
                     Ok(n) => {
                         self.broker().stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
-                        if let Err(close) = self.process_input().await {
+                        // Boxed: handling packets (plugin calls, routing) is the largest state, and the
+                        // task's future would keep room for it while idle.
+                        if let Err(close) = Box::pin(self.process_input()).await {
                             return close;
                         }
                     }
@@ -1048,24 +1067,36 @@ impl Conn {
                     }
                 }
                 _ = self.session.wakeup.notified() => {}
-                _ = tokio::time::sleep_until(keep_alive_deadline),
-                    if !self.keep_alive.is_zero() && self.held.is_none() => {
-                    return Close::KeepAliveTimeout;
-                }
-                _ = sleep_until_some(self.held.as_ref().map(|h| h.until)), if self.held.is_some() => {
-                    if let Err(close) = Box::pin(self.resume_held()).await {
-                        return close;
+                timer = expiry(next_timer) => match timer {
+                    Timer::KeepAlive => return Close::KeepAliveTimeout,
+                    Timer::Held => {
+                        if let Err(close) = Box::pin(self.resume_held()).await {
+                            return close;
+                        }
                     }
-                }
-                _ = sleep_until_some(self.credentials_expire), if self.credentials_expire.is_some() => {
-                    info!("credentials expired");
-                    return Close::CredentialsExpired;
-                }
+                    Timer::Credentials => {
+                        info!("credentials expired");
+                        return Close::CredentialsExpired;
+                    }
+                },
             }
         }
     }
 
     /// Decodes and handles every complete packet in the input buffer.
+    /// The earliest of the connection's deadlines: the keep alive (not while a PUBLISH is held back:
+    /// the client is not being read then), the held PUBLISH's next look, the credentials' end.
+    fn next_timer(&self) -> Option<(tokio::time::Instant, Timer)> {
+        let keep_alive = (!self.keep_alive.is_zero() && self.held.is_none())
+            .then(|| (self.last_received + self.keep_alive, Timer::KeepAlive));
+        let held = self.held.as_ref().map(|h| (h.until, Timer::Held));
+        let credentials = self.credentials_expire.map(|at| (at, Timer::Credentials));
+        [keep_alive, held, credentials]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
+    }
+
     async fn process_input(&mut self) -> Result<(), Close> {
         let max = self.broker().config.limits.max_packet_size;
         // A held PUBLISH stops the processing too: what follows it waits, in order.
@@ -1811,7 +1842,7 @@ impl Conn {
         let ticket = if reason_codes.iter().any(|code| !code.is_error()) {
             self.io
                 .broker
-                .persist_session(&self.session, self.will.as_ref(), true)
+                .persist_session(&self.session, self.will.as_deref(), true)
         } else {
             None
         };
@@ -1849,7 +1880,7 @@ impl Conn {
             .collect();
         self.io
             .broker
-            .persist_session(&self.session, self.will.as_ref(), true);
+            .persist_session(&self.session, self.will.as_deref(), true);
         self.send(&Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             properties: Properties::default(),
@@ -2048,7 +2079,7 @@ impl Conn {
         }
 
         let will = if close.publishes_will() {
-            self.will.take()
+            self.will.take().map(|will| *will)
         } else {
             None
         };

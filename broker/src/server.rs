@@ -303,13 +303,14 @@ async fn accept_loop(
                         debug!(%peer, "socket refused: connection limit");
                         continue;
                     }
-                    let broker = broker.clone();
-                    let stop = stop.clone();
-                    let ctx = ctx.clone();
-                    connections.spawn(async move {
-                        crate::connection::serve(broker.clone(), stream, peer, ctx, stop).await;
-                        broker.stats.sockets_open.fetch_sub(1, Ordering::Relaxed);
-                    });
+                    // `serve` uncounts the socket when it ends.
+                    connections.spawn(crate::connection::serve(
+                        broker.clone(),
+                        stream,
+                        peer,
+                        ctx.clone(),
+                        stop.clone(),
+                    ));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
