@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
@@ -152,6 +152,8 @@ pub struct Broker {
     subscriptions: RwLock<SubscriptionTree<Arc<str>, Subscriber>>,
     retained: RwLock<RetainedStore<Arc<Message>>>,
     clients: Mutex<HashMap<Arc<str>, Arc<ClientSlot>>>,
+    /// Set once when the broker shuts down (see [`Broker::shut_down_connections`]).
+    shutting_down: AtomicBool,
     /// The storage backend's writer, when `[storage]` is configured.
     store: Option<Arc<Store>>,
 }
@@ -185,6 +187,7 @@ impl Broker {
             subscriptions: RwLock::new(SubscriptionTree::new()),
             retained: RwLock::new(RetainedStore::new()),
             clients: Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
             store: None,
         }
     }
@@ -246,6 +249,25 @@ impl Broker {
             .lock()
             .get(client_id)
             .is_some_and(|s| Arc::ptr_eq(s, slot))
+    }
+
+    /// Tells every connection to close because the broker shuts down: the flag, then each session's
+    /// wake-up. A connection checks the flag whenever it wakes, and once before it starts, after its session
+    /// is registered here; so one that starts meanwhile sees the flag or is woken. (Through the session's
+    /// wake-up rather than a shutdown channel each connection waits on: that wait would be part of every
+    /// idle connection's memory.)
+    pub fn shut_down_connections(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        for slot in self.clients.lock().values() {
+            if let Some(session) = slot.session.lock().as_ref() {
+                session.wakeup.notify_one();
+            }
+        }
+    }
+
+    /// Whether [`Broker::shut_down_connections`] was called.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
     }
 
     /// Removes the slot of `client_id` if it is `slot` and holds no session. The caller holds the lease, so

@@ -127,34 +127,49 @@ pub(crate) fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     listener: Arc<ListenerCtx>,
-    shutdown: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> {
     let span =
         info_span!("conn", %peer, listener = %listener.name, client_id = tracing::field::Empty);
+    let counted = OpenSocket(broker.clone());
+    // Made here rather than in the block below, which would otherwise keep room for the socket and the
+    // addresses (moved into `open`) for the connection's life.
+    let opening = Box::pin(open(broker.clone(), tcp, peer, listener));
     async move {
+        let _counted = counted;
         // The task's future is as large as its largest state and stays allocated for the connection's
         // life: it is most of what an idle connection costs (see ARCHITECTURE.md). Opening the
         // connection (the transport's handshakes, the CONNECT with its Will, plugin calls, refusals, the
         // session takeover) is large and short-lived, so it runs as one boxed future, freed with
         // everything it holds before the connection settles into `run`.
-        if let Some(Ready {
+        // `let else`, not `if let`: the temporary an `if let` matches lives through its body, and it
+        // would keep a second copy of `Conn` in the task.
+        let Some(Ready {
             mut conn,
             slot,
             lease,
             epoch,
             kick_rx,
-        }) = Box::pin(open(broker.clone(), tcp, peer, listener)).await
-        {
-            conn.resend_inflight();
-            let close = conn.run(kick_rx, shutdown).await;
-            Box::pin(conn.finish(close, &slot, epoch)).await;
-            drop(lease);
-            broker.remove_slot_if_unused(&conn.client_id, &slot);
-        }
-        // Counted by the accept loop when it spawned this task.
-        broker.stats.sockets_open.fetch_sub(1, Ordering::Relaxed);
+        }) = opening.await
+        else {
+            return;
+        };
+        conn.resend_inflight();
+        let close = conn.run(kick_rx).await;
+        Box::pin(conn.finish(close, &slot, epoch)).await;
+        drop(lease);
+        broker.remove_slot_if_unused(&conn.client_id, &slot);
     }
     .instrument(span)
+}
+
+/// A socket counted in `stats.sockets_open` (by the accept loop that spawned its task), uncounted when the
+/// task ends, however it ends.
+struct OpenSocket(Arc<Broker>);
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.stats.sockets_open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The transport's handshakes, CONNECT and the session takeover; `None` when the socket closed first or
@@ -1017,15 +1032,12 @@ impl Conn {
         &self.io.broker
     }
 
-    async fn run(
-        &mut self,
-        mut kick: oneshot::Receiver<()>,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Close {
-        if *shutdown.borrow() {
-            return Close::Shutdown;
-        }
+    async fn run(&mut self, mut kick: oneshot::Receiver<()>) -> Close {
         loop {
+            // Checked before the first wait too: see `Broker::shut_down_connections`.
+            if self.broker().shutting_down() {
+                return Close::Shutdown;
+            }
             self.release_deferred();
             self.fill_outbuf();
             if self.io.inbuf.is_empty() && self.io.inbuf.capacity() > 0 {
@@ -1044,7 +1056,6 @@ impl Conn {
                 _ = async move { Box::pin(durable_past(durable, waiting_for)).await },
                     if waiting_for.is_some() => {}
                 _ = &mut kick => return Close::TakenOver,
-                _ = shutdown.changed() => return Close::Shutdown,
                 // Not while a PUBLISH is held back by a limit: back-pressure on a 3.x publisher.
                 read = read_some(&mut self.io.reader, &mut self.io.inbuf), if self.held.is_none() => match read {
                     Ok(0) | Err(_) => return Close::PeerGone,
@@ -1066,6 +1077,7 @@ impl Conn {
                         }
                     }
                 }
+                // A queued message, or the broker shutting down (checked at the top).
                 _ = self.session.wakeup.notified() => {}
                 timer = expiry(next_timer) => match timer {
                     Timer::KeepAlive => return Close::KeepAliveTimeout,

@@ -257,6 +257,7 @@ impl Server {
         shutdown.await;
         info!("shutting down");
         let _ = stop_tx.send(true);
+        self.broker.shut_down_connections();
         if tokio::time::timeout(SHUTDOWN_GRACE, async {
             while tasks.join_next().await.is_some() {}
         })
@@ -303,13 +304,12 @@ async fn accept_loop(
                         debug!(%peer, "socket refused: connection limit");
                         continue;
                     }
-                    // `serve` uncounts the socket when it ends.
+                    // Counted here, uncounted by the task when it ends.
                     connections.spawn(crate::connection::serve(
                         broker.clone(),
                         stream,
                         peer,
                         ctx.clone(),
-                        stop.clone(),
                     ));
                 }
                 Err(e) => {

@@ -161,6 +161,39 @@ async fn shutdown_sends_server_shutting_down() {
     );
 }
 
+/// Every connection hears of the shutdown (each is woken through its session, see
+/// `Broker::shut_down_connections`), persistent sessions and clean ones, idle or not.
+#[tokio::test]
+async fn shutdown_reaches_every_connection() {
+    let broker = Broker::start().await;
+    let persistent = Properties {
+        session_expiry_interval: Some(60),
+        ..Properties::default()
+    };
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        let properties = if i % 2 == 0 {
+            persistent.clone()
+        } else {
+            Properties::default()
+        };
+        let (mut client, _) = Client::connect(&broker, &format!("bye-{i}"), true, properties).await;
+        if i % 4 == 0 {
+            client.subscribe("bye/#", QoS::AtLeastOnce).await;
+        }
+        clients.push(client);
+    }
+    drop(broker);
+    for (i, client) in clients.iter_mut().enumerate() {
+        match client.recv().await {
+            Some(Packet::Disconnect(d)) => {
+                assert_eq!(d.reason, ReasonCode::ServerShuttingDown, "bye-{i}: {d:?}")
+            }
+            other => panic!("bye-{i}: expected DISCONNECT 0x8B, got {other:?}"),
+        }
+    }
+}
+
 /// MQTT-3.1.2-24/25: the server does not send a packet above the client's Maximum Packet Size; it drops
 /// that message for this client and goes on with the next one.
 #[tokio::test]
