@@ -165,9 +165,11 @@ fn build_once(
     }
     std::fs::create_dir_all(&cache)
         .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
-    // Built under a temporary name and renamed: test binaries running at the same time never see a
-    // half-written file.
-    let partial = cache.join(format!("{name}.{}.partial", std::process::id()));
+    // Built under a temporary name and renamed: test binaries, and tests of one binary, running at the
+    // same time never see a half-written file nor write into each other's.
+    static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let build = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let partial = cache.join(format!("{name}.{}-{build}.partial", std::process::id()));
     let output = command(&partial)
         .current_dir(dir)
         .output()
