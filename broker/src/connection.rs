@@ -131,16 +131,15 @@ pub(crate) fn serve(
     let span =
         info_span!("conn", %peer, listener = %listener.name, client_id = tracing::field::Empty);
     let counted = OpenSocket(broker.clone());
-    // Made here rather than in the block below, which would otherwise keep room for the socket and the
-    // addresses (moved into `open`) for the connection's life.
+    // The task's future is as large as its largest state and stays allocated for the connection's life:
+    // it is most of what an idle connection costs (see ARCHITECTURE.md). Opening the connection (the
+    // transport's handshakes, the CONNECT with its Will, plugin calls, refusals, the session takeover) is
+    // large and short-lived, so it runs as one boxed future, freed with everything it holds before the
+    // connection settles into `run`. Made here rather than in the block below, which would otherwise keep
+    // room for the socket and the addresses moved into `open`.
     let opening = Box::pin(open(broker.clone(), tcp, peer, listener));
     async move {
         let _counted = counted;
-        // The task's future is as large as its largest state and stays allocated for the connection's
-        // life: it is most of what an idle connection costs (see ARCHITECTURE.md). Opening the
-        // connection (the transport's handshakes, the CONNECT with its Will, plugin calls, refusals, the
-        // session takeover) is large and short-lived, so it runs as one boxed future, freed with
-        // everything it holds before the connection settles into `run`.
         // `let else`, not `if let`: the temporary an `if let` matches lives through its body, and it
         // would keep a second copy of `Conn` in the task.
         let Some(Ready {
@@ -872,7 +871,7 @@ fn credentials_expiry(
 
 /// Sleeps until `at`; never returns when `at` is `None` (the branch is disabled then anyway).
 /// A deadline of the run loop (see [`Conn::next_timer`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 enum Timer {
     KeepAlive,
     Held,
@@ -1095,7 +1094,6 @@ impl Conn {
         }
     }
 
-    /// Decodes and handles every complete packet in the input buffer.
     /// The earliest of the connection's deadlines: the keep alive (not while a PUBLISH is held back:
     /// the client is not being read then), the held PUBLISH's next look, the credentials' end.
     fn next_timer(&self) -> Option<(tokio::time::Instant, Timer)> {
@@ -1109,6 +1107,7 @@ impl Conn {
             .min_by_key(|(at, _)| *at)
     }
 
+    /// Decodes and handles every complete packet in the input buffer.
     async fn process_input(&mut self) -> Result<(), Close> {
         let max = self.broker().config.limits.max_packet_size;
         // A held PUBLISH stops the processing too: what follows it waits, in order.
