@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use wasp_plugin_host::{Chain, HostConfig, HostError, HostServices, Plugin, PluginHost};
 
@@ -284,7 +285,9 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let name = &ctx.name;
-    let mut connections = JoinSet::new();
+    // A tracker rather than a `JoinSet`: it only counts its tasks, where a `JoinSet` keeps an entry per
+    // connection (part of every idle connection's memory) and has to be polled to reap ended ones.
+    let connections = TaskTracker::new();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -318,11 +321,10 @@ async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            // Reap finished connection tasks so the set does not grow with every connection ever made.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-    while connections.join_next().await.is_some() {}
+    connections.close();
+    connections.wait().await;
 }
 
 /// Reloads TLS certificates: all of them on SIGHUP, and each listener's when its files change (checked
