@@ -350,7 +350,9 @@ impl Broker {
             state.queue.clear();
             state.inflight.clear();
             state.incoming_qos2.clear();
-            state.subscriptions.drain().map(|(f, _)| f).collect()
+            std::mem::take(&mut state.subscriptions)
+                .into_keys()
+                .collect()
         };
         for filter in filters {
             self.remove_from_tree(session, &filter);

@@ -16,7 +16,7 @@
 //! it queues to the `messages` keyspace under the session's lock (see [`crate::store`]); the delivery
 //! remembers its record (`Delivery::stored`) so that whoever completes it deletes the record.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -211,13 +211,16 @@ impl Drop for Queue {
 #[derive(Debug, Default)]
 pub struct SessionState {
     /// Subscriptions by full filter text (including any `$share/group/` prefix).
-    pub subscriptions: HashMap<String, SubscriptionEntry>,
+    ///
+    /// This struct's maps are B-trees: an empty `HashMap` takes twice the room of an empty `BTreeMap`
+    /// (its random hasher state), and every connected client has a session, most with few entries.
+    pub subscriptions: BTreeMap<String, SubscriptionEntry>,
     /// Messages waiting to be sent.
     pub queue: Queue,
     /// Outbound QoS 1/2 messages in flight, by packet identifier, in the order they were first sent.
     pub inflight: indexmap_lite::OrderedMap<Inflight>,
     /// Inbound QoS 2 packet identifiers whose PUBREC was sent and whose PUBREL has not arrived yet.
-    pub incoming_qos2: HashSet<u16>,
+    pub incoming_qos2: BTreeSet<u16>,
     /// The last packet identifier handed out.
     last_packet_id: u16,
     /// Session Expiry Interval in seconds (`u32::MAX`: never).
@@ -419,19 +422,19 @@ impl Session {
 /// re-delivery on session resume must follow the original order (MQTT-4.6.0-1), while acknowledgements
 /// need fast lookup by identifier.
 pub mod indexmap_lite {
-    use std::collections::HashMap;
+    use std::collections::BTreeMap;
 
     /// Entries by packet identifier, each with its insertion sequence number.
     #[derive(Debug)]
     pub struct OrderedMap<V> {
-        entries: HashMap<u16, (u64, V)>,
+        entries: BTreeMap<u16, (u64, V)>,
         next_seq: u64,
     }
 
     impl<V> Default for OrderedMap<V> {
         fn default() -> Self {
             Self {
-                entries: HashMap::new(),
+                entries: BTreeMap::new(),
                 next_seq: 0,
             }
         }
