@@ -121,18 +121,98 @@ pub struct ListenerCount {
 }
 
 /// The per-client-identifier slot of the registry: the session (if any) and the lease a connection holds
-/// while it serves the client.
-#[derive(Debug, Default)]
+/// while it serves the client. The lease and the takeover signal live in the slot itself, rather than in
+/// a mutex and a channel of their own: one allocation per client id instead of three, as every connected
+/// client has a slot.
+#[derive(Debug)]
 pub struct ClientSlot {
-    /// Held by the connection serving this client id; a newcomer takes it over (session takeover).
-    pub lease: Arc<tokio::sync::Mutex<()>>,
-    /// Tells the current connection to end because another one takes over.
-    pub kick: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// One permit, held through a [`Lease`] by the connection serving this client id; a newcomer takes
+    /// it over (session takeover).
+    lease: tokio::sync::Semaphore,
+    /// The epoch of the lease a newcomer asked to end (see [`ClientSlot::kick`]).
+    kicked: AtomicU64,
     /// The session, while it exists.
     pub session: Mutex<Option<Arc<Session>>>,
     /// Incremented each time a connection takes the lease: timers (will delay, session expiry) compare it
     /// to know whether the client came back meanwhile.
     pub epoch: AtomicU64,
+}
+
+impl Default for ClientSlot {
+    fn default() -> Self {
+        Self {
+            lease: tokio::sync::Semaphore::new(1),
+            kicked: AtomicU64::new(0),
+            session: Mutex::default(),
+            epoch: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ClientSlot {
+    /// Takes the lease for a connection, waiting for whoever holds it to let go, and starts a new epoch.
+    pub async fn lease(self: &Arc<Self>) -> Lease {
+        // Forgotten, and given back by `Lease`'s drop: a `SemaphorePermit` would borrow the slot.
+        self.lease
+            .acquire()
+            .await
+            .expect("a slot's lease semaphore is never closed")
+            .forget();
+        Lease {
+            slot: self.clone(),
+            epoch: self.epoch.fetch_add(1, Ordering::AcqRel) + 1,
+        }
+    }
+
+    /// Takes the lease if nobody holds it, in the current epoch (the client did not come back: a pending
+    /// Will Delay timer must still see the epoch it started in).
+    pub fn try_lease(self: &Arc<Self>) -> Option<Lease> {
+        self.lease.try_acquire().ok()?.forget();
+        Some(Lease {
+            slot: self.clone(),
+            epoch: self.epoch.load(Ordering::Acquire),
+        })
+    }
+
+    /// Asks the connection holding the lease now to end: it is woken through its session's wake-up and
+    /// then finds its lease [`kicked`](Lease::kicked).
+    pub fn kick(&self) {
+        self.kicked
+            .store(self.epoch.load(Ordering::Acquire), Ordering::Release);
+        if let Some(session) = self.session.lock().as_ref() {
+            session.wakeup.notify_one();
+        }
+    }
+}
+
+/// The lease of a client id's slot, given back when dropped.
+#[derive(Debug)]
+pub struct Lease {
+    slot: Arc<ClientSlot>,
+    epoch: u64,
+}
+
+impl Lease {
+    /// The slot leased.
+    pub fn slot(&self) -> &Arc<ClientSlot> {
+        &self.slot
+    }
+
+    /// The slot's epoch while this lease is held.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether a newcomer asked this lease's connection to end (see [`ClientSlot::kick`]).
+    pub fn kicked(&self) -> bool {
+        self.slot.kicked.load(Ordering::Acquire) == self.epoch
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.slot.lease.add_permits(1);
+    }
 }
 
 /// The shared state of a running broker.

@@ -11,16 +11,16 @@
 //! out, is taken over or the broker shuts down. On the way out it publishes the Will when the spec says
 //! so and either keeps the session (with its expiry timer) or discards it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 use wasp_mqtt::topic::{Filter, parse_filter};
 use wasp_mqtt::{
@@ -33,13 +33,13 @@ use wasp_plugin_host::types as wit;
 use wasp_plugin_host::{Hook, Plugin};
 
 use crate::access::{self, Access, Defaults, Refusal};
-use crate::broker::{Broker, ClientSlot, ListenerCount};
+use crate::broker::{Broker, ClientSlot, Lease, ListenerCount};
 use crate::config::Limits;
 use crate::rate::TokenBucket;
 use crate::server::ListenerCtx;
 use crate::session::{Delivery, Inflight, Message, Session, SubscriptionEntry};
 use crate::store::{self, Keyspace, Op};
-use crate::transport::{Reader, Writer};
+use crate::transport::{Duplex, Reader, Writer};
 
 /// Stop taking messages from the session queue once this many bytes wait to be written.
 const OUT_HIGH_WATER: usize = 64 * 1024;
@@ -142,19 +142,13 @@ pub(crate) fn serve(
         let _counted = counted;
         // `let else`, not `if let`: the temporary an `if let` matches lives through its body, and it
         // would keep a second copy of `Conn` in the task.
-        let Some(Ready {
-            mut conn,
-            slot,
-            lease,
-            epoch,
-            kick_rx,
-        }) = opening.await
-        else {
+        let Some(Ready { mut conn, lease }) = opening.await else {
             return;
         };
         conn.resend_inflight();
-        let close = conn.run(kick_rx).await;
-        Box::pin(conn.finish(close, &slot, epoch)).await;
+        let close = conn.run(&lease).await;
+        Box::pin(conn.finish(close, &lease)).await;
+        let slot = lease.slot().clone();
         drop(lease);
         broker.remove_slot_if_unused(&conn.client_id, &slot);
     }
@@ -200,8 +194,7 @@ async fn open(
         }
     };
     let mut io = Io {
-        reader: stream.reader,
-        writer: stream.writer,
+        duplex: stream.duplex,
         unflushed: false,
         inbuf: BytesMut::new(),
         outbuf: BytesMut::new(),
@@ -238,8 +231,7 @@ async fn open(
 
 /// The transport's halves and the buffers.
 struct Io {
-    reader: Reader,
-    writer: Writer,
+    duplex: Duplex,
     /// Bytes were written since the last flush (TLS records and WebSocket frames wait for a flush).
     unflushed: bool,
     /// Received bytes not yet decoded. Empty and unallocated while the connection waits with nothing
@@ -262,13 +254,13 @@ const INBUF_CHUNK: usize = 4096;
 /// finds nothing costs nothing (no zeroing). Cancel safe: the bytes are appended in the poll that read
 /// them.
 fn read_some<'a>(
-    reader: &'a mut Reader,
+    mut reader: Reader<'a>,
     inbuf: &'a mut BytesMut,
 ) -> impl Future<Output = std::io::Result<usize>> + 'a {
     std::future::poll_fn(move |cx| {
         let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
         let mut buf = tokio::io::ReadBuf::uninit(&mut chunk);
-        std::task::ready!(std::pin::Pin::new(&mut **reader).poll_read(cx, &mut buf))?;
+        std::task::ready!(std::pin::Pin::new(&mut reader).poll_read(cx, &mut buf))?;
         let read = buf.filled();
         if inbuf.capacity() - inbuf.len() < read.len() {
             inbuf.reserve(INBUF_CHUNK.max(read.len()));
@@ -279,23 +271,38 @@ fn read_some<'a>(
 }
 
 /// Writes some of `outbuf` (if any) and flushes. Cancel safe in `select!`: an interrupted write wrote
-/// nothing, and an interrupted flush leaves `unflushed` set so the next call flushes again.
-async fn write_some(
-    writer: &mut Writer,
-    outbuf: &mut BytesMut,
-    unflushed: &mut bool,
-) -> std::io::Result<usize> {
-    let mut n = 0;
-    if !outbuf.is_empty() {
-        n = writer.write_buf(outbuf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        *unflushed = true;
-    }
-    writer.flush().await?;
-    *unflushed = false;
-    Ok(n)
+/// nothing, and an interrupted flush leaves `unflushed` set so the next call flushes again. A `poll_fn`
+/// rather than an async fn (a write, then a flush): half the size in the run loop's state, which every
+/// idle connection keeps.
+fn write_some<'a>(
+    mut writer: Writer<'a>,
+    outbuf: &'a mut BytesMut,
+    unflushed: &'a mut bool,
+) -> impl Future<Output = std::io::Result<usize>> + 'a {
+    // `Some` once the write is done (with the bytes written) and the flush is under way.
+    let mut written = None;
+    std::future::poll_fn(move |cx| {
+        let n = match written {
+            Some(n) => n,
+            None => {
+                let mut n = 0;
+                if !outbuf.is_empty() {
+                    n = std::task::ready!(
+                        std::pin::Pin::new(&mut writer).poll_write(cx, &outbuf[..])
+                    )?;
+                    if n == 0 {
+                        return std::task::Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                    }
+                    outbuf.advance(n);
+                    *unflushed = true;
+                }
+                *written.insert(n)
+            }
+        };
+        std::task::ready!(std::pin::Pin::new(&mut writer).poll_flush(cx))?;
+        *unflushed = false;
+        std::task::Poll::Ready(Ok(n))
+    })
 }
 
 impl Io {
@@ -349,9 +356,11 @@ impl Io {
                     return Err(Err(e));
                 }
             }
-            let read =
-                tokio::time::timeout_at(deadline, read_some(&mut self.reader, &mut self.inbuf))
-                    .await;
+            let read = tokio::time::timeout_at(
+                deadline,
+                read_some(self.duplex.halves().0, &mut self.inbuf),
+            )
+            .await;
             match read {
                 Err(_) => {
                     // Only CONNECT and the enhanced-authentication exchange read with a deadline.
@@ -377,7 +386,8 @@ impl Io {
     async fn write_out(&mut self, limit: Duration) -> bool {
         let write = async {
             while !self.outbuf.is_empty() || self.unflushed {
-                match write_some(&mut self.writer, &mut self.outbuf, &mut self.unflushed).await {
+                let writer = self.duplex.halves().1;
+                match write_some(writer, &mut self.outbuf, &mut self.unflushed).await {
                     Err(_) => return false,
                     Ok(n) => {
                         self.broker
@@ -413,7 +423,7 @@ impl Io {
         let started = tokio::time::Instant::now();
         if self.write_out(limit).await {
             let left = limit.saturating_sub(started.elapsed());
-            let _ = tokio::time::timeout(left, self.writer.shutdown()).await;
+            let _ = tokio::time::timeout(left, self.duplex.halves().1.shutdown()).await;
         }
     }
 }
@@ -434,10 +444,7 @@ fn refusal_text(reason: ReasonCode) -> &'static str {
 /// What a completed handshake hands to the run loop.
 struct Ready {
     conn: Conn,
-    slot: Arc<ClientSlot>,
-    lease: tokio::sync::OwnedMutexGuard<()>,
-    epoch: u64,
-    kick_rx: oneshot::Receiver<()>,
+    lease: Lease,
 }
 
 /// Validates CONNECT and takes over the session; `None` after a refusal (already sent).
@@ -598,14 +605,12 @@ async fn handshake(
     }
 
     // Take the client id over from any connection that holds it.
-    let Some((slot, lease)) = Box::pin(acquire_slot(&broker, &client_id)).await else {
+    let Some(lease) = Box::pin(acquire_slot(&broker, &client_id)).await else {
         warn!("refused: the previous connection of this client did not let go of its session");
         io.refuse(version, ReasonCode::ServerBusy, None).await;
         return None;
     };
-    let epoch = slot.epoch.fetch_add(1, Ordering::AcqRel) + 1;
-    let (kick_tx, kick_rx) = oneshot::channel();
-    *slot.kick.lock() = Some(kick_tx);
+    let slot = lease.slot();
 
     let (session, session_present) = {
         let mut current = slot.session.lock();
@@ -702,7 +707,7 @@ async fn handshake(
         keep_alive: Duration::from_millis(u64::from(keep_alive) * 1500),
         max_packet_out: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
         send_window: usize::from(send_window.max(1)),
-        topic_aliases: HashMap::new(),
+        topic_aliases: BTreeMap::new(),
         will: connect.will.map(Box::new),
         session_expiry,
         last_received: tokio::time::Instant::now(),
@@ -711,22 +716,22 @@ async fn handshake(
         batch: Vec::new(),
         deferred: VecDeque::new(),
         durable: broker.store().map(|s| s.durable()),
-        access,
-        auth_method,
-        reauthenticating: None,
+        plugins: (!access.chain().is_empty()).then(|| {
+            Box::new(Plugged {
+                access,
+                auth_method,
+                reauthenticating: None,
+            })
+        }),
         credentials_expire,
         listener_count,
-        publish_rate: TokenBucket::new(u64::from(limits.max_publish_rate), Instant::now()),
-        publish_bandwidth: TokenBucket::new(limits.max_publish_bytes_per_sec, Instant::now()),
+        publish_rate: TokenBucket::new(u64::from(limits.max_publish_rate), Instant::now())
+            .map(Box::new),
+        publish_bandwidth: TokenBucket::new(limits.max_publish_bytes_per_sec, Instant::now())
+            .map(Box::new),
         held: None,
     };
-    Some(Ready {
-        conn,
-        slot,
-        lease,
-        epoch,
-        kick_rx,
-    })
+    Some(Ready { conn, lease })
 }
 
 /// Runs the authenticators on CONNECT, driving the 5.0 enhanced-authentication AUTH exchange when a plugin
@@ -869,7 +874,6 @@ fn credentials_expiry(
     Ok(Some(at.duration_since(now).unwrap_or(Duration::ZERO)))
 }
 
-/// Sleeps until `at`; never returns when `at` is `None` (the branch is disabled then anyway).
 /// A deadline of the run loop (see [`Conn::next_timer`]).
 #[derive(Clone, Copy, Debug)]
 enum Timer {
@@ -878,36 +882,20 @@ enum Timer {
     Credentials,
 }
 
-/// Sleeps until the deadline and says which it was; never, without one.
-async fn expiry(next: Option<(tokio::time::Instant, Timer)>) -> Timer {
-    match next {
-        Some((at, timer)) => {
-            tokio::time::sleep_until(at).await;
-            timer
-        }
-        None => std::future::pending().await,
-    }
-}
-
 /// Takes the lease of a client id's slot, kicking the connection that holds it. `None` if that connection
 /// did not let go within [`TAKEOVER_WAIT`].
-async fn acquire_slot(
-    broker: &Arc<Broker>,
-    client_id: &Arc<str>,
-) -> Option<(Arc<ClientSlot>, tokio::sync::OwnedMutexGuard<()>)> {
+async fn acquire_slot(broker: &Arc<Broker>, client_id: &Arc<str>) -> Option<Lease> {
     let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
     loop {
         let slot = broker.client_slot(client_id);
         // Kick whoever holds the lease now; retry in short steps because a third connection may win the
         // lease meanwhile, and then it is the one to kick.
-        if let Some(kick) = slot.kick.lock().take() {
-            let _ = kick.send(());
-        }
+        slot.kick();
         let step = tokio::time::Instant::now() + Duration::from_millis(100);
-        match tokio::time::timeout_at(step.min(deadline), slot.lease.clone().lock_owned()).await {
+        match tokio::time::timeout_at(step.min(deadline), slot.lease()).await {
             Ok(lease) => {
                 if broker.is_current_slot(client_id, &slot) {
-                    return Some((slot, lease));
+                    return Some(lease);
                 }
                 // The slot was removed while we waited: start again with the current one.
             }
@@ -941,7 +929,8 @@ struct Conn {
     /// Outbound QoS 1/2 messages allowed in flight at once.
     send_window: usize,
     /// Client-to-broker topic aliases (5.0).
-    topic_aliases: HashMap<u16, Arc<str>>,
+    /// A `BTreeMap`: half a `HashMap`'s size in every `Conn`, and empty for most clients.
+    topic_aliases: BTreeMap<u16, Arc<str>>,
     /// Boxed: most clients have none, and `Conn` is part of every connection's memory.
     will: Option<Box<Will>>,
     session_expiry: u32,
@@ -956,23 +945,32 @@ struct Conn {
     deferred: VecDeque<(u64, Deferred)>,
     /// The storage writer's durable ticket, when storage is configured.
     durable: Option<watch::Receiver<u64>>,
+    /// `None` when the listener has no plugins (publishes and subscriptions are then allowed as they
+    /// are): boxed, and only then, because most of it is the session as plugins see it, and `Conn` is part
+    /// of every connection's memory.
+    plugins: Option<Box<Plugged>>,
+    /// When the credentials end (`wasp:expires-at`), unless a re-authentication moves it.
+    credentials_expire: Option<tokio::time::Instant>,
+    /// The connection count of the listener it came through, decremented on close.
+    listener_count: Option<Arc<ListenerCount>>,
+    /// `limits.max_publish_rate`, in PUBLISH packets; `None`: unlimited.
+    /// Boxed, as the other limits here: off by default, and `Conn` is part of every connection's memory.
+    publish_rate: Option<Box<TokenBucket>>,
+    /// `limits.max_publish_bytes_per_sec`, in topic + payload bytes; `None`: unlimited.
+    publish_bandwidth: Option<Box<TokenBucket>>,
+    /// A 3.x PUBLISH held back by a rate limit or the queue memory ceiling: until `until` the socket is
+    /// not read (back-pressure instead of refusing a client that has no reason codes).
+    held: Option<Box<Held>>,
+}
+
+/// A connection's state for its listener's plugins.
+struct Plugged {
     /// The listener's plugins with this session's attributes.
     access: Access,
     /// The 5.0 Authentication Method of CONNECT: re-authentication must use the same one.
     auth_method: Option<String>,
     /// During a re-authentication exchange: the plugin that answered `continue`.
     reauthenticating: Option<Plugin>,
-    /// When the credentials end (`wasp:expires-at`), unless a re-authentication moves it.
-    credentials_expire: Option<tokio::time::Instant>,
-    /// The connection count of the listener it came through, decremented on close.
-    listener_count: Option<Arc<ListenerCount>>,
-    /// `limits.max_publish_rate`, in PUBLISH packets; `None`: unlimited.
-    publish_rate: Option<TokenBucket>,
-    /// `limits.max_publish_bytes_per_sec`, in topic + payload bytes; `None`: unlimited.
-    publish_bandwidth: Option<TokenBucket>,
-    /// A 3.x PUBLISH held back by a rate limit or the queue memory ceiling: until `until` the socket is
-    /// not read (back-pressure instead of refusing a client that has no reason codes).
-    held: Option<Held>,
 }
 
 /// A packet held until a storage write is durable: the acknowledgement of a PUBLISH that changed
@@ -1031,11 +1029,15 @@ impl Conn {
         &self.io.broker
     }
 
-    async fn run(&mut self, mut kick: oneshot::Receiver<()>) -> Close {
+    async fn run(&mut self, lease: &Lease) -> Close {
         loop {
             // Checked before the first wait too: see `Broker::shut_down_connections`.
             if self.broker().shutting_down() {
                 return Close::Shutdown;
+            }
+            // Checked likewise: a newcomer kicks, then wakes the session (see `ClientSlot::kick`).
+            if lease.kicked() {
+                return Close::TakenOver;
             }
             self.release_deferred();
             self.fill_outbuf();
@@ -1047,6 +1049,7 @@ impl Conn {
             let waiting_for = self.deferred.front().map(|(ticket, _)| *ticket);
             let next_timer = self.next_timer();
             let durable = self.durable.as_mut();
+            let (reader, writer) = self.io.duplex.halves();
             // Every branch's future is part of the task's state while it waits, whether enabled or
             // not, so the idle connection's memory is their sum: rare waits are boxed when polled
             // (an async block allocates nothing until then), the deadlines share one timer.
@@ -1054,9 +1057,8 @@ impl Conn {
                 // Storage made the first held packet's changes durable (the loop sends it).
                 _ = async move { Box::pin(durable_past(durable, waiting_for)).await },
                     if waiting_for.is_some() => {}
-                _ = &mut kick => return Close::TakenOver,
                 // Not while a PUBLISH is held back by a limit: back-pressure on a 3.x publisher.
-                read = read_some(&mut self.io.reader, &mut self.io.inbuf), if self.held.is_none() => match read {
+                read = read_some(reader, &mut self.io.inbuf), if self.held.is_none() => match read {
                     Ok(0) | Err(_) => return Close::PeerGone,
                     Ok(n) => {
                         self.broker().stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
@@ -1067,7 +1069,7 @@ impl Conn {
                         }
                     }
                 },
-                written = write_some(&mut self.io.writer, &mut self.io.outbuf, &mut self.io.unflushed),
+                written = write_some(writer, &mut self.io.outbuf, &mut self.io.unflushed),
                     if !self.io.outbuf.is_empty() || self.io.unflushed => {
                     match written {
                         Err(_) => return Close::PeerGone,
@@ -1076,19 +1078,24 @@ impl Conn {
                         }
                     }
                 }
-                // A queued message, or the broker shutting down (checked at the top).
+                // A queued message, the broker shutting down or a newcomer's kick (checked at the top).
                 _ = self.session.wakeup.notified() => {}
-                timer = expiry(next_timer) => match timer {
-                    Timer::KeepAlive => return Close::KeepAliveTimeout,
-                    Timer::Held => {
+                // The earliest deadline. Without one the branch is disabled and its sleep never polled,
+                // so any instant does. `sleep_until` itself rather than an async fn around it that says
+                // which deadline it was: that would be 40 bytes more of every idle connection.
+                _ = tokio::time::sleep_until(next_timer.map_or(self.last_received, |(at, _)| at)),
+                    if next_timer.is_some() => match next_timer.map(|(_, timer)| timer) {
+                    Some(Timer::KeepAlive) => return Close::KeepAliveTimeout,
+                    Some(Timer::Held) => {
                         if let Err(close) = Box::pin(self.resume_held()).await {
                             return close;
                         }
                     }
-                    Timer::Credentials => {
+                    Some(Timer::Credentials) => {
                         info!("credentials expired");
                         return Close::CredentialsExpired;
                     }
+                    None => {}
                 },
             }
         }
@@ -1358,7 +1365,7 @@ impl Conn {
                         .throttled_publishes
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                self.held = Some(Held { publish: p, until });
+                self.held = Some(Box::new(Held { publish: p, until }));
                 return;
             }
         }
@@ -1539,11 +1546,12 @@ impl Conn {
                 reason: "payload is not UTF-8 but its Payload Format Indicator is 1".into(),
             });
         }
-        if !self.access.publish_is_free(&p.topic) {
+        let maximum_qos = self.broker().config.limits.maximum_qos;
+        if let Some(Plugged { access, .. }) = self.plugins.as_deref_mut()
+            && !access.publish_is_free(&p.topic)
+        {
             // Boxed: the plugin calls' state (~2 KB) would otherwise be part of every connection's task
             // for its whole life, idle or not; only PUBLISHes that enter Wasm allocate it.
-            let maximum_qos = self.broker().config.limits.maximum_qos;
-            let access = &mut self.access;
             Box::pin(async {
                 access.authorize_publish(&p.topic, p.qos, p.retain).await?;
                 access.transform(&mut p, maximum_qos).await
@@ -1675,7 +1683,10 @@ impl Conn {
 
     /// AUTH on a live connection: 5.0 re-authentication (0x19), or the client's answer (0x18) during one.
     async fn on_auth(&mut self, a: Auth) -> Result<(), Close> {
-        let Some(method) = self.auth_method.clone() else {
+        let Some((plugins, method)) = self.plugins.as_deref_mut().and_then(|p| {
+            let method = p.auth_method.clone()?;
+            Some((p, method))
+        }) else {
             return Err(violation(
                 ReasonCode::ProtocolError,
                 "AUTH without enhanced authentication",
@@ -1689,15 +1700,15 @@ impl Conn {
             ));
         }
         let request = wit::AuthRequest {
-            client: self.access.client().clone(),
+            client: plugins.access.client().clone(),
             password: None,
             auth_method: Some(method.clone()),
             auth_data: a.properties.authentication_data.map(|d| d.to_vec()),
             reauthentication: true,
         };
-        let chain = self.access.chain().clone();
+        let chain = plugins.access.chain().clone();
         // The plugin calls are boxed, like the publish hooks: see `admit_and_route`.
-        let decided = match (a.reason, self.reauthenticating.take()) {
+        let decided = match (a.reason, plugins.reauthenticating.take()) {
             (ReasonCode::ReAuthenticate, None) => Box::pin(chain.authenticate(&request)).await,
             (ReasonCode::ContinueAuthentication, Some(plugin)) => {
                 Box::pin(chain.resume_authenticate(&plugin, &request)).await
@@ -1724,11 +1735,11 @@ impl Conn {
                 };
                 info!(plugin = %who, "client re-authenticated");
                 self.credentials_expire = left.map(|left| tokio::time::Instant::now() + left);
-                self.access.set_attributes(attributes);
+                plugins.access.set_attributes(attributes);
                 (ReasonCode::Success, None)
             }
             wit::AuthVerdict::Continue(data) => {
-                self.reauthenticating = decided.source.plugin().cloned();
+                plugins.reauthenticating = decided.source.plugin().cloned();
                 (ReasonCode::ContinueAuthentication, Some(data))
             }
             wit::AuthVerdict::Deny(denial) => {
@@ -1812,16 +1823,21 @@ impl Conn {
             }
             // Authorizers see the filter without its `$share/{group}/` prefix.
             // Boxed, like the publish hooks: see `admit_and_route`.
-            let allowed =
-                match Box::pin(self.access.authorize_subscribe(plain, requested.qos)).await {
-                    Ok(qos) => qos,
-                    Err(refusal) => {
-                        debug!(%filter, reason = %refusal.reason, "subscription refused");
-                        problems.push(format!("{filter:?}: {}", refusal.reason));
-                        reason_codes.push(refusal.code);
-                        continue;
-                    }
-                };
+            let allowed = match self.plugins.as_deref_mut() {
+                Some(Plugged { access, .. }) => {
+                    Box::pin(access.authorize_subscribe(plain, requested.qos)).await
+                }
+                None => Ok(requested.qos),
+            };
+            let allowed = match allowed {
+                Ok(qos) => qos,
+                Err(refusal) => {
+                    debug!(%filter, reason = %refusal.reason, "subscription refused");
+                    problems.push(format!("{filter:?}: {}", refusal.reason));
+                    reason_codes.push(refusal.code);
+                    continue;
+                }
+            };
             let granted = allowed.min(maximum_qos);
             let options = SubscriptionOptions {
                 qos: granted,
@@ -2061,7 +2077,8 @@ impl Conn {
 
     /// Ends the connection: tells a 5.0 client why, publishes or schedules the Will, and keeps or discards
     /// the session.
-    async fn finish(&mut self, close: Close, slot: &Arc<ClientSlot>, epoch: u64) {
+    async fn finish(&mut self, close: Close, lease: &Lease) {
+        let (slot, epoch) = (lease.slot(), lease.epoch());
         match close {
             Close::Disconnected { .. } | Close::PeerGone => debug!(?close, "connection closed"),
             _ => info!(?close, "connection closed by the broker"),
@@ -2078,8 +2095,6 @@ impl Conn {
         self.io.flush(CLOSE_FLUSH).await;
 
         let broker = self.io.broker.clone();
-        // Our kick sender, unless a newcomer already took it.
-        slot.kick.lock().take();
         self.session.set_online(false);
         broker
             .stats
@@ -2213,7 +2228,7 @@ pub(crate) fn schedule_expiry(
             return;
         }
         // A connection that holds (or waits for) the lease is about to use the session: leave it.
-        let Ok(_lease) = slot.lease.try_lock() else {
+        let Some(_lease) = slot.try_lease() else {
             return;
         };
         {

@@ -1,9 +1,10 @@
 //! The transports under MQTT: TCP, TLS, WebSocket and WebSocket over TLS.
 //!
 //! A listener owns a [`Transport`]; [`Transport::accept`] runs its handshakes on an accepted socket and
-//! hands the connection task a [`Stream`]: the two halves as trait objects plus what TLS learnt about the
-//! client. The connection code reads and writes bytes and never knows which transport carries them; it
-//! flushes after writing (TLS records and WebSocket frames are buffered until flushed).
+//! hands the connection task a [`Stream`]: the bytes (a [`Duplex`]: the TCP socket itself, or the two halves
+//! of a TLS or WebSocket stream as trait objects) plus what TLS learnt about the client. The connection code
+//! reads and writes bytes and never knows which transport carries them; it flushes after writing (TLS
+//! records and WebSocket frames are buffered until flushed).
 //!
 //! TLS settings live in a [`TlsAcceptor`] that can be reloaded while the broker runs (SIGHUP, or a change
 //! of the certificate, key or CA files): each handshake takes the configuration current at that moment,
@@ -11,7 +12,9 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -22,23 +25,96 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tracing::{debug, info, warn};
 use ws_stream_tungstenite::WsStream;
 use x509_parser::extensions::GeneralName;
 
 use crate::config::{CertField, ListenerKind, TlsSettings, TlsVersion};
 
-/// The read half of a client's byte stream, whatever the transport.
-pub(crate) type Reader = Box<dyn AsyncRead + Send + Unpin>;
-/// The write half of a client's byte stream, whatever the transport.
-pub(crate) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+/// A client's byte stream, read and written at once (the connection waits on both in one `select!`).
+pub(crate) enum Duplex {
+    /// Plain TCP: the socket itself, whose halves are two shared references (see [`Duplex::halves`]).
+    /// Not `into_split`'s owned halves, which cost every connection two allocations (an `Arc`, and
+    /// boxes around them as trait objects).
+    Tcp(TcpStream),
+    /// TLS and WebSocket: the stream's halves as `tokio::io::split` makes them.
+    Split(
+        Box<dyn AsyncRead + Send + Unpin>,
+        Box<dyn AsyncWrite + Send + Unpin>,
+    ),
+}
+
+impl Duplex {
+    /// The read and write halves, for as long as they are used.
+    pub(crate) fn halves(&mut self) -> (Reader<'_>, Writer<'_>) {
+        match self {
+            Duplex::Tcp(tcp) => {
+                let (reader, writer) = tcp.split();
+                (Reader::Tcp(reader), Writer::Tcp(writer))
+            }
+            Duplex::Split(reader, writer) => (Reader::Other(reader), Writer::Other(writer)),
+        }
+    }
+}
+
+/// The read half of a [`Duplex`].
+pub(crate) enum Reader<'a> {
+    Tcp(ReadHalf<'a>),
+    Other(&'a mut (dyn AsyncRead + Send + Unpin)),
+}
+
+impl AsyncRead for Reader<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Reader::Tcp(reader) => Pin::new(reader).poll_read(cx, buf),
+            Reader::Other(reader) => Pin::new(&mut **reader).poll_read(cx, buf),
+        }
+    }
+}
+
+/// The write half of a [`Duplex`].
+pub(crate) enum Writer<'a> {
+    Tcp(WriteHalf<'a>),
+    Other(&'a mut (dyn AsyncWrite + Send + Unpin)),
+}
+
+impl AsyncWrite for Writer<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Writer::Tcp(writer) => Pin::new(writer).poll_write(cx, buf),
+            Writer::Other(writer) => Pin::new(&mut **writer).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Writer::Tcp(writer) => Pin::new(writer).poll_flush(cx),
+            Writer::Other(writer) => Pin::new(&mut **writer).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Writer::Tcp(writer) => Pin::new(writer).poll_shutdown(cx),
+            Writer::Other(writer) => Pin::new(&mut **writer).poll_shutdown(cx),
+        }
+    }
+}
 
 /// An accepted client after its transport's handshakes.
 pub(crate) struct Stream {
-    pub(crate) reader: Reader,
-    pub(crate) writer: Writer,
+    pub(crate) duplex: Duplex,
     /// The verified client certificate's identity, on TLS listeners that asked for one.
     pub(crate) client_cert: Option<ClientCert>,
 }
@@ -133,14 +209,10 @@ impl Transport {
         }
         match &self.tls {
             // Plain TCP: the socket's own halves, which need no lock between reader and writer.
-            None if self.websocket.is_none() => {
-                let (reader, writer) = tcp.into_split();
-                Ok(Stream {
-                    reader: Box::new(reader),
-                    writer: Box::new(writer),
-                    client_cert: None,
-                })
-            }
+            None if self.websocket.is_none() => Ok(Stream {
+                duplex: Duplex::Tcp(tcp),
+                client_cert: None,
+            }),
             None => self.upgrade(tcp, None).await,
             Some(tls) => {
                 let stream = tls
@@ -167,8 +239,7 @@ impl Transport {
         let Some(ws) = &self.websocket else {
             let (reader, writer) = tokio::io::split(stream);
             return Ok(Stream {
-                reader: Box::new(reader),
-                writer: Box::new(writer),
+                duplex: Duplex::Split(Box::new(reader), Box::new(writer)),
                 client_cert,
             });
         };
@@ -185,8 +256,7 @@ impl Transport {
         .map_err(|e| format!("WebSocket handshake failed: {e}"))?;
         let (reader, writer) = tokio::io::split(WsStream::new(socket));
         Ok(Stream {
-            reader: Box::new(reader),
-            writer: Box::new(writer),
+            duplex: Duplex::Split(Box::new(reader), Box::new(writer)),
             client_cert,
         })
     }

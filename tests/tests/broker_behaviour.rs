@@ -194,6 +194,45 @@ async fn shutdown_reaches_every_connection() {
     }
 }
 
+/// A takeover reaches the connection it replaces whatever the two sessions are (each is woken through
+/// its session, see `ClientSlot::kick`): a persistent session resumed, replaced by a clean one, that one
+/// resumed; every replaced connection gets DISCONNECT 0x8E (MQTT-3.1.4-3) and the last one is served.
+#[tokio::test]
+async fn takeover_reaches_the_connection_in_every_session_state() {
+    let broker = Broker::start().await;
+    let persistent = Properties {
+        session_expiry_interval: Some(60),
+        ..Properties::default()
+    };
+    let (mut current, present) = Client::connect(&broker, "twin", true, persistent.clone()).await;
+    assert!(!present);
+    current.subscribe("twin/#", QoS::AtLeastOnce).await;
+    // (clean start, session present expected)
+    for (step, (clean_start, expect_present)) in
+        [(false, true), (true, false), (false, true), (false, true)]
+            .into_iter()
+            .enumerate()
+    {
+        let (mut next, present) =
+            Client::connect(&broker, "twin", clean_start, persistent.clone()).await;
+        assert_eq!(present, expect_present, "step {step}: session present");
+        if !present {
+            next.subscribe("twin/#", QoS::AtLeastOnce).await;
+        }
+        match current.recv().await {
+            Some(Packet::Disconnect(d)) => {
+                assert_eq!(d.reason, ReasonCode::SessionTakenOver, "step {step}: {d:?}")
+            }
+            other => panic!("step {step}: expected DISCONNECT 0x8E, got {other:?}"),
+        }
+        current = next;
+    }
+    let (mut publisher, _) =
+        Client::connect(&broker, "twin-pub", true, Properties::default()).await;
+    publisher.publish_qos1(1, "twin/x", b"after".to_vec()).await;
+    assert_eq!(current.drain_payloads().await, vec![b"after".to_vec()]);
+}
+
 /// MQTT-3.1.2-24/25: the server does not send a packet above the client's Maximum Packet Size; it drops
 /// that message for this client and goes on with the next one.
 #[tokio::test]
