@@ -61,7 +61,7 @@ async fn settled() -> isize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_connection_keeps_less_than_2_kib_of_heap() {
+async fn an_idle_connection_keeps_less_than_1800_bytes_of_heap() {
     let broker = Broker::start().await;
     let addr = broker.addr;
     // A first batch, so that what grows once (the client-id map, tokio's slabs, lazy statics) has grown.
@@ -75,11 +75,14 @@ async fn an_idle_connection_keeps_less_than_2_kib_of_heap() {
     let after = settled().await;
     let per_connection = (after - before) / CONNECTIONS as isize;
     eprintln!("heap per idle connection: {per_connection} B ({CONNECTIONS} connections)");
-    // 1,708 B here (2,435 B before the plugin state, the lease and the socket halves stopped being
-    // allocated per connection, 6,515 B before that). The release build's connection keeps a 1 KiB task
-    // and ~0.7 KB of session, client slot and socket registration (heaptrack, bench/README.md).
+    // 1,708 B here, the same in every run (2,435 B before the plugin state, the lease and the socket
+    // halves stopped being allocated per connection, 6,515 B before that). The release build's connection
+    // keeps a 1 KiB task and ~0.7 KB of session, client slot and socket registration (heaptrack,
+    // bench/README.md): 1.87 KiB of RSS with malloc's overhead, against a 2 KB target. tokio allocates a
+    // task in steps of 128 B; one more step (1,836 B here) fails, as it would take the release build
+    // to ~2 KB.
     assert!(
-        per_connection < 2048,
+        per_connection < 1800,
         "an idle connection keeps {per_connection} B of heap"
     );
     assert!(
