@@ -229,7 +229,7 @@ async fn open(
     handshake(broker, io, *connect, access).await
 }
 
-/// The transport's halves and the buffers.
+/// The transport's stream and the buffers.
 struct Io {
     duplex: Duplex,
     /// Bytes were written since the last flush (TLS records and WebSocket frames wait for a flush).
