@@ -196,7 +196,39 @@ fn init_logging(log: &LogConfig) -> Result<(), UsageError> {
     installed.map_err(|e| UsageError(format!("cannot install the logger: {e}")))
 }
 
+/// The most descriptors [`pregrow_fd_table`] makes room for: the table costs 8 bytes of kernel memory per
+/// descriptor (not counted in the process's RSS), so 8 MiB at most.
+const MAX_PREGROWN_FDS: u64 = 1 << 20;
+
+/// Grows the process's file-descriptor table, while the process still has one thread, to what the broker
+/// may use: `limits.max_connections` plus room for listeners, plugins and storage, within the soft
+/// RLIMIT_NOFILE. Linux grows the table by doubling as descriptors are opened, and in a process with more
+/// than one thread every growth waits for an RCU grace period (`expand_fdtable` calls `synchronize_rcu`).
+/// Measured here: `accept4` returning descriptor 256, 512, 1024, 2048 and 4096 took 5 to 14 ms each,
+/// and the worker blocked in it stopped serving its clients meanwhile (a burst of new connections saw
+/// 10-20 ms stalls; bench/README.md). A single-threaded broker never pays it. Done by duplicating a
+/// descriptor to the highest number needed and closing the copy; a failure only costs those stalls.
+fn pregrow_fd_table(max_connections: usize) {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(MAX_PREGROWN_FDS);
+    let wanted = (max_connections as u64)
+        .saturating_add(1024)
+        .min(soft)
+        .min(MAX_PREGROWN_FDS);
+    let grown = std::fs::File::open("/dev/null").and_then(|null| {
+        let top = i32::try_from(wanted.saturating_sub(1)).unwrap_or(i32::MAX);
+        Ok(rustix::io::fcntl_dupfd_cloexec(&null, top)?)
+    });
+    match grown {
+        Ok(copy) => drop(copy),
+        Err(e) => tracing::debug!(error = %e, wanted, "could not grow the descriptor table ahead"),
+    }
+}
+
 fn run(config: Config) -> anyhow::Result<()> {
+    // Before the runtime starts its threads.
+    pregrow_fd_table(config.limits.max_connections);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("wasp-worker")
@@ -255,6 +287,30 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    /// The size of this process's descriptor table, as the kernel reports it.
+    fn fd_table_size() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("FDSize:")).unwrap();
+        line["FDSize:".len()..].trim().parse().unwrap()
+    }
+
+    #[test]
+    fn the_descriptor_table_is_grown_ahead() {
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        let expected = 6_024.min(soft);
+        pregrow_fd_table(5_000);
+        let size = fd_table_size();
+        assert!(
+            size >= expected,
+            "FDSize {size}, expected at least {expected}"
+        );
+        // The high copy is closed again: the next descriptor opened is a low one.
+        let next = std::fs::File::open("/dev/null").unwrap();
+        assert!(std::os::fd::AsRawFd::as_raw_fd(&next) < 1_000);
     }
 
     #[test]
