@@ -12,9 +12,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -25,9 +23,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio_util::either::Either;
 use tracing::{debug, info, warn};
 use ws_stream_tungstenite::WsStream;
 use x509_parser::extensions::GeneralName;
@@ -53,64 +52,20 @@ impl Duplex {
         match self {
             Duplex::Tcp(tcp) => {
                 let (reader, writer) = tcp.split();
-                (Reader::Tcp(reader), Writer::Tcp(writer))
+                (Either::Left(reader), Either::Left(writer))
             }
-            Duplex::Split(reader, writer) => (Reader::Other(reader), Writer::Other(writer)),
+            Duplex::Split(reader, writer) => {
+                (Either::Right(&mut **reader), Either::Right(&mut **writer))
+            }
         }
     }
 }
 
-/// The read half of a [`Duplex`].
-pub(crate) enum Reader<'a> {
-    Tcp(ReadHalf<'a>),
-    Other(&'a mut (dyn AsyncRead + Send + Unpin)),
-}
-
-impl AsyncRead for Reader<'_> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Reader::Tcp(reader) => Pin::new(reader).poll_read(cx, buf),
-            Reader::Other(reader) => Pin::new(&mut **reader).poll_read(cx, buf),
-        }
-    }
-}
+/// The read half of a [`Duplex`] (`Either` forwards the reads to whichever side it holds).
+pub(crate) type Reader<'a> = Either<ReadHalf<'a>, &'a mut (dyn AsyncRead + Send + Unpin)>;
 
 /// The write half of a [`Duplex`].
-pub(crate) enum Writer<'a> {
-    Tcp(WriteHalf<'a>),
-    Other(&'a mut (dyn AsyncWrite + Send + Unpin)),
-}
-
-impl AsyncWrite for Writer<'_> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Writer::Tcp(writer) => Pin::new(writer).poll_write(cx, buf),
-            Writer::Other(writer) => Pin::new(&mut **writer).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Writer::Tcp(writer) => Pin::new(writer).poll_flush(cx),
-            Writer::Other(writer) => Pin::new(&mut **writer).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Writer::Tcp(writer) => Pin::new(writer).poll_shutdown(cx),
-            Writer::Other(writer) => Pin::new(&mut **writer).poll_shutdown(cx),
-        }
-    }
-}
+pub(crate) type Writer<'a> = Either<WriteHalf<'a>, &'a mut (dyn AsyncWrite + Send + Unpin)>;
 
 /// An accepted client after its transport's handshakes.
 pub(crate) struct Stream {
