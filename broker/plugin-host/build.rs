@@ -20,6 +20,7 @@ const GUESTS: &[&str] = &[
     "v010-authorizer",
     "http-probe",
     "flaky-storage",
+    "reuse",
 ];
 
 fn main() {

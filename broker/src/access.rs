@@ -15,10 +15,10 @@ use bytes::Bytes;
 use wasp_mqtt::codec::reason_code_allowed;
 use wasp_mqtt::{ProtocolVersion, Publish, QoS, ReasonCode};
 use wasp_plugin_host::types as wit;
-use wasp_plugin_host::{Chain, Hook, Transformed};
+use wasp_plugin_host::{Chain, Hook, Transformation, Transformed};
 
-/// At most this many topics (and filters) have cached verdicts per session; the cache is emptied when it
-/// is full.
+/// At most this many topics (and filters) have cached verdicts per session, and as many topics reusable
+/// transform outcomes; a cache is emptied when it is full.
 const CACHE_CAPACITY: usize = 1024;
 
 /// Packet type numbers, for [`reason_code_allowed`].
@@ -95,6 +95,71 @@ struct CacheKey {
 /// The cached verdicts of one topic name or filter, one per [`CacheKey`] asked (usually one).
 type CacheSlots = Vec<(CacheKey, Verdict, Instant)>;
 
+/// What the transformers made of a message, kept for reuse (WIT 0.1.3): everything but the payload,
+/// which a reusable outcome never changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Unchanged,
+    Modified {
+        topic: Arc<str>,
+        qos: QoS,
+        retain: bool,
+        user_properties: Vec<(String, String)>,
+        content_type: Option<String>,
+    },
+    Dropped(Refusal),
+}
+
+impl Outcome {
+    /// Applies the outcome to `publish` (its QoS at most `maximum_qos`); `Err`: dropped.
+    fn apply(&self, publish: &mut Publish, maximum_qos: QoS) -> Result<(), Refusal> {
+        match self {
+            Outcome::Unchanged => Ok(()),
+            Outcome::Modified {
+                topic,
+                qos,
+                retain,
+                user_properties,
+                content_type,
+            } => {
+                if **topic != *publish.topic {
+                    publish.topic = topic.clone();
+                }
+                publish.qos = (*qos).min(maximum_qos);
+                publish.retain = *retain;
+                publish
+                    .properties
+                    .user_properties
+                    .clone_from(user_properties);
+                publish.properties.content_type.clone_from(content_type);
+                Ok(())
+            }
+            Outcome::Dropped(refusal) => Err(refusal.clone()),
+        }
+    }
+}
+
+/// A reusable transform outcome and the message it was given, but for its topic (the cache's key) and
+/// payload: a later message is given the same outcome only if these are equal.
+#[derive(Debug)]
+struct Reusable {
+    qos: QoS,
+    retain: bool,
+    user_properties: Vec<(String, String)>,
+    content_type: Option<String>,
+    outcome: Outcome,
+    until: Instant,
+}
+
+impl Reusable {
+    fn fits(&self, publish: &Publish) -> bool {
+        self.qos == publish.qos
+            && self.retain == publish.retain
+            && self.user_properties == publish.properties.user_properties
+            && self.content_type == publish.properties.content_type
+    }
+}
+
 /// What a listener decides when every plugin defers (or there is none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Defaults {
@@ -122,6 +187,8 @@ pub(crate) struct Access {
     defaults: Defaults,
     /// Keyed by topic (or filter) so that a lookup borrows the PUBLISH's topic instead of allocating a key.
     cache: HashMap<String, CacheSlots>,
+    /// Reusable transform outcomes by topic (WIT 0.1.3 `cache-seconds`), usually one per topic.
+    transforms: HashMap<String, Vec<Reusable>>,
 }
 
 impl Access {
@@ -134,6 +201,7 @@ impl Access {
             },
             defaults,
             cache: HashMap::new(),
+            transforms: HashMap::new(),
         }
     }
 
@@ -152,15 +220,41 @@ impl Access {
         &self.session.client
     }
 
-    /// Replaces the session's attributes (after (re-)authentication); cached verdicts are forgotten.
+    /// Replaces the session's attributes (after (re-)authentication); cached verdicts and reusable
+    /// transform outcomes are forgotten.
     pub(crate) fn set_attributes(&mut self, attributes: wit::Attributes) {
         self.session.attributes = attributes;
         self.cache.clear();
+        self.transforms.clear();
     }
 
-    /// True when no plugin authorizes or transforms publishes to `topic`: the fast path.
-    pub(crate) fn publish_is_free(&self, topic: &str) -> bool {
-        self.chain.publish_interest(topic).is_empty()
+    /// The publish-time hooks for an inbound PUBLISH when they take no plugin call: no authorizer wants
+    /// its topic or their verdict is cached, and no transformer wants it or their outcome is reusable
+    /// (then applied to `publish`). `None`: nothing was changed, [`Access::authorize_publish`] and
+    /// [`Access::transform`] must run. The fast path: it calls nothing, so the connection boxes the
+    /// hooks' state only for a PUBLISH that enters Wasm.
+    pub(crate) fn publish_without_calls(
+        &mut self,
+        publish: &mut Publish,
+        maximum_qos: QoS,
+    ) -> Option<Result<(), Refusal>> {
+        let interest = self.chain.publish_interest(&publish.topic);
+        let now = Instant::now();
+        if interest.authorizes() {
+            let key = CacheKey {
+                subscribe: false,
+                qos: publish.qos,
+                retain: publish.retain,
+            };
+            if let Err(refusal) = self.cached_at(&publish.topic, key, now)? {
+                return Some(Err(refusal));
+            }
+        }
+        if !interest.transforms() {
+            return Some(Ok(()));
+        }
+        let outcome = self.reusable_outcome(publish, now)?;
+        Some(outcome.apply(publish, maximum_qos))
     }
 
     /// Authorizes a PUBLISH (or a Will) to `topic`.
@@ -240,10 +334,15 @@ impl Access {
 
     /// The unexpired verdict cached for `topic` and `key`. Allocates nothing (an expired one is removed).
     fn cached(&mut self, topic: &str, key: CacheKey) -> Option<Verdict> {
+        self.cached_at(topic, key, Instant::now())
+    }
+
+    /// [`Access::cached`] at `now`.
+    fn cached_at(&mut self, topic: &str, key: CacheKey, now: Instant) -> Option<Verdict> {
         let slots = self.cache.get_mut(topic)?;
         let i = slots.iter().position(|(k, _, _)| *k == key)?;
         let (_, verdict, until) = &slots[i];
-        if *until > Instant::now() {
+        if *until > now {
             return Some(verdict.clone());
         }
         drop(slots.swap_remove(i));
@@ -268,16 +367,51 @@ impl Access {
         }
     }
 
-    /// Runs the transformers on an inbound PUBLISH and applies their patch to it. `Err`: a plugin dropped
-    /// the message.
+    /// The reusable transform outcome for `publish`, unexpired at `now`. Allocates nothing (an expired
+    /// one is removed; its topic's entry stays, possibly empty, until the cache is full and emptied).
+    fn reusable_outcome(&mut self, publish: &Publish, now: Instant) -> Option<&Outcome> {
+        let entries = self.transforms.get_mut(&*publish.topic)?;
+        let i = entries.iter().position(|r| r.fits(publish))?;
+        if entries[i].until <= now {
+            drop(entries.swap_remove(i));
+            return None;
+        }
+        Some(&entries[i].outcome)
+    }
+
+    fn remember_outcome(&mut self, publish: &Publish, outcome: &Outcome, seconds: u32) {
+        if self.transforms.len() >= CACHE_CAPACITY && !self.transforms.contains_key(&*publish.topic)
+        {
+            self.transforms.clear();
+        }
+        let entries = self
+            .transforms
+            .entry(publish.topic.to_string())
+            .or_default();
+        entries.retain(|r| !r.fits(publish));
+        entries.push(Reusable {
+            qos: publish.qos,
+            retain: publish.retain,
+            user_properties: publish.properties.user_properties.clone(),
+            content_type: publish.properties.content_type.clone(),
+            outcome: outcome.clone(),
+            until: Instant::now() + Duration::from_secs(u64::from(seconds)),
+        });
+    }
+
+    /// Runs the transformers on an inbound PUBLISH (or reuses their outcome) and applies their patch to
+    /// it. `Err`: a plugin dropped the message.
     pub(crate) async fn transform(
-        &self,
+        &mut self,
         publish: &mut Publish,
         maximum_qos: QoS,
     ) -> Result<(), Refusal> {
         let interest = self.chain.publish_interest(&publish.topic);
         if !interest.transforms() {
             return Ok(());
+        }
+        if let Some(outcome) = self.reusable_outcome(publish, Instant::now()) {
+            return outcome.apply(publish, maximum_qos);
         }
         let message = wit::Message {
             topic: publish.topic.to_string(),
@@ -295,37 +429,48 @@ impl Access {
                 .collect(),
             content_type: publish.properties.content_type.clone(),
         };
-        match self
+        let Transformation {
+            outcome,
+            cache_seconds,
+        } = self
             .chain
             .transform_owned(interest, &self.session, message)
-            .await
-        {
-            Transformed::Unchanged => Ok(()),
+            .await;
+        let outcome = match outcome {
+            Transformed::Unchanged => Outcome::Unchanged,
             Transformed::Modified(m) => {
-                if m.topic != *publish.topic {
-                    publish.topic = Arc::from(m.topic);
-                }
+                // Never part of a reusable outcome: the chain does not reuse a payload patch.
                 if m.payload != publish.payload {
                     publish.payload = Bytes::from(m.payload);
                 }
-                publish.qos = mqtt_qos(m.qos).min(maximum_qos);
-                publish.retain = m.retain;
-                publish.properties.user_properties = m
-                    .user_properties
-                    .into_iter()
-                    .map(|p| (p.key, p.value))
-                    .collect();
-                publish.properties.content_type = m.content_type;
-                Ok(())
+                Outcome::Modified {
+                    topic: if m.topic == *publish.topic {
+                        publish.topic.clone()
+                    } else {
+                        Arc::from(m.topic)
+                    },
+                    qos: mqtt_qos(m.qos),
+                    retain: m.retain,
+                    user_properties: m
+                        .user_properties
+                        .into_iter()
+                        .map(|p| (p.key, p.value))
+                        .collect(),
+                    content_type: m.content_type,
+                }
             }
             Transformed::Dropped {
                 reason_code,
                 plugin,
-            } => Err(Refusal {
+            } => Outcome::Dropped(Refusal {
                 code: plugin_code(reason_code, PUBACK),
                 reason: format!("dropped by plugin {plugin}"),
             }),
+        };
+        if let Some(seconds) = cache_seconds {
+            self.remember_outcome(publish, &outcome, seconds);
         }
+        outcome.apply(publish, maximum_qos)
     }
 }
 
@@ -380,7 +525,19 @@ mod tests {
             a.authorize_subscribe("t/#", QoS::ExactlyOnce).await,
             Ok(QoS::ExactlyOnce)
         );
-        assert!(a.publish_is_free("t"));
+        let mut publish = Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "t".into(),
+            packet_id: Some(1),
+            properties: Default::default(),
+            payload: Bytes::from_static(b"p"),
+        };
+        assert_eq!(
+            a.publish_without_calls(&mut publish, QoS::ExactlyOnce),
+            Some(Ok(()))
+        );
     }
 
     #[test]

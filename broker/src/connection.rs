@@ -1547,16 +1547,19 @@ impl Conn {
             });
         }
         let maximum_qos = self.broker().config.limits.maximum_qos;
-        if let Some(Plugged { access, .. }) = self.plugins.as_deref_mut()
-            && !access.publish_is_free(&p.topic)
-        {
-            // Boxed: the plugin calls' state (~2 KB) would otherwise be part of every connection's task
-            // for its whole life, idle or not; only PUBLISHes that enter Wasm allocate it.
-            Box::pin(async {
-                access.authorize_publish(&p.topic, p.qos, p.retain).await?;
-                access.transform(&mut p, maximum_qos).await
-            })
-            .await?;
+        if let Some(Plugged { access, .. }) = self.plugins.as_deref_mut() {
+            match access.publish_without_calls(&mut p, maximum_qos) {
+                Some(outcome) => outcome?,
+                // Boxed: the plugin calls' state (~2 KB) would otherwise be part of every connection's
+                // task for its whole life, idle or not; only PUBLISHes that enter Wasm allocate it.
+                None => {
+                    Box::pin(async {
+                        access.authorize_publish(&p.topic, p.qos, p.retain).await?;
+                        access.transform(&mut p, maximum_qos).await
+                    })
+                    .await?
+                }
+            }
         }
         let mut properties = p.properties;
         let expires_at = properties

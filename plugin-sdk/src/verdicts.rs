@@ -2,8 +2,9 @@
 
 use crate::topic;
 use crate::{
-    Attributes, AuthVerdict, AuthzVerdict, Decision, Denial, Hooks, Interests, MessagePatch, Qos,
-    SubscribeDecision, SubscribeVerdict, UserProperty,
+    Attributes, AuthVerdict, AuthzVerdict, CacheableTransformVerdict, Decision, Denial, Hooks,
+    Interests, MessagePatch, Qos, SubscribeDecision, SubscribeVerdict, TransformVerdict,
+    UserProperty,
 };
 
 impl Interests {
@@ -179,6 +180,33 @@ impl From<SubscribeDecision> for SubscribeVerdict {
     fn from(decision: SubscribeDecision) -> Self {
         Self {
             decision,
+            cache_seconds: None,
+        }
+    }
+}
+
+impl CacheableTransformVerdict {
+    /// Lets the broker reuse this verdict for `seconds` (0: do not) for the same session's later
+    /// messages that differ from this one in their payload only. See
+    /// [`Plugin::transform_cacheable`](crate::Plugin::transform_cacheable) for which verdicts may be reused.
+    ///
+    /// ```
+    /// use wasp_plugin_sdk::{CacheableTransformVerdict, TransformVerdict};
+    ///
+    /// let answer = CacheableTransformVerdict::from(TransformVerdict::Pass).reuse_for(30);
+    /// assert_eq!((answer.verdict, answer.cache_seconds), (TransformVerdict::Pass, Some(30)));
+    /// ```
+    pub fn reuse_for(mut self, seconds: u32) -> Self {
+        self.cache_seconds = Some(seconds);
+        self
+    }
+}
+
+/// A verdict the broker may not reuse.
+impl From<TransformVerdict> for CacheableTransformVerdict {
+    fn from(verdict: TransformVerdict) -> Self {
+        Self {
+            verdict,
             cache_seconds: None,
         }
     }

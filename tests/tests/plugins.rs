@@ -867,6 +867,86 @@ async fn transform_rewrites_topic_stamps_properties_and_drops_oversize() {
     assert!(user_properties(&m).is_empty(), "{m:?}");
 }
 
+/// The transform plugin's verdicts that depend on the topic, client id and user properties only are
+/// reused (WIT 0.1.3): the broker calls the plugin once per session, topic and set of user properties,
+/// and still delivers every message's own payload; a rule that stamps the time is called every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reusable_transform_verdicts_spare_plugin_calls_but_not_payloads() {
+    let wasm = shipped_plugin("transform").await;
+    let config = r#"{"rules": [
+        {"filter": "in/+", "rewrite_topic": "out/{1}", "stamp_client_id_property": "client-id"},
+        {"filter": "timed/+", "stamp_time_property": "at"}
+    ]}"#;
+    let broker = Broker::start_with(|c| {
+        install(c, vec![plugin(spec("transform", wasm, config))]);
+        c.metrics_bind = Some("127.0.0.1:0".parse().expect("loopback"));
+    })
+    .await;
+    let mut sub = v5::connect(v5::options("sub", broker.addr)).await;
+    sub.subscribe("out/#", QoS::AtLeastOnce).await;
+    sub.subscribe("timed/#", QoS::AtLeastOnce).await;
+    let mut dev1 = v5::connect(v5::options("dev-1", broker.addr)).await;
+    let mut dev2 = v5::connect(v5::options("dev-2", broker.addr)).await;
+    let unit = || PublishProperties {
+        user_properties: vec![("unit".into(), "C".into())],
+        ..PublishProperties::default()
+    };
+
+    // (publisher, topic, payload, with the user property `unit`, whether the plugin is called)
+    let sends: [(&str, &str, &[u8], bool, bool); 8] = [
+        ("dev-1", "in/a", b"1", false, true),
+        ("dev-1", "in/a", b"2", false, false),
+        ("dev-1", "in/a", b"3", false, false),
+        ("dev-1", "in/a", b"4", true, true),
+        ("dev-1", "in/a", b"5", true, false),
+        ("dev-2", "in/a", b"6", false, true),
+        ("dev-1", "timed/a", b"7", false, true),
+        ("dev-1", "timed/a", b"8", false, true),
+    ];
+    for (who, topic, payload, with_unit, _) in sends {
+        let properties = if with_unit {
+            unit()
+        } else {
+            PublishProperties::default()
+        };
+        let client = if who == "dev-1" { &mut dev1 } else { &mut dev2 };
+        let ack = client
+            .publish_acked(topic, false, payload, properties)
+            .await;
+        assert_eq!(ack.reason, PubAckReason::Success, "{topic}: {ack:?}");
+        let m = sub.next_publish().await;
+        let props = user_properties(&m);
+        let expected_topic = topic.replace("in/", "out/");
+        assert_eq!(
+            (topic_of(&m), &m.payload[..]),
+            (expected_topic.as_str(), payload),
+            "{props:?}"
+        );
+        if topic.starts_with("in/") {
+            let mut expected = Vec::new();
+            if with_unit {
+                expected.push(("unit".to_owned(), "C".to_owned()));
+            }
+            expected.push(("client-id".to_owned(), who.to_owned()));
+            assert_eq!(props, expected, "payload {payload:?}");
+        } else {
+            assert_eq!(props.len(), 1, "{props:?}");
+            assert_eq!(props[0].0, "at", "{props:?}");
+        }
+    }
+
+    let calls = sends.iter().filter(|s| s.4).count();
+    let (code, body) = broker.scrape("/metrics").await;
+    assert_eq!(code, 200);
+    let counted = body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"wasp_plugin_calls_total{plugin="transform",hook="transform"} "#)
+        })
+        .unwrap_or_else(|| panic!("no transform calls in {body}"));
+    assert_eq!(counted, calls.to_string(), "{body}");
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // 4. Faults contained
 // ---------------------------------------------------------------------------------------------------------

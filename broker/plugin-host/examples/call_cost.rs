@@ -74,7 +74,7 @@ async fn lookup(
     }
     .expect("instantiate");
     let interface = instance
-        .get_export_index(&mut *store, None, "wasp:plugin/authorizer@0.1.2")
+        .get_export_index(&mut *store, None, "wasp:plugin/authorizer@0.1.3")
         .expect("authorizer");
     let func = instance
         .get_export_index(&mut *store, Some(&interface), "authorize-publish")

@@ -67,6 +67,16 @@ pub enum Transformed {
     Dropped { reason_code: u8, plugin: String },
 }
 
+/// [`Transformed`] with how long it may be reused (WIT 0.1.3): for the same session's later messages that
+/// differ from this one in their payload only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transformation {
+    pub outcome: Transformed,
+    /// The least of the asked transformers' `cache-seconds`; `None` (never reuse) when one of them gave
+    /// none or 0, failed, or patched the payload, or when no transformer was asked.
+    pub cache_seconds: Option<u32>,
+}
+
 fn failure_denial() -> Denial {
     Denial {
         reason_code: FAILURE_REASON_CODE,
@@ -405,16 +415,17 @@ impl Chain {
     ) -> Transformed {
         self.transform_cow(interest, session, Cow::Borrowed(message))
             .await
+            .outcome
     }
 
-    /// [`Chain::transform_with`] taking the message by value: the first patch applies to it in place
-    /// instead of to a copy.
+    /// [`Chain::transform_with`] taking the message by value (the first patch applies to it in place
+    /// instead of to a copy), with how long the outcome may be reused.
     pub async fn transform_owned(
         &self,
         interest: PublishInterest,
         session: &Session,
         message: Message,
-    ) -> Transformed {
+    ) -> Transformation {
         self.transform_cow(interest, session, Cow::Owned(message))
             .await
     }
@@ -424,10 +435,14 @@ impl Chain {
         interest: PublishInterest,
         session: &Session,
         mut message: Cow<'_, Message>,
-    ) -> Transformed {
+    ) -> Transformation {
         let mut modified = false;
         let mut mask = interest.transform;
         let mut next = 0;
+        // The least lifetime of the answers so far; `None` before the first answer, and for good once one
+        // may not be reused (`reusable` false).
+        let mut reuse: Option<u32> = None;
+        let mut reusable = true;
         loop {
             let asked = self
                 .asked(Hook::Transform, mask, &message.topic, next)
@@ -436,12 +451,29 @@ impl Chain {
                 break;
             };
             next = index + 1;
-            match plugin.transform(session, &message).await {
+            let answer = plugin.transform_cacheable(session, &message).await;
+            let seconds = match &answer {
+                Ok(a) if !matches!(&a.verdict, TransformVerdict::Modify(p) if p.payload.is_some()) => {
+                    a.cache_seconds.filter(|s| *s > 0)
+                }
+                _ => None,
+            };
+            reuse = match (reusable, seconds) {
+                (true, Some(s)) => Some(reuse.map_or(s, |r| r.min(s))),
+                _ => {
+                    reusable = false;
+                    None
+                }
+            };
+            match answer.map(|a| a.verdict) {
                 Ok(TransformVerdict::Pass) => {}
                 Ok(TransformVerdict::Drop(reason_code)) => {
-                    return Transformed::Dropped {
-                        reason_code,
-                        plugin: plugin.name().to_owned(),
+                    return Transformation {
+                        outcome: Transformed::Dropped {
+                            reason_code,
+                            plugin: plugin.name().to_owned(),
+                        },
+                        cache_seconds: reuse,
                     };
                 }
                 Ok(TransformVerdict::Modify(patch)) => {
@@ -456,18 +488,25 @@ impl Chain {
                 Err(_) => match plugin.failure_policy().transform {
                     OnTransformFailure::Pass => {}
                     OnTransformFailure::Drop => {
-                        return Transformed::Dropped {
-                            reason_code: FAILURE_REASON_CODE,
-                            plugin: plugin.name().to_owned(),
+                        return Transformation {
+                            outcome: Transformed::Dropped {
+                                reason_code: FAILURE_REASON_CODE,
+                                plugin: plugin.name().to_owned(),
+                            },
+                            cache_seconds: None,
                         };
                     }
                 },
             }
         }
-        if modified {
+        let outcome = if modified {
             Transformed::Modified(message.into_owned())
         } else {
             Transformed::Unchanged
+        };
+        Transformation {
+            outcome,
+            cache_seconds: reuse,
         }
     }
 }

@@ -18,9 +18,9 @@ use wasmtime::{
     Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
 };
 
-use crate::bindings::AllRoles;
+use crate::bindings::EveryRole;
 use crate::bindings::exports::wasp::plugin::{
-    authenticator, authorizer, plugin, storage, ticker, transformer,
+    authenticator, authorizer, cacheable_transformer, plugin, storage, ticker, transformer,
 };
 use crate::config::{HostConfig, PluginSpec};
 use crate::error::{CallError, HostError};
@@ -33,14 +33,15 @@ use crate::plugin::{Exports, Parts, Plugin};
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 // Looked up semver-compatibly by wasmtime: a component built against 0.1.0 exports
-// `wasp:plugin/plugin@0.1.0`, which these 0.1.2 names find (and its 0.1.0 imports find the 0.1.2
+// `wasp:plugin/plugin@0.1.0`, which these 0.1.3 names find (and its 0.1.0 imports find the 0.1.3
 // definitions of the linker).
-pub(crate) const INTERFACE_PLUGIN: &str = "wasp:plugin/plugin@0.1.2";
-pub(crate) const INTERFACE_AUTHENTICATOR: &str = "wasp:plugin/authenticator@0.1.2";
-pub(crate) const INTERFACE_AUTHORIZER: &str = "wasp:plugin/authorizer@0.1.2";
-pub(crate) const INTERFACE_TRANSFORMER: &str = "wasp:plugin/transformer@0.1.2";
-pub(crate) const INTERFACE_TICKER: &str = "wasp:plugin/ticker@0.1.2";
-pub(crate) const INTERFACE_STORAGE: &str = "wasp:plugin/storage@0.1.2";
+pub(crate) const INTERFACE_PLUGIN: &str = "wasp:plugin/plugin@0.1.3";
+pub(crate) const INTERFACE_AUTHENTICATOR: &str = "wasp:plugin/authenticator@0.1.3";
+pub(crate) const INTERFACE_AUTHORIZER: &str = "wasp:plugin/authorizer@0.1.3";
+pub(crate) const INTERFACE_TRANSFORMER: &str = "wasp:plugin/transformer@0.1.3";
+pub(crate) const INTERFACE_CACHEABLE_TRANSFORMER: &str = "wasp:plugin/cacheable-transformer@0.1.3";
+pub(crate) const INTERFACE_TICKER: &str = "wasp:plugin/ticker@0.1.3";
+pub(crate) const INTERFACE_STORAGE: &str = "wasp:plugin/storage@0.1.3";
 /// The `http` import, without its version.
 pub(crate) const IMPORT_HTTP_PREFIX: &str = "wasp:plugin/http@";
 
@@ -190,7 +191,7 @@ impl PluginHost {
             }
         };
         let mut linker = Linker::new(&engine);
-        AllRoles::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)
+        EveryRole::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
@@ -351,12 +352,17 @@ impl PluginHost {
         let authenticator = optional!(INTERFACE_AUTHENTICATOR, authenticator::GuestIndices);
         let authorizer = optional!(INTERFACE_AUTHORIZER, authorizer::GuestIndices);
         let transformer = optional!(INTERFACE_TRANSFORMER, transformer::GuestIndices);
+        let cacheable_transformer = optional!(
+            INTERFACE_CACHEABLE_TRANSFORMER,
+            cacheable_transformer::GuestIndices
+        );
         let ticker = optional!(INTERFACE_TICKER, ticker::GuestIndices);
         let storage = optional!(INTERFACE_STORAGE, storage::GuestIndices);
         let exports = Exports {
             authenticator: authenticator.is_some(),
             authorizer: authorizer.is_some(),
             transformer: transformer.is_some(),
+            cacheable_transformer: cacheable_transformer.is_some(),
             ticker: ticker.is_some(),
             storage: storage.is_some(),
         };
@@ -424,6 +430,7 @@ impl PluginHost {
             authenticator,
             authorizer,
             transformer,
+            cacheable_transformer,
             ticker,
             storage,
         };

@@ -11,8 +11,9 @@ use crate::error::HostError;
 use crate::plugin::Exports;
 
 use crate::host::{
-    IMPORT_HTTP_PREFIX, INTERFACE_AUTHENTICATOR, INTERFACE_AUTHORIZER, INTERFACE_PLUGIN,
-    INTERFACE_STORAGE, INTERFACE_TICKER, INTERFACE_TRANSFORMER,
+    IMPORT_HTTP_PREFIX, INTERFACE_AUTHENTICATOR, INTERFACE_AUTHORIZER,
+    INTERFACE_CACHEABLE_TRANSFORMER, INTERFACE_PLUGIN, INTERFACE_STORAGE, INTERFACE_TICKER,
+    INTERFACE_TRANSFORMER,
 };
 
 /// What a component declares: the Wasp roles it exports and every export and import by name.
@@ -26,7 +27,7 @@ pub struct ComponentInfo {
     pub exports: Exports,
     /// Whether it imports `wasp:plugin/http` (loading it then needs an http grant).
     pub imports_http: bool,
-    /// Every export name, e.g. `wasp:plugin/authenticator@0.1.2`, sorted.
+    /// Every export name, e.g. `wasp:plugin/authenticator@0.1.3`, sorted.
     pub export_names: Vec<String>,
     /// Every import name (the `wasp:plugin` host imports and WASI), sorted.
     pub import_names: Vec<String>,
@@ -35,8 +36,9 @@ pub struct ComponentInfo {
 impl ComponentInfo {
     /// The predefined WIT world of `wasp:plugin` whose exports are exactly this component's: `base`,
     /// `authenticator-plugin`, `authorizer-plugin`, `transformer-plugin`, `http-authenticator-plugin`
-    /// (authenticator and ticker) or `full-plugin` (every role, with or without ticker, as 0.1.0's
-    /// `full-plugin` had none). `None` when `plugin` is missing or the roles are a combination no
+    /// (authenticator and ticker), `storage-plugin`, `cacheable-transformer-plugin`, `full-plugin`
+    /// (every role, with or without ticker, as 0.1.0's `full-plugin` had none), `all-roles` (and
+    /// storage) or `every-role` (and cacheable-transformer). `None` when `plugin` is missing or the roles are a combination no
     /// predefined world has (e.g. authenticator and authorizer without transformer: a world of the
     /// plugin's own that includes both).
     pub fn world(&self) -> Option<&'static str> {
@@ -47,29 +49,40 @@ impl ComponentInfo {
             authenticator,
             authorizer,
             transformer,
+            cacheable_transformer,
             ticker,
             storage,
         } = self.exports;
-        match (authenticator, authorizer, transformer, ticker, storage) {
-            (false, false, false, false, false) => Some("base"),
-            (true, false, false, false, false) => Some("authenticator-plugin"),
-            (false, true, false, false, false) => Some("authorizer-plugin"),
-            (false, false, true, false, false) => Some("transformer-plugin"),
-            (true, false, false, true, false) => Some("http-authenticator-plugin"),
-            (false, false, false, false, true) => Some("storage-plugin"),
-            (true, true, true, _, false) => Some("full-plugin"),
-            (true, true, true, true, true) => Some("all-roles"),
+        match (
+            authenticator,
+            authorizer,
+            transformer,
+            ticker,
+            storage,
+            cacheable_transformer,
+        ) {
+            (false, false, false, false, false, false) => Some("base"),
+            (true, false, false, false, false, false) => Some("authenticator-plugin"),
+            (false, true, false, false, false, false) => Some("authorizer-plugin"),
+            (false, false, true, false, false, false) => Some("transformer-plugin"),
+            (false, false, false, false, false, true) => Some("cacheable-transformer-plugin"),
+            (true, false, false, true, false, false) => Some("http-authenticator-plugin"),
+            (false, false, false, false, true, false) => Some("storage-plugin"),
+            (true, true, true, _, false, false) => Some("full-plugin"),
+            (true, true, true, true, true, false) => Some("all-roles"),
+            (true, true, true, true, true, true) => Some("every-role"),
             _ => None,
         }
     }
 
     /// The roles exported, by WIT interface name (`authenticator`, `authorizer`, `transformer`,
-    /// `ticker`, `storage`).
+    /// `cacheable-transformer`, `ticker`, `storage`).
     pub fn roles(&self) -> Vec<&'static str> {
         [
             (self.exports.authenticator, "authenticator"),
             (self.exports.authorizer, "authorizer"),
             (self.exports.transformer, "transformer"),
+            (self.exports.cacheable_transformer, "cacheable-transformer"),
             (self.exports.ticker, "ticker"),
             (self.exports.storage, "storage"),
         ]
@@ -116,6 +129,7 @@ pub fn inspect_component(name: &str, wasm: &Path) -> Result<ComponentInfo, HostE
             authenticator: has(INTERFACE_AUTHENTICATOR),
             authorizer: has(INTERFACE_AUTHORIZER),
             transformer: has(INTERFACE_TRANSFORMER),
+            cacheable_transformer: has(INTERFACE_CACHEABLE_TRANSFORMER),
             ticker: has(INTERFACE_TICKER),
             storage: has(INTERFACE_STORAGE),
         },
@@ -130,7 +144,9 @@ pub fn inspect_component(name: &str, wasm: &Path) -> Result<ComponentInfo, HostE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_programs::{ALLOW_DENY, AUTH_ONLY, GARBAGE, HTTP_PROBE, V010_AUTHORIZER};
+    use crate::test_programs::{
+        ALLOW_DENY, AUTH_ONLY, GARBAGE, HTTP_PROBE, REUSE, V010_AUTHORIZER,
+    };
 
     #[test]
     fn full_plugin_exports_every_role() {
@@ -142,12 +158,13 @@ mod tests {
                 authenticator: true,
                 authorizer: true,
                 transformer: true,
+                cacheable_transformer: false,
                 ticker: true,
                 storage: false,
             }
         );
         assert_eq!(info.world(), Some("full-plugin"));
-        assert_eq!(info.version.as_deref(), Some("0.1.2"));
+        assert_eq!(info.version.as_deref(), Some("0.1.3"));
         assert_eq!(
             info.roles(),
             ["authenticator", "authorizer", "transformer", "ticker"]
@@ -155,7 +172,7 @@ mod tests {
         assert!(
             info.import_names
                 .iter()
-                .any(|n| n == "wasp:plugin/kv@0.1.2"),
+                .any(|n| n == "wasp:plugin/kv@0.1.3"),
             "{:?}",
             info.import_names
         );
@@ -192,6 +209,9 @@ mod tests {
             info.export_names,
             [INTERFACE_AUTHENTICATOR, INTERFACE_PLUGIN]
         );
+        let info = inspect_component("reuse", Path::new(REUSE)).unwrap();
+        assert_eq!(info.world(), Some("cacheable-transformer-plugin"));
+        assert_eq!(info.roles(), ["cacheable-transformer"]);
     }
 
     #[test]

@@ -15,11 +15,11 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::exports::wasp::plugin::{
-    authenticator, authorizer, plugin, storage, ticker, transformer,
+    authenticator, authorizer, cacheable_transformer, plugin, storage, ticker, transformer,
 };
 use crate::bindings::wasp::plugin::types::{
-    AuthRequest, AuthVerdict, AuthzVerdict, Interests, Message, Qos, Session, SubscribeVerdict,
-    TransformVerdict,
+    AuthRequest, AuthVerdict, AuthzVerdict, CacheableTransformVerdict, Interests, Message, Qos,
+    Session, SubscribeVerdict,
 };
 use crate::config::{DirGrant, SandboxLimits};
 use crate::error::CallError;
@@ -138,6 +138,8 @@ pub(crate) struct Template {
     pub authenticator: Option<authenticator::GuestIndices>,
     pub authorizer: Option<authorizer::GuestIndices>,
     pub transformer: Option<transformer::GuestIndices>,
+    /// `cacheable-transformer` (0.1.3): called instead of `transformer` when present.
+    pub cacheable_transformer: Option<cacheable_transformer::GuestIndices>,
     pub ticker: Option<ticker::GuestIndices>,
     pub storage: Option<storage::GuestIndices>,
 }
@@ -148,6 +150,7 @@ pub(crate) struct Warm {
     authenticator: Option<authenticator::Guest>,
     authorizer: Option<authorizer::Guest>,
     transformer: Option<transformer::Guest>,
+    cacheable_transformer: Option<cacheable_transformer::Guest>,
     ticker: Option<ticker::Guest>,
     storage: Option<storage::Guest>,
 }
@@ -184,7 +187,8 @@ pub(crate) enum Response {
     Authenticate(AuthVerdict),
     AuthorizePublish(AuthzVerdict),
     AuthorizeSubscribe(SubscribeVerdict),
-    Transform(TransformVerdict),
+    /// From `transformer` (never reusable) or `cacheable-transformer`.
+    Transform(CacheableTransformVerdict),
     Tick(u32),
     StorageWrite(Result<(), String>),
     StorageLoad(Result<Vec<(storage::Key, Vec<u8>)>, String>),
@@ -299,6 +303,12 @@ impl Template {
             .map(|i| i.load(&mut store, &instance))
             .transpose()
             .map_err(instantiate_error)?;
+        let cacheable_transformer = self
+            .cacheable_transformer
+            .as_ref()
+            .map(|i| i.load(&mut store, &instance))
+            .transpose()
+            .map_err(instantiate_error)?;
         let ticker = self
             .ticker
             .as_ref()
@@ -321,6 +331,7 @@ impl Template {
                 authenticator,
                 authorizer,
                 transformer,
+                cacheable_transformer,
                 ticker,
                 storage,
             },
@@ -401,14 +412,22 @@ impl Warm {
                     .map(Response::AuthorizeSubscribe)
             }
             Request::Transform { session, message } => {
-                let guest = self
-                    .transformer
-                    .as_ref()
-                    .ok_or(CallError::MissingExport("transformer"))?;
-                guest
-                    .call_transform(&mut *store, session, message)
-                    .await
-                    .map(Response::Transform)
+                match (&self.cacheable_transformer, &self.transformer) {
+                    (Some(guest), _) => guest
+                        .call_transform(&mut *store, session, message)
+                        .await
+                        .map(Response::Transform),
+                    (None, Some(guest)) => guest
+                        .call_transform(&mut *store, session, message)
+                        .await
+                        .map(|verdict| {
+                            Response::Transform(CacheableTransformVerdict {
+                                verdict,
+                                cache_seconds: None,
+                            })
+                        }),
+                    (None, None) => return Err(CallError::MissingExport("transformer")),
+                }
             }
             Request::Tick => {
                 let guest = self

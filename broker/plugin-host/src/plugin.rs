@@ -16,8 +16,8 @@ use tokio::sync::Semaphore;
 
 use crate::bindings::exports::wasp::plugin::storage::{Key, Keyspace, Op};
 use crate::bindings::wasp::plugin::types::{
-    AuthRequest, AuthVerdict, AuthzVerdict, Decision, Denial, Hooks, Interests, Message, Qos,
-    Session, SubscribeDecision, SubscribeVerdict, TransformVerdict,
+    AuthRequest, AuthVerdict, AuthzVerdict, CacheableTransformVerdict, Decision, Denial, Hooks,
+    Interests, Message, Qos, Session, SubscribeDecision, SubscribeVerdict, TransformVerdict,
 };
 use crate::config::FailurePolicy;
 use crate::error::CallError;
@@ -70,6 +70,9 @@ pub struct Exports {
     pub authenticator: bool,
     pub authorizer: bool,
     pub transformer: bool,
+    /// `cacheable-transformer` (WIT 0.1.3): transform verdicts the broker may reuse; called instead of
+    /// `transformer` when both are exported.
+    pub cacheable_transformer: bool,
     /// `ticker` (WIT 0.1.1): [`Plugin::tick`].
     pub ticker: bool,
     /// `storage` (WIT 0.1.2): [`Plugin::storage_write`] and [`Plugin::storage_load`].
@@ -81,7 +84,7 @@ impl Exports {
         match hook {
             Hook::Authenticate => self.authenticator,
             Hook::AuthorizePublish | Hook::AuthorizeSubscribe => self.authorizer,
-            Hook::Transform => self.transformer,
+            Hook::Transform => self.transformer || self.cacheable_transformer,
         }
     }
 }
@@ -444,9 +447,22 @@ impl Plugin {
         session: &Session,
         message: &Message,
     ) -> Result<TransformVerdict, CallError> {
+        self.transform_cacheable(session, message)
+            .await
+            .map(|answer| answer.verdict)
+    }
+
+    /// [`Plugin::transform`] with how long the verdict may be reused (WIT 0.1.3): through the
+    /// `cacheable-transformer` export when the plugin has it, else through `transformer`, whose verdicts
+    /// are never reusable (`cache_seconds: None`).
+    pub async fn transform_cacheable(
+        &self,
+        session: &Session,
+        message: &Message,
+    ) -> Result<CacheableTransformVerdict, CallError> {
         let request = Request::Transform { session, message };
         self.call(Hook::Transform, request, |r| match r {
-            Response::Transform(v) => validate_transform(&v).map(|()| v),
+            Response::Transform(v) => validate_transform(&v.verdict).map(|()| v),
             _ => Err(CallError::InvalidOutput(
                 "answer to another hook".to_owned(),
             )),

@@ -419,3 +419,45 @@ async fn transformers_compose_in_order_and_fail_per_policy() {
         }
     );
 }
+
+/// WIT 0.1.3: the chain's outcome may be reused for the least lifetime its transformers gave, and not at
+/// all once one of them gave none, patched the payload, or answered through the 0.1.0 `transformer`.
+#[tokio::test]
+async fn reusable_outcomes_take_the_least_lifetime_of_the_chain() {
+    let host = host();
+    let d = FailurePolicy::default();
+    let a30 = load(&host, "a30", guests::REUSE, "A 30", d).await;
+    let b10 = load(&host, "b10", guests::REUSE, "B 10", d).await;
+    let single_use = load(&host, "single-use", guests::REUSE, "C none", d).await;
+    let zero = load(&host, "zero", guests::REUSE, "Z 0", d).await;
+    let payload = load(&host, "payload", guests::REUSE, "P 30 payload", d).await;
+    // allow-deny exports only `transformer`; it passes `*/pass` unchanged.
+    let old = load(&host, "old", guests::ALLOW_DENY, "{}", d).await;
+    assert!(a30.exports().cacheable_transformer && !a30.exports().transformer);
+    assert!(old.exports().transformer && !old.exports().cacheable_transformer);
+
+    let run = |plugins: Vec<Plugin>| async move {
+        let chain = Chain::new(plugins);
+        let interest = chain.publish_interest("t/pass");
+        chain
+            .transform_owned(interest, &session(), message("t/pass"))
+            .await
+    };
+    let both = run(vec![a30.clone(), b10.clone()]).await;
+    assert_eq!(both.cache_seconds, Some(10));
+    let Transformed::Modified(m) = both.outcome else {
+        panic!("expected both patches: {:?}", both.outcome)
+    };
+    let keys: Vec<&str> = m.user_properties.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["A", "B"]);
+    assert_eq!(m.payload, b"hi");
+
+    assert_eq!(run(vec![a30.clone()]).await.cache_seconds, Some(30));
+    for spoiler in [single_use, zero, payload, old] {
+        let name = spoiler.name().to_owned();
+        let first = run(vec![spoiler.clone(), a30.clone()]).await;
+        let last = run(vec![a30.clone(), b10.clone(), spoiler]).await;
+        assert_eq!(first.cache_seconds, None, "{name} first");
+        assert_eq!(last.cache_seconds, None, "{name} last");
+    }
+}

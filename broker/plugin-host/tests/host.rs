@@ -99,6 +99,7 @@ async fn allow_deny_answers_every_hook_and_uses_the_host_imports() {
             authenticator: true,
             authorizer: true,
             transformer: true,
+            cacheable_transformer: false,
             ticker: true,
             storage: false,
         }
@@ -241,6 +242,7 @@ async fn a_component_of_world_authenticator_plugin_loads_with_only_its_exports()
             authenticator: true,
             authorizer: false,
             transformer: false,
+            cacheable_transformer: false,
             ticker: false,
             storage: false,
         }
@@ -657,7 +659,7 @@ async fn tick_returns_the_delay_and_failures_are_counted() {
     assert_eq!(auth_only.stats().failures.missing_export, 1);
 }
 
-/// wasmtime matches `wasp:plugin/...@0.1.0` names with the host's 0.1.2 ones (same major.minor): a
+/// wasmtime matches `wasp:plugin/...@0.1.0` names with the host's 0.1.3 ones (same major.minor): a
 /// component built against the frozen 0.1.0 WIT loads, its 0.1.0 imports (kv) link, its hooks are found
 /// and called.
 #[tokio::test]

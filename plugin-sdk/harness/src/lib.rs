@@ -292,6 +292,18 @@ impl Harness {
             .block_on(self.plugin.transform(session, &message))
     }
 
+    /// [`transform`](Self::transform) with how long the broker may reuse the verdict (WIT 0.1.3):
+    /// `cache_seconds` is what the plugin's `cacheable-transformer` export answered (`None` from a plugin
+    /// that exports only `transformer`).
+    pub fn transform_cacheable(
+        &self,
+        session: &Session,
+        message: Message,
+    ) -> Result<CacheableTransformVerdict, CallError> {
+        self.runtime
+            .block_on(self.plugin.transform_cacheable(session, &message))
+    }
+
     /// Calls the plugin's `ticker` export (WIT 0.1.1): the seconds until the broker would call it
     /// again, 0 for never. [`CallError::MissingExport`] when the plugin does not export it.
     pub fn tick(&self) -> Result<u32, CallError> {

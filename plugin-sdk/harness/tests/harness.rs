@@ -19,6 +19,7 @@ fn typed_calls_reach_the_plugin_with_toml_config() {
             authenticator: true,
             authorizer: true,
             transformer: true,
+            cacheable_transformer: false,
             ticker: true,
             storage: false,
         }
