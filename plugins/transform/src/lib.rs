@@ -8,7 +8,7 @@
 mod plugin;
 mod rules;
 
-pub use plugin::TransformPlugin;
+pub use plugin::{REUSE_SECONDS, TransformPlugin};
 pub use rules::{Config, Outcome, PAYLOAD_FORMAT_INVALID, QUOTA_EXCEEDED, RuleConfig, Rules};
 
 wasp_plugin_sdk::export_plugin!(TransformPlugin);

@@ -1,14 +1,22 @@
 //! The WebAssembly glue: the [`Plugin`] the broker loads, over [`Rules::apply`].
 //!
 //! The rules' filters are the plugin's publish filters, so the broker calls it only for topics some rule
-//! may change. Counters: `dropped` and `modified` (published as `plugin.<name>.dropped`...).
+//! may change. When no rule matching the topic stamps the time or checks the payload, the verdict is
+//! reusable (WIT 0.1.3) for [`REUSE_SECONDS`]: the broker applies it to the session's later messages to
+//! that topic (with the same user properties) without calling the plugin. Counters: `dropped` and
+//! `modified` (published as `plugin.<name>.dropped`...), counting calls, not reused verdicts.
 
 use wasp_plugin_sdk::{
-    Hooks, Interests, Message, MessagePatch, Plugin, Session, TransformVerdict, UserProperty,
-    clock, metrics,
+    CacheableTransformVerdict, Hooks, Interests, Message, MessagePatch, Plugin, Session,
+    TransformVerdict, UserProperty, clock, metrics,
 };
 
 use crate::{Config, Outcome, Rules};
+
+/// How long the broker may reuse a verdict that depends on the topic, client id and user properties
+/// only. The rules cannot change while the plugin runs, and the broker forgets reused verdicts when a
+/// session's attributes change, so any lifetime is correct; this one bounds the broker's cache entries.
+pub const REUSE_SECONDS: u32 = 60;
 
 /// Rewrites, stamps and drops inbound messages by rules.
 pub struct TransformPlugin {
@@ -30,7 +38,24 @@ impl Plugin for TransformPlugin {
         Interests::hooks(Hooks::TRANSFORM).filters(self.rules.filters())
     }
 
-    fn transform(&self, session: &Session, message: Message) -> TransformVerdict {
+    fn transform_cacheable(
+        &self,
+        session: &Session,
+        message: Message,
+    ) -> CacheableTransformVerdict {
+        let reusable = self.rules.reusable(&message.topic);
+        let answer = CacheableTransformVerdict::from(self.verdict(session, message));
+        if reusable {
+            answer.reuse_for(REUSE_SECONDS)
+        } else {
+            answer
+        }
+    }
+}
+
+impl TransformPlugin {
+    /// The rules' verdict on one message.
+    fn verdict(&self, session: &Session, message: Message) -> TransformVerdict {
         let properties: Vec<(String, String)> = message
             .user_properties
             .into_iter()

@@ -269,6 +269,16 @@ impl Rules {
         self.rules.iter().any(|r| r.stamp_time.is_some())
     }
 
+    /// Whether [`Rules::apply`]'s outcome for `topic` depends on nothing but the topic, the client id and
+    /// the user properties: no rule matching `topic` stamps the time or checks the payload. The plugin
+    /// then lets the broker reuse its verdict for the session's later messages to that topic.
+    pub fn reusable(&self, topic: &str) -> bool {
+        self.rules
+            .iter()
+            .filter(|r| wasp_plugin_sdk::topic::matches(&r.filter, topic))
+            .all(|r| r.stamp_time.is_none() && r.max_payload.is_none() && r.json.is_none())
+    }
+
     /// The topic filters of all rules, in order (the plugin's declared interests).
     pub fn filters(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().map(|r| r.filter.as_str())

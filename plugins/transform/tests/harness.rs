@@ -6,6 +6,7 @@ use wasp_plugin_harness::{
     Harness, Hooks, HostError, Message, MessagePatch, Session, TransformVerdict, UserProperty,
     client, message, plugin_wasm,
 };
+use wasp_plugin_transform::REUSE_SECONDS;
 
 const RULES: &str = r#"
 [[rules]]
@@ -206,4 +207,73 @@ fn bad_configurations_are_rejected_at_init() {
     assert!(message.contains("unknown field `max_bytes`"), "{message}");
     let message = init_error("[[rules]]\nfilter = 'a'");
     assert!(message.contains("the rule does nothing"), "{message}");
+}
+
+#[test]
+fn verdicts_are_reusable_unless_a_matching_rule_reads_the_time_or_the_payload() {
+    let plugin = Harness::load(plugin_wasm!())
+        .config_toml(
+            r#"
+[[rules]]
+filter = "site/+/in"
+rewrite_topic = "in/{1}"
+stamp_client_id_property = "client-id"
+
+[[rules]]
+filter = "site/+/checked"
+rewrite_topic = "checked/{1}"
+require_json = true
+
+[[rules]]
+filter = "site/+/sized"
+max_payload_bytes = 4
+
+[[rules]]
+filter = "site/+/timed"
+stamp_time_property = "at"
+"#,
+        )
+        .build()
+        .unwrap();
+    assert!(plugin.exports().cacheable_transformer);
+    let session = session("dev-7");
+    let reused = plugin
+        .transform_cacheable(&session, message("site/3/in", *b"x"))
+        .unwrap();
+    assert_eq!(
+        reused.verdict,
+        TransformVerdict::Modify(MessagePatch {
+            topic: Some("in/3".to_owned()),
+            payload: None,
+            qos: None,
+            retain: None,
+            user_properties: Some(vec![property("client-id", "dev-7")]),
+        })
+    );
+    assert_eq!(reused.cache_seconds, Some(REUSE_SECONDS));
+    // The same verdict through the 0.1.0 `transformer` path, without a lifetime.
+    assert_eq!(
+        plugin
+            .transform(&session, message("site/3/in", *b"x"))
+            .unwrap(),
+        reused.verdict
+    );
+    for (topic, payload) in [
+        ("site/3/checked", &b"{}"[..]),
+        ("site/3/sized", &b"12"[..]),
+        ("site/3/timed", &b"x"[..]),
+    ] {
+        let answer = plugin
+            .transform_cacheable(&session, message(topic, payload.to_vec()))
+            .unwrap();
+        assert_eq!(answer.cache_seconds, None, "{topic}: {answer:?}");
+    }
+    // A topic no rule matches is never asked by the broker; its pass would be reusable.
+    let pass = plugin
+        .transform_cacheable(&session, message("elsewhere", *b"x"))
+        .unwrap();
+    assert_eq!(
+        (pass.verdict, pass.cache_seconds),
+        (TransformVerdict::Pass, Some(REUSE_SECONDS))
+    );
 }
