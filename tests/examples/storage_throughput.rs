@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use wasp_mqtt::{QoS, ReasonCode};
+use wasp_mqtt::{Properties, QoS, ReasonCode};
 use wasp_plugin_harness::redis::RedisServer;
 use wasp_tests::load::{
     Client, IO_LIMIT, Login, cpu_time, median, publish_loop, runtimes, stop_publishers,
@@ -61,6 +61,7 @@ async fn publisher(client: Client, n: usize, stop: Arc<AtomicBool>, counters: Ar
         client,
         &format!("bench/{n}"),
         payload,
+        Properties::default(),
         WINDOW,
         &stop,
         |_| {

@@ -184,12 +184,14 @@ impl Client {
     }
 }
 
-/// Publishes QoS 1 PUBLISHes of `payload` to `topic`, at most `window` unacknowledged (a closed
-/// loop), until `stop` is set or the connection ends; `on_ack` sees every PUBACK.
+/// Publishes QoS 1 PUBLISHes of `payload` with `properties` to `topic`, at most `window`
+/// unacknowledged (a closed loop), until `stop` is set or the connection ends; `on_ack` sees every
+/// PUBACK.
 pub async fn publish_loop(
     mut client: Client,
     topic: &str,
     payload: Bytes,
+    properties: Properties,
     window: usize,
     stop: &AtomicBool,
     mut on_ack: impl FnMut(&PubResponse),
@@ -206,7 +208,7 @@ pub async fn publish_loop(
                 retain: false,
                 topic: topic.clone(),
                 packet_id: Some(next_id),
-                properties: Properties::default(),
+                properties: properties.clone(),
                 payload: payload.clone(),
             }));
             in_flight += 1;
