@@ -24,9 +24,9 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 use wasp_mqtt::topic::{Filter, parse_filter};
 use wasp_mqtt::{
-    Auth, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion,
-    PubResponse, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
-    UnsubAck, Unsubscribe, Will,
+    Auth, Changes, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion,
+    PubResponse, Publish, PublishParts, QoS, ReasonCode, RetainHandling, SubAck, Subscribe,
+    SubscriptionOptions, UnsubAck, Unsubscribe, Will,
 };
 
 use wasp_plugin_host::types as wit;
@@ -2034,24 +2034,22 @@ impl Conn {
     /// dropped as if it had been delivered (MQTT-3.1.2-25).
     fn write_publish(&mut self, packet_id: Option<u16>, d: &Delivery, dup: bool, now: Instant) {
         let m = &d.message;
-        let properties = if self.version.is_v5() {
-            let mut props = m.properties.clone();
-            props.message_expiry_interval = m.remaining_expiry(now);
-            props.subscription_identifiers.extend(d.subscription_id);
-            props
-        } else {
-            Properties::default()
-        };
-        let publish = Packet::Publish(Publish {
+        // The message's properties are shared by every subscriber: encoded with this delivery's changes
+        // rather than copied (3.x writes none).
+        let publish = PublishParts {
             dup,
             qos: d.qos,
             retain: d.retain,
-            topic: m.topic.clone(),
+            topic: &m.topic,
             packet_id,
-            properties,
-            payload: m.payload.clone(),
-        });
-        match wasp_mqtt::encode(
+            properties: &m.properties,
+            changes: Changes {
+                message_expiry_interval: Some(m.remaining_expiry(now)),
+                subscription_identifier: d.subscription_id,
+            },
+            payload: &m.payload,
+        };
+        match wasp_mqtt::encode_publish(
             &publish,
             self.version,
             &mut self.io.outbuf,

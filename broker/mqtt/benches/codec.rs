@@ -1,5 +1,7 @@
 //! Codec micro-benchmarks: decoding and encoding the packets of the message path (PUBLISH, PUBACK) and a
-//! SUBSCRIBE, for MQTT 3.1.1 and 5.0. `cargo bench -p wasp-mqtt --bench codec`.
+//! SUBSCRIBE, for MQTT 3.1.1 and 5.0, and a stored 5.0 message with user properties sent to a subscriber
+//! (its properties copied and changed, or encoded in parts with the changes). `cargo bench -p wasp-mqtt
+//! --bench codec`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -7,8 +9,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use wasp_mqtt::{
-    Packet, Properties, ProtocolVersion, PubResponse, Publish, QoS, Subscribe, SubscriptionOptions,
-    decode, encode,
+    Changes, Packet, Properties, ProtocolVersion, PubResponse, Publish, PublishParts, QoS,
+    Subscribe, SubscriptionOptions, decode, encode, encode_publish,
 };
 
 const MAX: u32 = 1 << 24;
@@ -96,6 +98,58 @@ fn bench_codec(c: &mut Criterion) {
         });
         group.finish();
     }
+
+    // A stored 5.0 message with two user properties, sent to a subscriber with the time left in its
+    // expiry and the subscription's identifier: what the broker's `write_publish` does per delivery.
+    let Packet::Publish(stored) = publish(64, QoS::AtLeastOnce) else {
+        unreachable!()
+    };
+    let stored = Publish {
+        properties: Properties {
+            message_expiry_interval: Some(60),
+            user_properties: vec![
+                ("client-id".to_owned(), "sensor-0042".to_owned()),
+                ("unit".to_owned(), "C".to_owned()),
+            ],
+            ..Properties::default()
+        },
+        ..stored
+    };
+    let mut group = c.benchmark_group("codec V5 delivery");
+    let mut out = BytesMut::with_capacity(8192);
+    group.bench_function("clone properties, change, encode", |b| {
+        b.iter(|| {
+            out.clear();
+            let mut properties = black_box(&stored.properties).clone();
+            properties.message_expiry_interval = Some(59);
+            properties.subscription_identifiers.push(3);
+            let packet = Packet::Publish(Publish {
+                properties,
+                ..stored.clone()
+            });
+            encode(&packet, ProtocolVersion::V5, &mut out, MAX).expect("encode")
+        })
+    });
+    group.bench_function("encode_publish with changes", |b| {
+        b.iter(|| {
+            out.clear();
+            let parts = PublishParts {
+                dup: false,
+                qos: stored.qos,
+                retain: stored.retain,
+                topic: &stored.topic,
+                packet_id: stored.packet_id,
+                properties: black_box(&stored.properties),
+                changes: Changes {
+                    message_expiry_interval: Some(Some(59)),
+                    subscription_identifier: Some(3),
+                },
+                payload: &stored.payload,
+            };
+            encode_publish(&parts, ProtocolVersion::V5, &mut out, MAX).expect("encode")
+        })
+    });
+    group.finish();
 }
 
 criterion_group!(benches, bench_codec);

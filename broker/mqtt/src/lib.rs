@@ -19,6 +19,6 @@ pub mod packet;
 pub mod reason;
 pub mod topic;
 
-pub use codec::{DecodeError, EncodeError, decode, encode};
+pub use codec::{Changes, DecodeError, EncodeError, PublishParts, decode, encode, encode_publish};
 pub use packet::*;
 pub use reason::ReasonCode;

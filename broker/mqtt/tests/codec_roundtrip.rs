@@ -477,6 +477,50 @@ proptest! {
         round_trip(&p, ProtocolVersion::V31, 7)?;
     }
 
+    /// A PUBLISH encoded in parts with changes to its properties is byte for byte the PUBLISH with the
+    /// changed properties, in every version, including the size limit's refusal.
+    #[test]
+    fn publish_parts_with_changes_encode_as_the_changed_publish(
+        p in packet(ProtocolVersion::V5),
+        expiry in option::of(option::of(any::<u32>())),
+        subscription_identifier in option::of(1u32..=268_435_455),
+        v in 0usize..3,
+        shrink in 0usize..3,
+    ) {
+        let Packet::Publish(p) = p else { return Ok(()) };
+        let version = [ProtocolVersion::V31, ProtocolVersion::V311, ProtocolVersion::V5][v];
+        let changes = Changes { message_expiry_interval: expiry, subscription_identifier };
+        let parts = PublishParts {
+            dup: p.dup,
+            qos: p.qos,
+            retain: p.retain,
+            topic: &p.topic,
+            packet_id: p.packet_id,
+            properties: &p.properties,
+            changes,
+            payload: &p.payload,
+        };
+        let mut changed = p.clone();
+        if let Some(expiry) = expiry {
+            changed.properties.message_expiry_interval = expiry;
+        }
+        changed.properties.subscription_identifiers.extend(subscription_identifier);
+        let mut expected = BytesMut::new();
+        let n = encode(&Packet::Publish(changed.clone()), version, &mut expected, MAX).unwrap();
+        let mut out = BytesMut::from(&b"kept"[..]);
+        prop_assert_eq!(encode_publish(&parts, version, &mut out, MAX), Ok(n));
+        prop_assert_eq!(&out[4..], &expected[..]);
+        // One byte under the size: both refuse, and the buffer is left as it was.
+        let limit = (n - shrink.min(1)) as u32;
+        let mut a = BytesMut::new();
+        let mut b = BytesMut::new();
+        prop_assert_eq!(
+            encode_publish(&parts, version, &mut a, limit).is_ok(),
+            encode(&Packet::Publish(changed), version, &mut b, limit).is_ok()
+        );
+        prop_assert_eq!(a, b);
+    }
+
     /// Arbitrary bytes never panic the decoder, and whatever decodes re-encodes to a packet that decodes equal.
     #[test]
     fn arbitrary_bytes_do_not_panic(bytes in vec(any::<u8>(), 0..64), v in 0usize..4) {

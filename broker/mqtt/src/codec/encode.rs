@@ -3,7 +3,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::properties::{self, field_len, put_field, put_varint, varint_len};
+use super::properties::{self, Changes, field_len, put_field, put_varint, varint_len};
 use super::{EncodeError, MAX_REMAINING_LENGTH};
 use crate::packet::*;
 use crate::reason::ReasonCode;
@@ -23,6 +23,48 @@ fn block(len: usize) -> usize {
     varint_len(len) + len
 }
 
+/// A PUBLISH as the encoder sees it: borrowed parts, and changes to its properties (5.0) for one
+/// subscriber. Every PUBLISH is encoded through it.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishParts<'a> {
+    /// DUP flag.
+    pub dup: bool,
+    /// QoS.
+    pub qos: QoS,
+    /// RETAIN flag.
+    pub retain: bool,
+    /// Topic name.
+    pub topic: &'a str,
+    /// Packet identifier; present exactly when QoS > 0.
+    pub packet_id: Option<u16>,
+    /// The properties (5.0), before `changes`.
+    pub properties: &'a Properties,
+    /// What this PUBLISH changes in `properties`.
+    pub changes: Changes,
+    /// Application payload.
+    pub payload: &'a [u8],
+}
+
+impl<'a> PublishParts<'a> {
+    /// `publish` as it is.
+    fn of(publish: &'a Publish) -> Self {
+        Self {
+            dup: publish.dup,
+            qos: publish.qos,
+            retain: publish.retain,
+            topic: &publish.topic,
+            packet_id: publish.packet_id,
+            properties: &publish.properties,
+            changes: Changes::default(),
+            payload: &publish.payload,
+        }
+    }
+
+    fn flags(&self) -> u8 {
+        (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
+    }
+}
+
 pub(super) fn encode(
     packet: &Packet,
     version: ProtocolVersion,
@@ -31,6 +73,53 @@ pub(super) fn encode(
 ) -> Result<usize, EncodeError> {
     let name = packet.name();
     let plan = plan(packet, version, name)?;
+    let size = checked_size(name, &plan, max_packet_size)?;
+    buf.reserve(size);
+    let start = buf.len();
+    write(packet, version, &plan, buf);
+    debug_assert_eq!(
+        buf.len() - start,
+        size,
+        "{name}: size pass and write pass disagree"
+    );
+    Ok(size)
+}
+
+/// [`encode`] for a PUBLISH given in parts.
+pub(super) fn encode_publish(
+    publish: &PublishParts<'_>,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+    max_packet_size: u32,
+) -> Result<usize, EncodeError> {
+    let name = "PUBLISH";
+    let mut props = 0;
+    let body = publish_len(publish, version.is_v5(), name, &mut props)?;
+    let plan = Plan {
+        body,
+        props,
+        will_props: 0,
+    };
+    let size = checked_size(name, &plan, max_packet_size)?;
+    buf.reserve(size);
+    let start = buf.len();
+    buf.put_u8((3 << 4) | publish.flags());
+    put_varint(buf, plan.body);
+    write_publish(publish, version.is_v5(), &plan, buf);
+    debug_assert_eq!(
+        buf.len() - start,
+        size,
+        "{name}: size pass and write pass disagree"
+    );
+    Ok(size)
+}
+
+/// The whole packet's size for `plan`, or the error when it is too long or over `max_packet_size`.
+fn checked_size(
+    name: &'static str,
+    plan: &Plan,
+    max_packet_size: u32,
+) -> Result<usize, EncodeError> {
     if plan.body > MAX_REMAINING_LENGTH {
         return Err(EncodeError::TooLong {
             packet: name,
@@ -46,15 +135,50 @@ pub(super) fn encode(
             max: max_packet_size,
         });
     }
-    buf.reserve(size);
-    let start = buf.len();
-    write(packet, version, &plan, buf);
-    debug_assert_eq!(
-        buf.len() - start,
-        size,
-        "{name}: size pass and write pass disagree"
-    );
     Ok(size)
+}
+
+/// Remaining length of a PUBLISH; sets `props` to its property length (5.0).
+fn publish_len(
+    p: &PublishParts<'_>,
+    v5: bool,
+    name: &'static str,
+    props: &mut usize,
+) -> Result<usize, EncodeError> {
+    match (p.qos, p.packet_id) {
+        (QoS::AtMostOnce, Some(_)) => {
+            return Err(EncodeError::PacketIdMismatch(
+                "a QoS 0 message cannot carry a packet identifier",
+            ));
+        }
+        (QoS::AtLeastOnce | QoS::ExactlyOnce, None) => {
+            return Err(EncodeError::PacketIdMismatch(
+                "a QoS 1 or 2 message needs a packet identifier",
+            ));
+        }
+        _ => {}
+    }
+    let mut len = field_len(name, "topic name", p.topic.len())?;
+    if p.packet_id.is_some() {
+        len += 2;
+    }
+    if v5 {
+        *props = properties::encoded_len_with(p.properties, p.changes, name)?;
+        len += block(*props);
+    }
+    Ok(len + p.payload.len())
+}
+
+/// Writes a PUBLISH after its fixed header.
+fn write_publish(p: &PublishParts<'_>, v5: bool, plan: &Plan, buf: &mut BytesMut) {
+    put_field(buf, p.topic.as_bytes());
+    if let Some(id) = p.packet_id {
+        buf.put_u16(id);
+    }
+    if v5 {
+        properties::put_with(buf, p.properties, p.changes, plan.props);
+    }
+    buf.put_slice(p.payload);
 }
 
 fn props_len(v5: bool, props: &Properties, packet: &'static str) -> Result<usize, EncodeError> {
@@ -130,30 +254,7 @@ fn plan(
                 2
             }
         }
-        Packet::Publish(p) => {
-            match (p.qos, p.packet_id) {
-                (QoS::AtMostOnce, Some(_)) => {
-                    return Err(EncodeError::PacketIdMismatch(
-                        "a QoS 0 message cannot carry a packet identifier",
-                    ));
-                }
-                (QoS::AtLeastOnce | QoS::ExactlyOnce, None) => {
-                    return Err(EncodeError::PacketIdMismatch(
-                        "a QoS 1 or 2 message needs a packet identifier",
-                    ));
-                }
-                _ => {}
-            }
-            let mut len = field_len(name, "topic name", p.topic.len())?;
-            if p.packet_id.is_some() {
-                len += 2;
-            }
-            if v5 {
-                props = properties::encoded_len(&p.properties, name)?;
-                len += block(props);
-            }
-            len + p.payload.len()
-        }
+        Packet::Publish(p) => publish_len(&PublishParts::of(p), v5, name, &mut props)?,
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
             if v5 {
                 props = properties::encoded_len(&r.properties, name)?;
@@ -225,7 +326,7 @@ fn plan(
 fn write(packet: &Packet, version: ProtocolVersion, plan: &Plan, buf: &mut BytesMut) {
     let v5 = version.is_v5();
     let flags = match packet {
-        Packet::Publish(p) => (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain),
+        Packet::Publish(p) => PublishParts::of(p).flags(),
         Packet::PubRel(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_) => 0b0010,
         _ => 0,
     };
@@ -278,16 +379,7 @@ fn write(packet: &Packet, version: ProtocolVersion, plan: &Plan, buf: &mut Bytes
                 buf.put_u8(c.reason.v3_connack_code());
             }
         }
-        Packet::Publish(p) => {
-            put_field(buf, p.topic.as_bytes());
-            if let Some(id) = p.packet_id {
-                buf.put_u16(id);
-            }
-            if v5 {
-                properties::put(buf, &p.properties, plan.props);
-            }
-            buf.put_slice(&p.payload);
-        }
+        Packet::Publish(p) => write_publish(&PublishParts::of(p), v5, plan, buf),
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
             buf.put_u16(r.packet_id);
             if v5 && plan.body > 2 {

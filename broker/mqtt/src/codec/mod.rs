@@ -16,6 +16,9 @@ mod decode;
 mod encode;
 mod properties;
 
+pub use encode::PublishParts;
+pub use properties::Changes;
+
 use bytes::BytesMut;
 use thiserror::Error;
 
@@ -369,4 +372,17 @@ pub fn encode(
     max_packet_size: u32,
 ) -> Result<usize, EncodeError> {
     encode::encode(packet, version, buf, max_packet_size)
+}
+
+/// [`encode`] for a PUBLISH given in borrowed parts, with [`Changes`] to its properties: how a broker
+/// sends one stored message to a subscriber (the time left in its Message Expiry Interval, the
+/// subscription's identifier) without copying the message's properties. The same bytes as [`encode`] of
+/// the PUBLISH with the changed properties.
+pub fn encode_publish(
+    publish: &PublishParts<'_>,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+    max_packet_size: u32,
+) -> Result<usize, EncodeError> {
+    encode::encode_publish(publish, version, buf, max_packet_size)
 }

@@ -265,8 +265,27 @@ pub(super) fn put_field(buf: &mut BytesMut, data: &[u8]) {
     buf.put_slice(data);
 }
 
+/// How a PUBLISH's properties are changed on their way to one subscriber (5.0), applied while encoding so
+/// that a message shared by several subscribers is not copied for each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Replaces the Message Expiry Interval when `Some`: `Some(None)` leaves it out.
+    pub message_expiry_interval: Option<Option<u32>>,
+    /// Added after the Subscription Identifiers.
+    pub subscription_identifier: Option<u32>,
+}
+
 /// Length of the properties (without their own length prefix), validating every field.
 pub(super) fn encoded_len(props: &Properties, packet: &'static str) -> Result<usize, EncodeError> {
+    encoded_len_with(props, Changes::default(), packet)
+}
+
+/// [`encoded_len`] of `props` with `changes`.
+pub(super) fn encoded_len_with(
+    props: &Properties,
+    changes: Changes,
+    packet: &'static str,
+) -> Result<usize, EncodeError> {
     let s = |field, v: &Option<String>| {
         v.as_ref()
             .map_or(Ok(0), |v| field_len(packet, field, v.len()).map(|n| n + 1))
@@ -278,11 +297,18 @@ pub(super) fn encoded_len(props: &Properties, packet: &'static str) -> Result<us
     let fixed = |present: bool, n: usize| if present { 1 + n } else { 0 };
     let mut len = 0;
     len += fixed(props.payload_format_indicator.is_some(), 1);
-    len += fixed(props.message_expiry_interval.is_some(), 4);
+    let expiry = changes
+        .message_expiry_interval
+        .unwrap_or(props.message_expiry_interval);
+    len += fixed(expiry.is_some(), 4);
     len += s("Content Type", &props.content_type)?;
     len += s("Response Topic", &props.response_topic)?;
     len += b("Correlation Data", &props.correlation_data)?;
-    for &id in &props.subscription_identifiers {
+    for &id in props
+        .subscription_identifiers
+        .iter()
+        .chain(&changes.subscription_identifier)
+    {
         if id as usize > MAX_REMAINING_LENGTH {
             return Err(EncodeError::SubscriptionIdentifierTooLarge { packet, value: id });
         }
@@ -328,6 +354,11 @@ pub(super) fn encoded_len(props: &Properties, packet: &'static str) -> Result<us
 
 /// Writes a property block: its length `len` (from [`encoded_len`]) then the properties.
 pub(super) fn put(buf: &mut BytesMut, props: &Properties, len: usize) {
+    put_with(buf, props, Changes::default(), len);
+}
+
+/// [`put`] of `props` with `changes` (`len` from [`encoded_len_with`] with the same changes).
+pub(super) fn put_with(buf: &mut BytesMut, props: &Properties, changes: Changes, len: usize) {
     put_varint(buf, len);
     if len == 0 {
         return;
@@ -360,11 +391,21 @@ pub(super) fn put(buf: &mut BytesMut, props: &Properties, len: usize) {
         bytesp(buf, id, v.as_deref().map(str::as_bytes))
     };
     u8p(buf, 0x01, props.payload_format_indicator);
-    u32p(buf, 0x02, props.message_expiry_interval);
+    u32p(
+        buf,
+        0x02,
+        changes
+            .message_expiry_interval
+            .unwrap_or(props.message_expiry_interval),
+    );
     strp(buf, 0x03, &props.content_type);
     strp(buf, 0x08, &props.response_topic);
     bytesp(buf, 0x09, props.correlation_data.as_deref());
-    for &id in &props.subscription_identifiers {
+    for &id in props
+        .subscription_identifiers
+        .iter()
+        .chain(&changes.subscription_identifier)
+    {
         buf.put_u8(0x0B);
         put_varint(buf, id as usize);
     }
