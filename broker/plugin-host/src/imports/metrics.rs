@@ -19,10 +19,11 @@ pub(crate) struct Counters {
 impl Counters {
     /// Adds `delta` (saturating). `Err(first)` when the name is refused, `first` the first time a name
     /// is refused for this plugin (to warn once).
-    pub fn add(&self, name: String, delta: u64) -> Result<(), bool> {
+    /// The name is copied only the first time it is counted.
+    pub fn add(&self, name: &str, delta: u64) -> Result<(), bool> {
         let mut guard = self.values.lock();
         let (map, refused_before) = &mut *guard;
-        if let Some(value) = map.get_mut(&name) {
+        if let Some(value) = map.get_mut(name) {
             *value = value.saturating_add(delta);
             return Ok(());
         }
@@ -31,7 +32,7 @@ impl Counters {
             *refused_before = true;
             return Err(first);
         }
-        map.insert(name, delta);
+        map.insert(name.to_owned(), delta);
         Ok(())
     }
 
@@ -47,11 +48,10 @@ impl Counters {
 
 impl Host for State {
     fn counter_add(&mut self, name: String, delta: u64) {
-        let shown = super::truncate(name.clone(), MAX_NAME);
-        if let Err(true) = self.ctx.metrics.add(name, delta) {
+        if let Err(true) = self.ctx.metrics.add(&name, delta) {
             tracing::warn!(
                 plugin = &*self.ctx.name,
-                counter = shown,
+                counter = super::truncate(name, MAX_NAME),
                 "plugin counter refused (more than {MAX_COUNTERS} counters or a name over {MAX_NAME} bytes); further refusals are not logged"
             );
         }
@@ -65,15 +65,15 @@ mod tests {
     #[test]
     fn counters_add_saturate_and_cap_names() {
         let counters = Counters::default();
-        assert_eq!(counters.add("a".to_owned(), u64::MAX - 1), Ok(()));
-        assert_eq!(counters.add("a".to_owned(), 5), Ok(()));
+        assert_eq!(counters.add("a", u64::MAX - 1), Ok(()));
+        assert_eq!(counters.add("a", 5), Ok(()));
         assert_eq!(counters.snapshot(), vec![("a".to_owned(), u64::MAX)]);
-        assert_eq!(counters.add("x".repeat(MAX_NAME + 1), 1), Err(true));
-        assert_eq!(counters.add("y".repeat(MAX_NAME + 1), 1), Err(false));
+        assert_eq!(counters.add(&"x".repeat(MAX_NAME + 1), 1), Err(true));
+        assert_eq!(counters.add(&"y".repeat(MAX_NAME + 1), 1), Err(false));
         for i in 1..MAX_COUNTERS {
-            assert_eq!(counters.add(format!("c{i}"), 1), Ok(()));
+            assert_eq!(counters.add(&format!("c{i}"), 1), Ok(()));
         }
-        assert_eq!(counters.add("one-too-many".to_owned(), 1), Err(false));
+        assert_eq!(counters.add("one-too-many", 1), Err(false));
         assert_eq!(counters.snapshot().len(), MAX_COUNTERS);
     }
 }
