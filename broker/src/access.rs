@@ -160,6 +160,15 @@ impl Reusable {
     }
 }
 
+/// `cache`'s entry for `topic`, made empty if new; a full cache ([`CACHE_CAPACITY`] topics) is emptied
+/// first to make room for a new topic.
+fn bounded_entry<'c, V: Default>(cache: &'c mut HashMap<String, V>, topic: &str) -> &'c mut V {
+    if cache.len() >= CACHE_CAPACITY && !cache.contains_key(topic) {
+        cache.clear();
+    }
+    cache.entry(topic.to_owned()).or_default()
+}
+
 /// What a listener decides when every plugin defers (or there is none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Defaults {
@@ -356,11 +365,8 @@ impl Access {
         let Some(seconds) = seconds.filter(|s| *s > 0) else {
             return;
         };
-        if self.cache.len() >= CACHE_CAPACITY && !self.cache.contains_key(topic) {
-            self.cache.clear();
-        }
         let until = Instant::now() + Duration::from_secs(u64::from(seconds));
-        let slots = self.cache.entry(topic.to_owned()).or_default();
+        let slots = bounded_entry(&mut self.cache, topic);
         match slots.iter_mut().find(|(k, _, _)| *k == key) {
             Some(slot) => *slot = (key, verdict.clone(), until),
             None => slots.push((key, verdict.clone(), until)),
@@ -380,14 +386,7 @@ impl Access {
     }
 
     fn remember_outcome(&mut self, publish: &Publish, outcome: &Outcome, seconds: u32) {
-        if self.transforms.len() >= CACHE_CAPACITY && !self.transforms.contains_key(&*publish.topic)
-        {
-            self.transforms.clear();
-        }
-        let entries = self
-            .transforms
-            .entry(publish.topic.to_string())
-            .or_default();
+        let entries = bounded_entry(&mut self.transforms, &publish.topic);
         entries.retain(|r| !r.fits(publish));
         entries.push(Reusable {
             qos: publish.qos,

@@ -439,10 +439,9 @@ impl Chain {
         let mut modified = false;
         let mut mask = interest.transform;
         let mut next = 0;
-        // The least lifetime of the answers so far; `None` before the first answer, and for good once one
-        // may not be reused (`reusable` false).
-        let mut reuse: Option<u32> = None;
-        let mut reusable = true;
+        // The least lifetime of the answers so far (`u32::MAX` before the first), `None` for good once one
+        // may not be reused. Whether any transformer was asked is `next > 0`.
+        let mut reuse = Some(u32::MAX);
         loop {
             let asked = self
                 .asked(Hook::Transform, mask, &message.topic, next)
@@ -458,13 +457,7 @@ impl Chain {
                 }
                 _ => None,
             };
-            reuse = match (reusable, seconds) {
-                (true, Some(s)) => Some(reuse.map_or(s, |r| r.min(s))),
-                _ => {
-                    reusable = false;
-                    None
-                }
-            };
+            reuse = reuse.zip(seconds).map(|(r, s)| r.min(s));
             match answer.map(|a| a.verdict) {
                 Ok(TransformVerdict::Pass) => {}
                 Ok(TransformVerdict::Drop(reason_code)) => {
@@ -506,7 +499,7 @@ impl Chain {
         };
         Transformation {
             outcome,
-            cache_seconds: reuse,
+            cache_seconds: reuse.filter(|_| next > 0),
         }
     }
 }
