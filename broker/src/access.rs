@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasp_mqtt::codec::reason_code_allowed;
-use wasp_mqtt::{ProtocolVersion, Publish, QoS, ReasonCode};
+use wasp_mqtt::{ByteString, ProtocolVersion, Publish, QoS, ReasonCode};
 use wasp_plugin_host::types as wit;
 use wasp_plugin_host::{Chain, Hook, Transformation, Transformed};
 
@@ -104,7 +104,7 @@ enum Outcome {
         topic: Arc<str>,
         qos: QoS,
         retain: bool,
-        user_properties: Vec<(String, String)>,
+        user_properties: Vec<(ByteString, ByteString)>,
         content_type: Option<String>,
     },
     Dropped(Refusal),
@@ -145,7 +145,8 @@ impl Outcome {
 struct Reusable {
     qos: QoS,
     retain: bool,
-    user_properties: Vec<(String, String)>,
+    /// Copies, not slices of the PUBLISH it came from (which would keep that read buffer alive).
+    user_properties: Vec<(ByteString, ByteString)>,
     content_type: Option<String>,
     outcome: Outcome,
     until: Instant,
@@ -391,7 +392,12 @@ impl Access {
         entries.push(Reusable {
             qos: publish.qos,
             retain: publish.retain,
-            user_properties: publish.properties.user_properties.clone(),
+            user_properties: publish
+                .properties
+                .user_properties
+                .iter()
+                .map(|(key, value)| (ByteString::from(&**key), ByteString::from(&**value)))
+                .collect(),
             content_type: publish.properties.content_type.clone(),
             outcome: outcome.clone(),
             until: Instant::now() + Duration::from_secs(u64::from(seconds)),
@@ -422,8 +428,8 @@ impl Access {
                 .user_properties
                 .iter()
                 .map(|(key, value)| wit::UserProperty {
-                    key: key.clone(),
-                    value: value.clone(),
+                    key: key.to_string(),
+                    value: value.to_string(),
                 })
                 .collect(),
             content_type: publish.properties.content_type.clone(),
@@ -453,7 +459,7 @@ impl Access {
                     user_properties: m
                         .user_properties
                         .into_iter()
-                        .map(|p| (p.key, p.value))
+                        .map(|p| (p.key.into(), p.value.into()))
                         .collect(),
                     content_type: m.content_type,
                 }

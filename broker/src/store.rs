@@ -491,7 +491,11 @@ impl StoredProperties {
             content_type: p.content_type.clone(),
             response_topic: p.response_topic.clone(),
             correlation_data: p.correlation_data.clone(),
-            user_properties: p.user_properties.clone(),
+            user_properties: p
+                .user_properties
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
             will_delay_interval: p.will_delay_interval,
         }
     }
@@ -503,7 +507,11 @@ impl StoredProperties {
             content_type: self.content_type,
             response_topic: self.response_topic,
             correlation_data: self.correlation_data,
-            user_properties: self.user_properties,
+            user_properties: self
+                .user_properties
+                .into_iter()
+                .map(|(key, value)| (key.into(), value.into()))
+                .collect(),
             will_delay_interval: self.will_delay_interval,
             ..Properties::default()
         }

@@ -241,7 +241,7 @@ async fn run(broker: &Broker, property: Option<(&str, &str)>) -> Run {
         let client = Client::connect(broker.addr, &format!("bench-pub-{n}"), &login()).await;
         let properties = Properties {
             user_properties: property
-                .map(|(k, v)| vec![(k.to_owned(), v.to_owned())])
+                .map(|(k, v)| vec![(k.into(), v.into())])
                 .unwrap_or_default(),
             ..Properties::default()
         };

@@ -1,7 +1,7 @@
 //! Codec micro-benchmarks: decoding and encoding the packets of the message path (PUBLISH, PUBACK) and a
 //! SUBSCRIBE, for MQTT 3.1.1 and 5.0, and a stored 5.0 message with user properties sent to a subscriber
-//! (its properties copied and changed, or encoded in parts with the changes). `cargo bench -p wasp-mqtt
-//! --bench codec`.
+//! (its properties copied and changed, or encoded in parts with the changes), and that message decoded.
+//! `cargo bench -p wasp-mqtt --bench codec`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -108,8 +108,8 @@ fn bench_codec(c: &mut Criterion) {
         properties: Properties {
             message_expiry_interval: Some(60),
             user_properties: vec![
-                ("client-id".to_owned(), "sensor-0042".to_owned()),
-                ("unit".to_owned(), "C".to_owned()),
+                ("client-id".into(), "sensor-0042".into()),
+                ("unit".into(), "C".into()),
             ],
             ..Properties::default()
         },
@@ -148,6 +148,18 @@ fn bench_codec(c: &mut Criterion) {
             };
             encode_publish(&parts, ProtocolVersion::V5, &mut out, MAX).expect("encode")
         })
+    });
+    group.finish();
+
+    // The same message as a publisher sends it: what the broker decodes for every inbound PUBLISH.
+    let mut group = c.benchmark_group("codec V5 user properties");
+    let bytes = encoded(&Packet::Publish(stored), ProtocolVersion::V5);
+    group.bench_function("decode publish qos1 64B with 2 user properties", |b| {
+        b.iter_batched_ref(
+            || bytes.clone(),
+            |buf| decode(black_box(buf), Some(ProtocolVersion::V5), MAX).expect("decode"),
+            BatchSize::SmallInput,
+        )
     });
     group.finish();
 }

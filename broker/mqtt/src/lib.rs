@@ -19,6 +19,8 @@ pub mod packet;
 pub mod reason;
 pub mod topic;
 
+/// A UTF-8 string backed by [`bytes::Bytes`] (user properties): cloning or slicing it copies nothing.
+pub use bytestring::ByteString;
 pub use codec::{Changes, DecodeError, EncodeError, PublishParts, decode, encode, encode_publish};
 pub use packet::*;
 pub use reason::ReasonCode;

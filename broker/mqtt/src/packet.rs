@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 
 use crate::reason::ReasonCode;
 
@@ -110,8 +111,9 @@ pub struct Properties {
     pub maximum_qos: Option<u8>,
     /// 0x25 Retain Available (CONNACK).
     pub retain_available: Option<u8>,
-    /// 0x26 User Property, in order, repeats allowed (every packet with properties).
-    pub user_properties: Vec<(String, String)>,
+    /// 0x26 User Property, in order, repeats allowed (every packet with properties). Decoded as slices
+    /// of the packet, like the payload: forwarding a message's user properties copies no string.
+    pub user_properties: Vec<(ByteString, ByteString)>,
     /// 0x27 Maximum Packet Size (CONNECT, CONNACK).
     pub maximum_packet_size: Option<u32>,
     /// 0x28 Wildcard Subscription Available (CONNACK).

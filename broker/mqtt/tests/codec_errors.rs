@@ -510,6 +510,12 @@ fn strings_must_not_contain_nul() {
         MALFORMED,
         "SUBSCRIBE: topic filter contains the null",
     );
+    assert_fails(
+        &publish_v5(&[0x26, 0, 2, b'k', 0, 0, 1, b'v']),
+        V5,
+        MALFORMED,
+        "PUBLISH: User Property name contains the null",
+    );
     // Binary data may contain zero bytes.
     let Packet::Connect(c) = assert_decodes(&connect_v311(0xC2, &[0, 1, b'u', 0, 2, 0, 0]), None)
     else {

@@ -287,6 +287,27 @@ fn publish_v311_payload_is_a_zero_copy_slice_of_the_input() {
 }
 
 #[test]
+fn publish_v5_user_properties_are_zero_copy_slices_of_the_input() {
+    #[rustfmt::skip]
+    let mut buf = BytesMut::from(&[
+        0x30, 15, 0, 1, b't',
+        9,
+        0x26, 0, 2, b'k', b'1', 0, 2, b'v', b'1',
+        b'h', b'i',
+    ][..]);
+    let base = buf.as_ptr() as usize;
+    let Some(Packet::Publish(p)) = decode(&mut buf, Some(V5), MAX).unwrap() else {
+        panic!("not a PUBLISH")
+    };
+    let [(key, value)] = &p.properties.user_properties[..] else {
+        panic!("{:?}", p.properties)
+    };
+    assert_eq!((&**key, &**value), ("k1", "v1"));
+    assert_eq!(key.as_ptr() as usize, base + 9);
+    assert_eq!(value.as_ptr() as usize, base + 13);
+}
+
+#[test]
 fn publish_v5_with_properties_and_empty_topic_with_alias() {
     let mut p = publish(QoS::AtLeastOnce, Some(7));
     p.properties = Properties {
@@ -605,7 +626,7 @@ fn several_packets_in_one_buffer_decode_in_order() {
 #[test]
 fn incremental_decoding_returns_none_until_the_last_byte() {
     let mut c = connect(V5);
-    c.properties.user_properties = vec![("k".into(), "v".repeat(200))]; // remaining length over 127: 2 bytes
+    c.properties.user_properties = vec![("k".into(), "v".repeat(200).into())]; // remaining length over 127: 2 bytes
     let packets = [
         (Packet::Connect(Box::new(c)), None),
         (

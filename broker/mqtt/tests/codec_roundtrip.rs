@@ -147,7 +147,10 @@ fn properties(ctx: Ctx) -> impl Strategy<Value = Properties> {
         if ctx == Publish {
             p.topic_alias = b.7;
         }
-        p.user_properties = b.10;
+        p.user_properties =
+            b.10.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect();
         p
     })
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
+use bytestring::ByteString;
 
 use super::properties::{self, Ctx};
 use super::{DecodeError, packet_name};
@@ -94,19 +95,42 @@ impl Reader {
         let len = self.u16(field)? as usize;
         self.need(len, field)?;
         let raw = &self.buf[..len];
-        let s = std::str::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8 {
-            packet: self.packet,
-            field,
-        })?;
-        if raw.contains(&0) {
-            return Err(DecodeError::NullCharacter {
-                packet: self.packet,
-                field,
-            });
-        }
+        let s = std::str::from_utf8(raw).map_err(|_| self.invalid_utf8(field))?;
+        self.no_null(raw, field)?;
         let out = f(s);
         self.buf.advance(len);
         Ok(out)
+    }
+
+    /// A length-prefixed UTF-8 string, validated like [`Reader::with_str`], zero-copy: a slice of the
+    /// packet, as payloads are.
+    pub(super) fn byte_string(&mut self, field: &'static str) -> Result<ByteString, DecodeError> {
+        let len = self.u16(field)? as usize;
+        self.need(len, field)?;
+        let s =
+            ByteString::try_from(self.buf.slice(..len)).map_err(|_| self.invalid_utf8(field))?;
+        self.no_null(s.as_bytes(), field)?;
+        self.buf.advance(len);
+        Ok(s)
+    }
+
+    fn invalid_utf8(&self, field: &'static str) -> DecodeError {
+        DecodeError::InvalidUtf8 {
+            packet: self.packet,
+            field,
+        }
+    }
+
+    /// A UTF-8 string must not contain U+0000.
+    fn no_null(&self, raw: &[u8], field: &'static str) -> Result<(), DecodeError> {
+        if raw.contains(&0) {
+            Err(DecodeError::NullCharacter {
+                packet: self.packet,
+                field,
+            })
+        } else {
+            Ok(())
+        }
     }
 
     pub(super) fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {

@@ -201,8 +201,8 @@ pub(super) fn decode(r: &mut Reader, ctx: Ctx) -> Result<Properties, DecodeError
             0x24 => props.maximum_qos = Some(boolean(p.u8(name)?)?),
             0x25 => props.retain_available = Some(boolean(p.u8(name)?)?),
             0x26 => {
-                let key = p.string("User Property name")?;
-                let value = p.string("User Property value")?;
+                let key = p.byte_string("User Property name")?;
+                let value = p.byte_string("User Property value")?;
                 props.user_properties.push((key, value));
             }
             0x27 => {
