@@ -105,7 +105,7 @@ enum Outcome {
         qos: QoS,
         retain: bool,
         user_properties: Vec<(ByteString, ByteString)>,
-        content_type: Option<String>,
+        content_type: Option<ByteString>,
     },
     Dropped(Refusal),
 }
@@ -145,9 +145,10 @@ impl Outcome {
 struct Reusable {
     qos: QoS,
     retain: bool,
-    /// Copies, not slices of the PUBLISH it came from (which would keep that read buffer alive).
+    // These two are copies, not slices of the PUBLISH they came from (which would keep its read buffer
+    // alive as long as the entry).
     user_properties: Vec<(ByteString, ByteString)>,
-    content_type: Option<String>,
+    content_type: Option<ByteString>,
     outcome: Outcome,
     until: Instant,
 }
@@ -398,7 +399,11 @@ impl Access {
                 .iter()
                 .map(|(key, value)| (ByteString::from(&**key), ByteString::from(&**value)))
                 .collect(),
-            content_type: publish.properties.content_type.clone(),
+            content_type: publish
+                .properties
+                .content_type
+                .as_deref()
+                .map(ByteString::from),
             outcome: outcome.clone(),
             until: Instant::now() + Duration::from_secs(u64::from(seconds)),
         });
@@ -432,7 +437,11 @@ impl Access {
                     value: value.to_string(),
                 })
                 .collect(),
-            content_type: publish.properties.content_type.clone(),
+            content_type: publish
+                .properties
+                .content_type
+                .as_deref()
+                .map(str::to_owned),
         };
         let Transformation {
             outcome,
@@ -461,7 +470,7 @@ impl Access {
                         .into_iter()
                         .map(|p| (p.key.into(), p.value.into()))
                         .collect(),
-                    content_type: m.content_type,
+                    content_type: m.content_type.map(ByteString::from),
                 }
             }
             Transformed::Dropped {

@@ -41,7 +41,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
-use wasp_mqtt::{Properties, QoS, RetainHandling, SubscriptionOptions, Will};
+use wasp_mqtt::{ByteString, Properties, QoS, RetainHandling, SubscriptionOptions, Will};
 use wasp_plugin_host::Plugin;
 pub use wasp_plugin_host::storage::{Key, Keyspace, Op};
 
@@ -488,8 +488,8 @@ impl StoredProperties {
         Self {
             payload_format_indicator: p.payload_format_indicator,
             message_expiry_interval: p.message_expiry_interval,
-            content_type: p.content_type.clone(),
-            response_topic: p.response_topic.clone(),
+            content_type: p.content_type.as_deref().map(str::to_owned),
+            response_topic: p.response_topic.as_deref().map(str::to_owned),
             correlation_data: p.correlation_data.clone(),
             user_properties: p
                 .user_properties
@@ -504,8 +504,8 @@ impl StoredProperties {
         Properties {
             payload_format_indicator: self.payload_format_indicator,
             message_expiry_interval: self.message_expiry_interval,
-            content_type: self.content_type,
-            response_topic: self.response_topic,
+            content_type: self.content_type.map(ByteString::from),
+            response_topic: self.response_topic.map(ByteString::from),
             correlation_data: self.correlation_data,
             user_properties: self
                 .user_properties

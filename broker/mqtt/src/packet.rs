@@ -71,10 +71,10 @@ pub struct Properties {
     pub payload_format_indicator: Option<u8>,
     /// 0x02 Message Expiry Interval, seconds (PUBLISH, Will).
     pub message_expiry_interval: Option<u32>,
-    /// 0x03 Content Type (PUBLISH, Will).
-    pub content_type: Option<String>,
-    /// 0x08 Response Topic (PUBLISH, Will).
-    pub response_topic: Option<String>,
+    /// 0x03 Content Type (PUBLISH, Will). A slice of the packet, like the user properties.
+    pub content_type: Option<ByteString>,
+    /// 0x08 Response Topic (PUBLISH, Will). A slice of the packet, like the user properties.
+    pub response_topic: Option<ByteString>,
     /// 0x09 Correlation Data (PUBLISH, Will).
     pub correlation_data: Option<Bytes>,
     /// 0x0B Subscription Identifier(s): one in SUBSCRIBE, any number in PUBLISH sent to a client.

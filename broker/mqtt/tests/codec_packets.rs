@@ -287,11 +287,12 @@ fn publish_v311_payload_is_a_zero_copy_slice_of_the_input() {
 }
 
 #[test]
-fn publish_v5_user_properties_are_zero_copy_slices_of_the_input() {
+fn publish_v5_content_type_and_user_properties_are_zero_copy_slices_of_the_input() {
     #[rustfmt::skip]
     let mut buf = BytesMut::from(&[
-        0x30, 15, 0, 1, b't',
-        9,
+        0x30, 19, 0, 1, b't',
+        13,
+        0x03, 0, 1, b'c',
         0x26, 0, 2, b'k', b'1', 0, 2, b'v', b'1',
         b'h', b'i',
     ][..]);
@@ -299,12 +300,15 @@ fn publish_v5_user_properties_are_zero_copy_slices_of_the_input() {
     let Some(Packet::Publish(p)) = decode(&mut buf, Some(V5), MAX).unwrap() else {
         panic!("not a PUBLISH")
     };
+    let content_type = p.properties.content_type.as_ref().expect("content type");
+    assert_eq!(&**content_type, "c");
+    assert_eq!(content_type.as_ptr() as usize, base + 9);
     let [(key, value)] = &p.properties.user_properties[..] else {
         panic!("{:?}", p.properties)
     };
     assert_eq!((&**key, &**value), ("k1", "v1"));
-    assert_eq!(key.as_ptr() as usize, base + 9);
-    assert_eq!(value.as_ptr() as usize, base + 13);
+    assert_eq!(key.as_ptr() as usize, base + 13);
+    assert_eq!(value.as_ptr() as usize, base + 17);
 }
 
 #[test]

@@ -97,8 +97,8 @@ fn properties(ctx: Ctx) -> impl Strategy<Value = Properties> {
         if on(&[Publish, Will]) {
             p.payload_format_indicator = a.0;
             p.message_expiry_interval = a.1;
-            p.content_type = a.2;
-            p.response_topic = a.3;
+            p.content_type = a.2.map(Into::into);
+            p.response_topic = a.3.map(Into::into);
             p.correlation_data = a.4;
         }
         if ctx == Publish {

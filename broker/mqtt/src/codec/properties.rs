@@ -170,9 +170,9 @@ pub(super) fn decode(r: &mut Reader, ctx: Ctx) -> Result<Properties, DecodeError
         match id {
             0x01 => props.payload_format_indicator = Some(boolean(p.u8(name)?)?),
             0x02 => props.message_expiry_interval = Some(p.u32(name)?),
-            0x03 => props.content_type = Some(p.string(name)?),
+            0x03 => props.content_type = Some(p.byte_string(name)?),
             0x08 => {
-                let topic = p.string(name)?;
+                let topic = p.byte_string(name)?;
                 check_response_topic(ctx.name, &topic)?;
                 props.response_topic = Some(topic);
             }
@@ -286,9 +286,8 @@ pub(super) fn encoded_len_with(
     changes: Changes,
     packet: &'static str,
 ) -> Result<usize, EncodeError> {
-    let s = |field, v: &Option<String>| {
-        v.as_ref()
-            .map_or(Ok(0), |v| field_len(packet, field, v.len()).map(|n| n + 1))
+    let s = |field, v: Option<&str>| {
+        v.map_or(Ok(0), |v| field_len(packet, field, v.len()).map(|n| n + 1))
     };
     let b = |field, v: &Option<bytes::Bytes>| {
         v.as_ref()
@@ -301,8 +300,8 @@ pub(super) fn encoded_len_with(
         .message_expiry_interval
         .unwrap_or(props.message_expiry_interval);
     len += fixed(expiry.is_some(), 4);
-    len += s("Content Type", &props.content_type)?;
-    len += s("Response Topic", &props.response_topic)?;
+    len += s("Content Type", props.content_type.as_deref())?;
+    len += s("Response Topic", props.response_topic.as_deref())?;
     len += b("Correlation Data", &props.correlation_data)?;
     for &id in props
         .subscription_identifiers
@@ -317,17 +316,23 @@ pub(super) fn encoded_len_with(
     len += fixed(props.session_expiry_interval.is_some(), 4);
     len += s(
         "Assigned Client Identifier",
-        &props.assigned_client_identifier,
+        props.assigned_client_identifier.as_deref(),
     )?;
     len += fixed(props.server_keep_alive.is_some(), 2);
-    len += s("Authentication Method", &props.authentication_method)?;
+    len += s(
+        "Authentication Method",
+        props.authentication_method.as_deref(),
+    )?;
     len += b("Authentication Data", &props.authentication_data)?;
     len += fixed(props.request_problem_information.is_some(), 1);
     len += fixed(props.will_delay_interval.is_some(), 4);
     len += fixed(props.request_response_information.is_some(), 1);
-    len += s("Response Information", &props.response_information)?;
-    len += s("Server Reference", &props.server_reference)?;
-    len += s("Reason String", &props.reason_string)?;
+    len += s(
+        "Response Information",
+        props.response_information.as_deref(),
+    )?;
+    len += s("Server Reference", props.server_reference.as_deref())?;
+    len += s("Reason String", props.reason_string.as_deref())?;
     len += fixed(props.receive_maximum.is_some(), 2);
     len += fixed(props.topic_alias_maximum.is_some(), 2);
     len += fixed(props.topic_alias.is_some(), 2);
@@ -387,9 +392,7 @@ pub(super) fn put_with(buf: &mut BytesMut, props: &Properties, changes: Changes,
             put_field(buf, v);
         }
     };
-    let strp = |buf: &mut BytesMut, id: u8, v: &Option<String>| {
-        bytesp(buf, id, v.as_deref().map(str::as_bytes))
-    };
+    let strp = |buf: &mut BytesMut, id: u8, v: Option<&str>| bytesp(buf, id, v.map(str::as_bytes));
     u8p(buf, 0x01, props.payload_format_indicator);
     u32p(
         buf,
@@ -398,8 +401,8 @@ pub(super) fn put_with(buf: &mut BytesMut, props: &Properties, changes: Changes,
             .message_expiry_interval
             .unwrap_or(props.message_expiry_interval),
     );
-    strp(buf, 0x03, &props.content_type);
-    strp(buf, 0x08, &props.response_topic);
+    strp(buf, 0x03, props.content_type.as_deref());
+    strp(buf, 0x08, props.response_topic.as_deref());
     bytesp(buf, 0x09, props.correlation_data.as_deref());
     for &id in props
         .subscription_identifiers
@@ -410,16 +413,16 @@ pub(super) fn put_with(buf: &mut BytesMut, props: &Properties, changes: Changes,
         put_varint(buf, id as usize);
     }
     u32p(buf, 0x11, props.session_expiry_interval);
-    strp(buf, 0x12, &props.assigned_client_identifier);
+    strp(buf, 0x12, props.assigned_client_identifier.as_deref());
     u16p(buf, 0x13, props.server_keep_alive);
-    strp(buf, 0x15, &props.authentication_method);
+    strp(buf, 0x15, props.authentication_method.as_deref());
     bytesp(buf, 0x16, props.authentication_data.as_deref());
     u8p(buf, 0x17, props.request_problem_information);
     u32p(buf, 0x18, props.will_delay_interval);
     u8p(buf, 0x19, props.request_response_information);
-    strp(buf, 0x1A, &props.response_information);
-    strp(buf, 0x1C, &props.server_reference);
-    strp(buf, 0x1F, &props.reason_string);
+    strp(buf, 0x1A, props.response_information.as_deref());
+    strp(buf, 0x1C, props.server_reference.as_deref());
+    strp(buf, 0x1F, props.reason_string.as_deref());
     u16p(buf, 0x21, props.receive_maximum);
     u16p(buf, 0x22, props.topic_alias_maximum);
     u16p(buf, 0x23, props.topic_alias);
