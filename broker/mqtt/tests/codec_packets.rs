@@ -630,7 +630,8 @@ fn several_packets_in_one_buffer_decode_in_order() {
 #[test]
 fn incremental_decoding_returns_none_until_the_last_byte() {
     let mut c = connect(V5);
-    c.properties.user_properties = vec![("k".into(), "v".repeat(200).into())]; // remaining length over 127: 2 bytes
+    // Remaining length over 127: 2 bytes.
+    c.properties.user_properties = vec![("k".into(), "v".repeat(200).into())];
     let packets = [
         (Packet::Connect(Box::new(c)), None),
         (

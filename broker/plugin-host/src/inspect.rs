@@ -38,9 +38,9 @@ impl ComponentInfo {
     /// `authenticator-plugin`, `authorizer-plugin`, `transformer-plugin`, `http-authenticator-plugin`
     /// (authenticator and ticker), `storage-plugin`, `cacheable-transformer-plugin`, `full-plugin`
     /// (every role, with or without ticker, as 0.1.0's `full-plugin` had none), `all-roles` (and
-    /// storage) or `every-role` (and cacheable-transformer). `None` when `plugin` is missing or the roles are a combination no
-    /// predefined world has (e.g. authenticator and authorizer without transformer: a world of the
-    /// plugin's own that includes both).
+    /// storage) or `every-role` (and cacheable-transformer). `None` when `plugin` is missing or the
+    /// roles are a combination no predefined world has (e.g. authenticator and authorizer without
+    /// transformer: a world of the plugin's own that includes both).
     pub fn world(&self) -> Option<&'static str> {
         if !self.plugin {
             return None;

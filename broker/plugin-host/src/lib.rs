@@ -67,9 +67,9 @@ pub mod storage {
     pub use crate::bindings::exports::wasp::plugin::storage::{Key, Keyspace, Op};
 }
 
-/// The one host-side `bindgen!` site: world `every-role` (0.1.3), the union of every role and hook. Components that
-/// target a narrower world (e.g. `authenticator-plugin`) load too: exports are looked up one interface
-/// at a time (see `host.rs`).
+/// The one host-side `bindgen!` site: world `every-role` (0.1.3), the union of every role and hook.
+/// Components that target a narrower world (e.g. `authenticator-plugin`) load too: exports are looked
+/// up one interface at a time (see `host.rs`).
 mod bindings {
     wasmtime::component::bindgen!({
         world: "every-role",
