@@ -21,6 +21,7 @@ const GUESTS: &[&str] = &[
     "http-probe",
     "flaky-storage",
     "reuse",
+    "stamp",
 ];
 
 fn main() {

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use wasp_mqtt::codec::reason_code_allowed;
 use wasp_mqtt::{ByteString, ProtocolVersion, Publish, QoS, ReasonCode};
 use wasp_plugin_host::types as wit;
-use wasp_plugin_host::{Chain, Hook, Transformation, Transformed};
+use wasp_plugin_host::{Chain, Hook, Transformation, Transformed, stamp_value};
 
 /// At most this many topics (and filters) have cached verdicts per session, and as many topics reusable
 /// transform outcomes; a cache is emptied when it is full.
@@ -104,15 +104,25 @@ enum Outcome {
         topic: Arc<str>,
         qos: QoS,
         retain: bool,
+        /// With the stamps' values of the message the outcome was made for.
         user_properties: Vec<(ByteString, ByteString)>,
         content_type: Option<ByteString>,
+        /// The user properties whose values are made anew for each message (WIT 0.1.4 stamps): each
+        /// name is in `user_properties` once, where the chain set it.
+        stamps: Vec<(ByteString, wit::StampValue)>,
     },
     Dropped(Refusal),
 }
 
 impl Outcome {
-    /// Applies the outcome to `publish` (its QoS at most `maximum_qos`); `Err`: dropped.
-    fn apply(&self, publish: &mut Publish, maximum_qos: QoS) -> Result<(), Refusal> {
+    /// Applies the outcome to `publish` (its QoS at most `maximum_qos`), stamping the time
+    /// `clock_millis` reads; `Err`: dropped.
+    fn apply(
+        &self,
+        publish: &mut Publish,
+        maximum_qos: QoS,
+        clock_millis: impl FnOnce() -> u64,
+    ) -> Result<(), Refusal> {
         match self {
             Outcome::Unchanged => Ok(()),
             Outcome::Modified {
@@ -121,6 +131,7 @@ impl Outcome {
                 retain,
                 user_properties,
                 content_type,
+                stamps,
             } => {
                 if **topic != *publish.topic {
                     publish.topic = topic.clone();
@@ -131,6 +142,14 @@ impl Outcome {
                     .properties
                     .user_properties
                     .clone_from(user_properties);
+                if !stamps.is_empty() {
+                    let now = clock_millis();
+                    for (key, value) in &mut publish.properties.user_properties {
+                        if let Some((_, stamp)) = stamps.iter().find(|(k, _)| k == key) {
+                            *value = ByteString::from(stamp_value(*stamp, now));
+                        }
+                    }
+                }
                 publish.properties.content_type.clone_from(content_type);
                 Ok(())
             }
@@ -160,6 +179,22 @@ impl Reusable {
             && self.user_properties == publish.properties.user_properties
             && self.content_type == publish.properties.content_type
     }
+}
+
+/// The reusable transform outcome for `publish` in `transforms`, unexpired at `now`. Allocates nothing (an
+/// expired one is removed; its topic's entry stays, possibly empty, until the cache is full and emptied).
+fn reusable_outcome<'t>(
+    transforms: &'t mut HashMap<String, Vec<Reusable>>,
+    publish: &Publish,
+    now: Instant,
+) -> Option<&'t Outcome> {
+    let entries = transforms.get_mut(&*publish.topic)?;
+    let i = entries.iter().position(|r| r.fits(publish))?;
+    if entries[i].until <= now {
+        drop(entries.swap_remove(i));
+        return None;
+    }
+    Some(&entries[i].outcome)
 }
 
 /// `cache`'s entry for `topic`, made empty if new; a full cache ([`CACHE_CAPACITY`] topics) is emptied
@@ -264,8 +299,9 @@ impl Access {
         if !interest.transforms() {
             return Some(Ok(()));
         }
-        let outcome = self.reusable_outcome(publish, now)?;
-        Some(outcome.apply(publish, maximum_qos))
+        let outcome = reusable_outcome(&mut self.transforms, publish, now)?;
+        let chain = &self.chain;
+        Some(outcome.apply(publish, maximum_qos, || chain.clock_millis()))
     }
 
     /// Authorizes a PUBLISH (or a Will) to `topic`.
@@ -375,18 +411,6 @@ impl Access {
         }
     }
 
-    /// The reusable transform outcome for `publish`, unexpired at `now`. Allocates nothing (an expired
-    /// one is removed; its topic's entry stays, possibly empty, until the cache is full and emptied).
-    fn reusable_outcome(&mut self, publish: &Publish, now: Instant) -> Option<&Outcome> {
-        let entries = self.transforms.get_mut(&*publish.topic)?;
-        let i = entries.iter().position(|r| r.fits(publish))?;
-        if entries[i].until <= now {
-            drop(entries.swap_remove(i));
-            return None;
-        }
-        Some(&entries[i].outcome)
-    }
-
     fn remember_outcome(&mut self, publish: &Publish, outcome: &Outcome, seconds: u32) {
         let entries = bounded_entry(&mut self.transforms, &publish.topic);
         entries.retain(|r| !r.fits(publish));
@@ -420,8 +444,9 @@ impl Access {
         if !interest.transforms() {
             return Ok(());
         }
-        if let Some(outcome) = self.reusable_outcome(publish, Instant::now()) {
-            return outcome.apply(publish, maximum_qos);
+        if let Some(outcome) = reusable_outcome(&mut self.transforms, publish, Instant::now()) {
+            let chain = &self.chain;
+            return outcome.apply(publish, maximum_qos, || chain.clock_millis());
         }
         let message = wit::Message {
             topic: publish.topic.to_string(),
@@ -446,6 +471,7 @@ impl Access {
         let Transformation {
             outcome,
             cache_seconds,
+            stamps,
         } = self
             .chain
             .transform_owned(interest, &self.session, message)
@@ -471,6 +497,10 @@ impl Access {
                         .map(|p| (p.key.into(), p.value.into()))
                         .collect(),
                     content_type: m.content_type.map(ByteString::from),
+                    stamps: stamps
+                        .into_iter()
+                        .map(|stamp| (ByteString::from(stamp.key), stamp.value))
+                        .collect(),
                 }
             }
             Transformed::Dropped {
@@ -484,7 +514,9 @@ impl Access {
         if let Some(seconds) = cache_seconds {
             self.remember_outcome(publish, &outcome, seconds);
         }
-        outcome.apply(publish, maximum_qos)
+        // The chain set the stamps a moment ago: `apply` sets them again, at the same clock.
+        let chain = &self.chain;
+        outcome.apply(publish, maximum_qos, || chain.clock_millis())
     }
 }
 
@@ -597,5 +629,45 @@ mod tests {
                 .code,
             ReasonCode::NotAuthorized
         );
+    }
+
+    #[test]
+    fn a_reused_outcome_sets_its_stamps_anew_and_reads_the_clock_only_for_them() {
+        let pair = |k: &str, v: &str| (ByteString::from(k), ByteString::from(v));
+        let modified = |stamps| Outcome::Modified {
+            topic: Arc::from("out"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            user_properties: vec![pair("at", "5"), pair("k", "v")],
+            content_type: None,
+            stamps,
+        };
+        let mut publish = Publish {
+            dup: false,
+            qos: QoS::ExactlyOnce,
+            retain: true,
+            topic: "in".into(),
+            packet_id: Some(1),
+            properties: Default::default(),
+            payload: Bytes::from_static(b"p"),
+        };
+        let stamped = modified(vec![("at".into(), wit::StampValue::ReceiveTimeMillis)]);
+        assert_eq!(stamped.apply(&mut publish, QoS::ExactlyOnce, || 9), Ok(()));
+        assert_eq!(
+            publish.properties.user_properties,
+            [pair("at", "9"), pair("k", "v")]
+        );
+        assert_eq!(
+            (&*publish.topic, publish.qos, publish.retain),
+            ("out", QoS::AtLeastOnce, false)
+        );
+        let plain = modified(Vec::new());
+        let no_clock = || -> u64 { panic!("read the clock without a stamp") };
+        assert_eq!(plain.apply(&mut publish, QoS::AtMostOnce, no_clock), Ok(()));
+        assert_eq!(
+            publish.properties.user_properties,
+            [pair("at", "5"), pair("k", "v")]
+        );
+        assert_eq!(publish.qos, QoS::AtMostOnce, "capped at the maximum QoS");
     }
 }

@@ -3,8 +3,8 @@
 use crate::topic;
 use crate::{
     Attributes, AuthVerdict, AuthzVerdict, CacheableTransformVerdict, Decision, Denial, Hooks,
-    Interests, MessagePatch, Qos, SubscribeDecision, SubscribeVerdict, TransformVerdict,
-    UserProperty,
+    Interests, MessagePatch, Qos, Stamp, StampValue, StampingTransformVerdict, SubscribeDecision,
+    SubscribeVerdict, TransformVerdict, UserProperty,
 };
 
 impl Interests {
@@ -212,6 +212,85 @@ impl From<TransformVerdict> for CacheableTransformVerdict {
     }
 }
 
+impl StampingTransformVerdict {
+    /// Lets the broker reuse this verdict for `seconds` (0: do not), as
+    /// [`CacheableTransformVerdict::reuse_for`]; the stamps are set anew on each message.
+    pub fn reuse_for(mut self, seconds: u32) -> Self {
+        self.cache_seconds = Some(seconds);
+        self
+    }
+
+    /// Has the broker set the user property `key` to `value` on each message the verdict is given to
+    /// (see [`Plugin::transform_stamping`](crate::Plugin::transform_stamping)).
+    ///
+    /// ```
+    /// use wasp_plugin_sdk::{StampValue, StampingTransformVerdict, TransformVerdict};
+    ///
+    /// let answer = StampingTransformVerdict::from(TransformVerdict::Pass)
+    ///     .stamp("received-at", StampValue::ReceiveTimeMillis)
+    ///     .reuse_for(60);
+    /// assert_eq!(answer.stamps[0].key, "received-at");
+    /// assert_eq!(answer.cache_seconds, Some(60));
+    /// ```
+    pub fn stamp(mut self, key: impl Into<String>, value: StampValue) -> Self {
+        self.stamps.push(Stamp {
+            key: key.into(),
+            value,
+        });
+        self
+    }
+
+    /// The verdict with its stamps set at `now_millis` on a message whose user properties are
+    /// `properties`, as a 0.1.3 answer: what the broker would make of it for this one message. With
+    /// stamps it is not reusable (a reuse would repeat the time); a drop stays a drop.
+    pub fn set_stamps(
+        self,
+        properties: Vec<UserProperty>,
+        now_millis: u64,
+    ) -> CacheableTransformVerdict {
+        if self.stamps.is_empty() {
+            return CacheableTransformVerdict {
+                verdict: self.verdict,
+                cache_seconds: self.cache_seconds,
+            };
+        }
+        let mut patch = match self.verdict {
+            TransformVerdict::Drop(_) => return CacheableTransformVerdict::from(self.verdict),
+            TransformVerdict::Pass => MessagePatch::new(),
+            TransformVerdict::Modify(patch) => patch,
+        };
+        let list = patch.user_properties.get_or_insert(properties);
+        for stamp in &self.stamps {
+            list.retain(|p| p.key != stamp.key);
+            list.push(UserProperty {
+                key: stamp.key.clone(),
+                value: match stamp.value {
+                    StampValue::ReceiveTimeMillis => now_millis.to_string(),
+                },
+            });
+        }
+        CacheableTransformVerdict::from(TransformVerdict::Modify(patch))
+    }
+}
+
+/// A verdict without stamps.
+impl From<CacheableTransformVerdict> for StampingTransformVerdict {
+    fn from(answer: CacheableTransformVerdict) -> Self {
+        Self {
+            verdict: answer.verdict,
+            cache_seconds: answer.cache_seconds,
+            stamps: Vec::new(),
+        }
+    }
+}
+
+/// A verdict the broker may not reuse, without stamps.
+impl From<TransformVerdict> for StampingTransformVerdict {
+    fn from(verdict: TransformVerdict) -> Self {
+        Self::from(CacheableTransformVerdict::from(verdict))
+    }
+}
+
 /// An empty patch: changes nothing.
 impl Default for MessagePatch {
     fn default() -> Self {
@@ -345,5 +424,36 @@ mod tests {
         );
         assert_eq!(patch.retain, Some(false));
         assert_eq!(patch.topic, None);
+    }
+
+    #[test]
+    fn stamps_set_for_an_older_broker_replace_forged_properties_and_forbid_reuse() {
+        let property = |key: &str, value: &str| UserProperty {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        };
+        let sent = vec![property("at", "forged"), property("k", "v")];
+        let stamped = StampingTransformVerdict::from(TransformVerdict::Pass)
+            .stamp("at", StampValue::ReceiveTimeMillis)
+            .reuse_for(60)
+            .set_stamps(sent.clone(), 1_234);
+        assert_eq!(stamped.cache_seconds, None);
+        assert_eq!(
+            stamped.verdict,
+            TransformVerdict::Modify(
+                MessagePatch::new().user_properties([("k", "v"), ("at", "1234")])
+            )
+        );
+        let dropped = StampingTransformVerdict::from(TransformVerdict::Drop(0x99))
+            .stamp("at", StampValue::ReceiveTimeMillis)
+            .set_stamps(sent.clone(), 1_234);
+        assert_eq!(dropped.verdict, TransformVerdict::Drop(0x99));
+        let plain = StampingTransformVerdict::from(TransformVerdict::Pass)
+            .reuse_for(60)
+            .set_stamps(sent, 1_234);
+        assert_eq!(
+            (plain.verdict, plain.cache_seconds),
+            (TransformVerdict::Pass, Some(60))
+        );
     }
 }

@@ -8,17 +8,19 @@
 //! allows (no attributes; the requested QoS), `defer` asks the next plugin; transformers `pass` the
 //! message on unchanged by them, or `drop` it with 0x80.
 //!
-//! Transformers compose: each one sees the message as patched by those before it.
+//! Transformers compose: each one sees the message as patched by those before it. Their stamps (WIT
+//! 0.1.4) are set after the last one, in chain order, so none sees another's.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::bindings::wasp::plugin::types::{
     AuthRequest, AuthVerdict, AuthzVerdict, Decision, Denial, Message, MessagePatch, Qos, Session,
-    SubscribeDecision, SubscribeVerdict, TransformVerdict,
+    Stamp, StampValue, SubscribeDecision, SubscribeVerdict, TransformVerdict, UserProperty,
 };
 use crate::config::{OnAccessFailure, OnTransformFailure};
 use crate::error::CallError;
+use crate::imports::clock::{Clock, SystemClock};
 use crate::plugin::{Hook, Plugin};
 
 /// Reason code of a verdict made by a failure policy: 0x80, unspecified error.
@@ -71,10 +73,14 @@ pub enum Transformed {
 /// differ from this one in their payload only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transformation {
+    /// With the stamps set (at [`Chain::clock_millis`]).
     pub outcome: Transformed,
     /// The least of the asked transformers' `cache-seconds`; `None` (never reuse) when one of them gave
     /// none or 0, failed, or patched the payload, or when no transformer was asked.
     pub cache_seconds: Option<u32>,
+    /// The transformers' stamps (WIT 0.1.4) in chain order, already set in `outcome`: whoever reuses the
+    /// outcome sets their values again ([`stamp_value`]). Empty when the message was dropped.
+    pub stamps: Vec<Stamp>,
 }
 
 fn failure_denial() -> Denial {
@@ -442,6 +448,7 @@ impl Chain {
         // The least lifetime of the answers so far (`u32::MAX` before the first), `None` for good once one
         // may not be reused. Whether any transformer was asked is `next > 0`.
         let mut reuse = Some(u32::MAX);
+        let mut stamps = Vec::new();
         loop {
             let asked = self
                 .asked(Hook::Transform, mask, &message.topic, next)
@@ -450,7 +457,7 @@ impl Chain {
                 break;
             };
             next = index + 1;
-            let answer = plugin.transform_cacheable(session, &message).await;
+            let answer = plugin.transform_stamping(session, &message).await;
             let seconds = match &answer {
                 Ok(a) if !matches!(&a.verdict, TransformVerdict::Modify(p) if p.payload.is_some()) => {
                     a.cache_seconds.filter(|s| *s > 0)
@@ -458,7 +465,11 @@ impl Chain {
                 _ => None,
             };
             reuse = reuse.zip(seconds).map(|(r, s)| r.min(s));
-            match answer.map(|a| a.verdict) {
+            let verdict = answer.map(|a| {
+                stamps.extend(a.stamps);
+                a.verdict
+            });
+            match verdict {
                 Ok(TransformVerdict::Pass) => {}
                 Ok(TransformVerdict::Drop(reason_code)) => {
                     return Transformation {
@@ -467,6 +478,7 @@ impl Chain {
                             plugin: plugin.name().to_owned(),
                         },
                         cache_seconds: reuse,
+                        stamps: Vec::new(),
                     };
                 }
                 Ok(TransformVerdict::Modify(patch)) => {
@@ -487,10 +499,19 @@ impl Chain {
                                 plugin: plugin.name().to_owned(),
                             },
                             cache_seconds: None,
+                            stamps: Vec::new(),
                         };
                     }
                 },
             }
+        }
+        if !stamps.is_empty() {
+            apply_stamps(
+                &mut message.to_mut().user_properties,
+                &stamps,
+                self.clock_millis(),
+            );
+            modified = true;
         }
         let outcome = if modified {
             Transformed::Modified(message.into_owned())
@@ -500,8 +521,70 @@ impl Chain {
         Transformation {
             outcome,
             cache_seconds: reuse.filter(|_| next > 0),
+            stamps,
         }
     }
+
+    /// Milliseconds since the Unix epoch by the plugins' clock (one per host, the system's in the
+    /// broker): the time the stamps (WIT 0.1.4) get. The system's clock when the chain is empty.
+    pub fn clock_millis(&self) -> u64 {
+        match self.plugins.first() {
+            Some(plugin) => plugin.clock_millis(),
+            None => SystemClock.now_millis(),
+        }
+    }
+}
+
+/// Sets `stamps` (WIT 0.1.4) in `user_properties` at `now_millis`, in order: each removes the properties
+/// of its name, then is appended.
+pub(crate) fn apply_stamps(
+    user_properties: &mut Vec<UserProperty>,
+    stamps: &[Stamp],
+    now_millis: u64,
+) {
+    for stamp in stamps {
+        user_properties.retain(|p| p.key != stamp.key);
+        user_properties.push(UserProperty {
+            key: stamp.key.clone(),
+            value: stamp_value(stamp.value, now_millis),
+        });
+    }
+}
+
+/// The text of a stamp's value at `now_millis`.
+pub fn stamp_value(value: StampValue, now_millis: u64) -> String {
+    match value {
+        StampValue::ReceiveTimeMillis => now_millis.to_string(),
+    }
+}
+
+/// `verdict` on `message` with `stamps` set at `now_millis`: a pass becomes a patch of the user
+/// properties; a drop stays a drop.
+pub(crate) fn stamped(
+    verdict: TransformVerdict,
+    stamps: &[Stamp],
+    message: &Message,
+    now_millis: u64,
+) -> TransformVerdict {
+    if stamps.is_empty() {
+        return verdict;
+    }
+    let mut patch = match verdict {
+        TransformVerdict::Drop(_) => return verdict,
+        TransformVerdict::Pass => MessagePatch {
+            topic: None,
+            payload: None,
+            qos: None,
+            retain: None,
+            user_properties: None,
+        },
+        TransformVerdict::Modify(patch) => patch,
+    };
+    let properties = patch
+        .user_properties
+        .get_or_insert_with(|| message.user_properties.clone());
+    apply_stamps(properties, stamps, now_millis);
+    TransformVerdict::Modify(patch)
 }
 
 /// Applies a (validated) patch: every field left `none` stays as it was.

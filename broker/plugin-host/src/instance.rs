@@ -15,11 +15,12 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::exports::wasp::plugin::{
-    authenticator, authorizer, cacheable_transformer, plugin, storage, ticker, transformer,
+    authenticator, authorizer, cacheable_transformer, plugin, stamping_transformer, storage,
+    ticker, transformer,
 };
 use crate::bindings::wasp::plugin::types::{
-    AuthRequest, AuthVerdict, AuthzVerdict, CacheableTransformVerdict, Interests, Message, Qos,
-    Session, SubscribeVerdict,
+    AuthRequest, AuthVerdict, AuthzVerdict, Interests, Message, Qos, Session,
+    StampingTransformVerdict, SubscribeVerdict,
 };
 use crate::config::{DirGrant, SandboxLimits};
 use crate::error::CallError;
@@ -140,6 +141,8 @@ pub(crate) struct Template {
     pub transformer: Option<transformer::GuestIndices>,
     /// `cacheable-transformer` (0.1.3): called instead of `transformer` when present.
     pub cacheable_transformer: Option<cacheable_transformer::GuestIndices>,
+    /// `stamping-transformer` (0.1.4): called instead of both others when present.
+    pub stamping_transformer: Option<stamping_transformer::GuestIndices>,
     pub ticker: Option<ticker::GuestIndices>,
     pub storage: Option<storage::GuestIndices>,
 }
@@ -151,6 +154,7 @@ pub(crate) struct Warm {
     authorizer: Option<authorizer::Guest>,
     transformer: Option<transformer::Guest>,
     cacheable_transformer: Option<cacheable_transformer::Guest>,
+    stamping_transformer: Option<stamping_transformer::Guest>,
     ticker: Option<ticker::Guest>,
     storage: Option<storage::Guest>,
 }
@@ -187,8 +191,9 @@ pub(crate) enum Response {
     Authenticate(AuthVerdict),
     AuthorizePublish(AuthzVerdict),
     AuthorizeSubscribe(SubscribeVerdict),
-    /// From `transformer` (never reusable) or `cacheable-transformer`.
-    Transform(CacheableTransformVerdict),
+    /// From `transformer` (never reusable), `cacheable-transformer` (no stamps) or
+    /// `stamping-transformer`.
+    Transform(StampingTransformVerdict),
     Tick(u32),
     StorageWrite(Result<(), String>),
     StorageLoad(Result<Vec<(storage::Key, Vec<u8>)>, String>),
@@ -285,42 +290,23 @@ impl Template {
             .plugin
             .load(&mut store, &instance)
             .map_err(instantiate_error)?;
-        let authenticator = self
-            .authenticator
-            .as_ref()
-            .map(|i| i.load(&mut store, &instance))
-            .transpose()
-            .map_err(instantiate_error)?;
-        let authorizer = self
-            .authorizer
-            .as_ref()
-            .map(|i| i.load(&mut store, &instance))
-            .transpose()
-            .map_err(instantiate_error)?;
-        let transformer = self
-            .transformer
-            .as_ref()
-            .map(|i| i.load(&mut store, &instance))
-            .transpose()
-            .map_err(instantiate_error)?;
-        let cacheable_transformer = self
-            .cacheable_transformer
-            .as_ref()
-            .map(|i| i.load(&mut store, &instance))
-            .transpose()
-            .map_err(instantiate_error)?;
-        let ticker = self
-            .ticker
-            .as_ref()
-            .map(|i| i.load(&mut store, &instance))
-            .transpose()
-            .map_err(instantiate_error)?;
-        let storage = self
-            .storage
-            .as_ref()
-            .map(|i| i.load(&mut store, &instance))
-            .transpose()
-            .map_err(instantiate_error)?;
+        // Each optional export's instance handle, when the component has it.
+        macro_rules! load {
+            ($export:ident) => {
+                self.$export
+                    .as_ref()
+                    .map(|i| i.load(&mut store, &instance))
+                    .transpose()
+                    .map_err(instantiate_error)?
+            };
+        }
+        let authenticator = load!(authenticator);
+        let authorizer = load!(authorizer);
+        let transformer = load!(transformer);
+        let cacheable_transformer = load!(cacheable_transformer);
+        let stamping_transformer = load!(stamping_transformer);
+        let ticker = load!(ticker);
+        let storage = load!(storage);
         let interests = match plugin.call_init(&mut store, &self.config_json).await {
             Ok(result) => result,
             Err(e) => return Err(classify(&e, &store)),
@@ -332,6 +318,7 @@ impl Template {
                 authorizer,
                 transformer,
                 cacheable_transformer,
+                stamping_transformer,
                 ticker,
                 storage,
             },
@@ -412,21 +399,29 @@ impl Warm {
                     .map(Response::AuthorizeSubscribe)
             }
             Request::Transform { session, message } => {
-                match (&self.cacheable_transformer, &self.transformer) {
-                    (Some(guest), _) => guest
+                let reusable = |verdict, cache_seconds| StampingTransformVerdict {
+                    verdict,
+                    cache_seconds,
+                    stamps: Vec::new(),
+                };
+                match (
+                    &self.stamping_transformer,
+                    &self.cacheable_transformer,
+                    &self.transformer,
+                ) {
+                    (Some(guest), _, _) => guest
                         .call_transform(&mut *store, session, message)
                         .await
                         .map(Response::Transform),
-                    (None, Some(guest)) => guest
+                    (None, Some(guest), _) => guest
                         .call_transform(&mut *store, session, message)
                         .await
-                        .map(|verdict| {
-                            Response::Transform(CacheableTransformVerdict {
-                                verdict,
-                                cache_seconds: None,
-                            })
-                        }),
-                    (None, None) => return Err(CallError::MissingExport("transformer")),
+                        .map(|v| Response::Transform(reusable(v.verdict, v.cache_seconds))),
+                    (None, None, Some(guest)) => guest
+                        .call_transform(&mut *store, session, message)
+                        .await
+                        .map(|verdict| Response::Transform(reusable(verdict, None))),
+                    (None, None, None) => return Err(CallError::MissingExport("transformer")),
                 }
             }
             Request::Tick => {

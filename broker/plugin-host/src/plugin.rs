@@ -17,8 +17,10 @@ use tokio::sync::Semaphore;
 use crate::bindings::exports::wasp::plugin::storage::{Key, Keyspace, Op};
 use crate::bindings::wasp::plugin::types::{
     AuthRequest, AuthVerdict, AuthzVerdict, CacheableTransformVerdict, Decision, Denial, Hooks,
-    Interests, Message, Qos, Session, SubscribeDecision, SubscribeVerdict, TransformVerdict,
+    Interests, Message, Qos, Session, Stamp, StampingTransformVerdict, SubscribeDecision,
+    SubscribeVerdict, TransformVerdict,
 };
+use crate::chain::stamped;
 use crate::config::FailurePolicy;
 use crate::error::CallError;
 use crate::instance::{Request, Response, Template, Warm};
@@ -73,6 +75,9 @@ pub struct Exports {
     /// `cacheable-transformer` (WIT 0.1.3): transform verdicts the broker may reuse; called instead of
     /// `transformer` when both are exported.
     pub cacheable_transformer: bool,
+    /// `stamping-transformer` (WIT 0.1.4): reusable transform verdicts with per-message stamps; called
+    /// instead of both others when exported.
+    pub stamping_transformer: bool,
     /// `ticker` (WIT 0.1.1): [`Plugin::tick`].
     pub ticker: bool,
     /// `storage` (WIT 0.1.2): [`Plugin::storage_write`] and [`Plugin::storage_load`].
@@ -84,7 +89,9 @@ impl Exports {
         match hook {
             Hook::Authenticate => self.authenticator,
             Hook::AuthorizePublish | Hook::AuthorizeSubscribe => self.authorizer,
-            Hook::Transform => self.transformer || self.cacheable_transformer,
+            Hook::Transform => {
+                self.transformer || self.cacheable_transformer || self.stamping_transformer
+            }
         }
     }
 }
@@ -442,6 +449,8 @@ impl Plugin {
         .await
     }
 
+    /// The verdict on one message: its stamps (WIT 0.1.4), if any, are set at the plugin's clock's
+    /// time, as the broker would set them on this message.
     pub async fn transform(
         &self,
         session: &Session,
@@ -452,22 +461,44 @@ impl Plugin {
             .map(|answer| answer.verdict)
     }
 
-    /// [`Plugin::transform`] with how long the verdict may be reused (WIT 0.1.3): through the
-    /// `cacheable-transformer` export when the plugin has it, else through `transformer`, whose verdicts
-    /// are never reusable (`cache_seconds: None`).
+    /// [`Plugin::transform`] with how long the verdict may be reused (WIT 0.1.3). Its stamps, if any,
+    /// are set in the verdict at the plugin's clock's time, and a verdict with stamps is then not
+    /// reusable (a reuse would repeat that time): a 0.1.3 answer. [`Plugin::transform_stamping`] keeps
+    /// the stamps apart.
     pub async fn transform_cacheable(
         &self,
         session: &Session,
         message: &Message,
     ) -> Result<CacheableTransformVerdict, CallError> {
+        let answer = self.transform_stamping(session, message).await?;
+        Ok(CacheableTransformVerdict {
+            cache_seconds: answer.cache_seconds.filter(|_| answer.stamps.is_empty()),
+            verdict: stamped(answer.verdict, &answer.stamps, message, self.clock_millis()),
+        })
+    }
+
+    /// The plugin's answer as it gave it (WIT 0.1.4): through `stamping-transformer` when the plugin
+    /// exports it, else through `cacheable-transformer` (no stamps), else through `transformer` (no
+    /// stamps, never reusable).
+    pub async fn transform_stamping(
+        &self,
+        session: &Session,
+        message: &Message,
+    ) -> Result<StampingTransformVerdict, CallError> {
         let request = Request::Transform { session, message };
         self.call(Hook::Transform, request, |r| match r {
-            Response::Transform(v) => validate_transform(&v.verdict).map(|()| v),
+            Response::Transform(v) => validate_transform(&v.verdict, &v.stamps).map(|()| v),
             _ => Err(CallError::InvalidOutput(
                 "answer to another hook".to_owned(),
             )),
         })
         .await
+    }
+
+    /// Milliseconds since the Unix epoch by the plugin's clock (`clock.now-millis`): the time stamps
+    /// get.
+    pub fn clock_millis(&self) -> u64 {
+        self.0.template.ctx.services.clock.now_millis()
     }
 
     /// Calls the optional `ticker` export (WIT 0.1.1): the seconds until the next call, 0 for none.
@@ -759,7 +790,13 @@ fn validate_subscribe(decision: &SubscribeDecision, requested: Qos) -> Result<()
     }
 }
 
-fn validate_transform(verdict: &TransformVerdict) -> Result<(), CallError> {
+fn validate_transform(verdict: &TransformVerdict, stamps: &[Stamp]) -> Result<(), CallError> {
+    if let Some(stamp) = stamps.iter().find(|s| s.key.contains('\0')) {
+        return Err(CallError::InvalidOutput(format!(
+            "stamp {:?} has a NUL character in its name",
+            stamp.key
+        )));
+    }
     match verdict {
         TransformVerdict::Drop(code) if *code < 0x80 => Err(CallError::InvalidOutput(format!(
             "drop with reason code {code:#04x}, which is not an error code (>= 0x80)"

@@ -2,7 +2,8 @@
 
 mod common;
 
-use common::host;
+use common::{FixedClock, host};
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasp_plugin_host::test_programs as guests;
@@ -460,4 +461,93 @@ async fn reusable_outcomes_take_the_least_lifetime_of_the_chain() {
         assert_eq!(first.cache_seconds, None, "{name} first");
         assert_eq!(last.cache_seconds, None, "{name} last");
     }
+}
+
+/// WIT 0.1.4: stamps are set after every transformer of the chain (none sees them), in chain order, at
+/// the plugins' clock; the chain returns them for whoever reuses its outcome; a drop has none.
+#[tokio::test]
+async fn stamps_are_set_after_the_chain_and_kept_for_reuse() {
+    let host = host();
+    let services = || HostServices {
+        clock: Arc::new(FixedClock(1_234)),
+        ..HostServices::default()
+    };
+    let load = |name: &'static str, wasm: &'static str, config: &'static str| {
+        let mut spec = PluginSpec::new(name, wasm);
+        spec.config_json = config.to_owned();
+        host.load(spec, services())
+    };
+    let stamper = load("stamper", guests::STAMP, "at 60").await.unwrap();
+    let tagger = load("tagger", guests::REUSE, "A 30").await.unwrap();
+    let dropper = load("dropper", guests::ALLOW_DENY, "{}").await.unwrap();
+    assert!(stamper.exports().stamping_transformer && !stamper.exports().transformer);
+
+    let mut forged = message("t/pass");
+    forged.user_properties.push(UserProperty {
+        key: "at".to_owned(),
+        value: "forged".to_owned(),
+    });
+    let chain = Chain::new(vec![stamper.clone(), tagger.clone()]);
+    let result = chain
+        .transform_owned(chain.publish_interest("t/pass"), &session(), forged)
+        .await;
+    assert_eq!(result.cache_seconds, Some(30));
+    let stamp = Stamp {
+        key: "at".to_owned(),
+        value: StampValue::ReceiveTimeMillis,
+    };
+    assert_eq!(result.stamps, std::slice::from_ref(&stamp));
+    let Transformed::Modified(m) = result.outcome else {
+        panic!("expected the stamp: {:?}", result.outcome)
+    };
+    // The tagger saw the forged property (not the stamp) and appended its own; the stamp replaced it.
+    let pairs: Vec<(&str, &str)> = m
+        .user_properties
+        .iter()
+        .map(|p| (p.key.as_str(), p.value.as_str()))
+        .collect();
+    assert_eq!(pairs, [("A", "1"), ("at", "1234")]);
+
+    let chain = Chain::new(vec![stamper.clone(), dropper]);
+    let dropped = chain
+        .transform_owned(
+            chain.publish_interest("x/drop"),
+            &session(),
+            message("x/drop"),
+        )
+        .await;
+    assert!(matches!(
+        dropped.outcome,
+        Transformed::Dropped {
+            reason_code: 0x99,
+            ..
+        }
+    ));
+    assert_eq!(dropped.stamps, []);
+
+    // One plugin's verdict on one message has its stamps set in it.
+    match stamper.transform(&session(), &message("t")).await.unwrap() {
+        TransformVerdict::Modify(patch) => assert_eq!(
+            patch.user_properties,
+            Some(vec![UserProperty {
+                key: "at".to_owned(),
+                value: "1234".to_owned()
+            }])
+        ),
+        other => panic!("expected a stamped patch: {other:?}"),
+    }
+    let raw = stamper
+        .transform_stamping(&session(), &message("t"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (raw.verdict, raw.stamps),
+        (TransformVerdict::Pass, vec![stamp])
+    );
+
+    let nul = load("nul", guests::STAMP, "nul 60").await.unwrap();
+    assert!(matches!(
+        nul.transform_stamping(&session(), &message("t")).await,
+        Err(CallError::InvalidOutput(_))
+    ));
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::host;
+use common::{FixedClock, host};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,14 +20,6 @@ struct Captured(Mutex<Vec<LogRecord>>);
 impl LogSink for Captured {
     fn log(&self, record: LogRecord) {
         self.0.lock().push(record);
-    }
-}
-
-struct FixedClock(u64);
-
-impl Clock for FixedClock {
-    fn now_millis(&self) -> u64 {
-        self.0
     }
 }
 
@@ -100,6 +92,7 @@ async fn allow_deny_answers_every_hook_and_uses_the_host_imports() {
             authorizer: true,
             transformer: true,
             cacheable_transformer: false,
+            stamping_transformer: false,
             ticker: true,
             storage: false,
         }
@@ -243,6 +236,7 @@ async fn a_component_of_world_authenticator_plugin_loads_with_only_its_exports()
             authorizer: false,
             transformer: false,
             cacheable_transformer: false,
+            stamping_transformer: false,
             ticker: false,
             storage: false,
         }

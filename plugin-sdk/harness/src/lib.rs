@@ -293,8 +293,9 @@ impl Harness {
     }
 
     /// [`transform`](Self::transform) with how long the broker may reuse the verdict (WIT 0.1.3):
-    /// `cache_seconds` is what the plugin's `cacheable-transformer` export answered (`None` from a plugin
-    /// that exports only `transformer`).
+    /// `cache_seconds` is what the plugin answered (`None` from a plugin that exports only
+    /// `transformer`). Stamps (WIT 0.1.4) are set in the verdict at the harness's clock, as in
+    /// [`transform`](Self::transform); [`transform_stamping`](Self::transform_stamping) keeps them apart.
     pub fn transform_cacheable(
         &self,
         session: &Session,
@@ -302,6 +303,18 @@ impl Harness {
     ) -> Result<CacheableTransformVerdict, CallError> {
         self.runtime
             .block_on(self.plugin.transform_cacheable(session, &message))
+    }
+
+    /// The plugin's transform answer as it gave it (WIT 0.1.4): the verdict, how long the broker may
+    /// reuse it, and the stamps the broker would set on each message it gives the verdict to (empty from
+    /// a plugin that exports no `stamping-transformer`).
+    pub fn transform_stamping(
+        &self,
+        session: &Session,
+        message: Message,
+    ) -> Result<StampingTransformVerdict, CallError> {
+        self.runtime
+            .block_on(self.plugin.transform_stamping(session, &message))
     }
 
     /// Calls the plugin's `ticker` export (WIT 0.1.1): the seconds until the broker would call it

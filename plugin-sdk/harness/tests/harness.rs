@@ -20,6 +20,7 @@ fn typed_calls_reach_the_plugin_with_toml_config() {
             authorizer: true,
             transformer: true,
             cacheable_transformer: false,
+            stamping_transformer: false,
             ticker: true,
             storage: false,
         }
