@@ -869,7 +869,8 @@ async fn transform_rewrites_topic_stamps_properties_and_drops_oversize() {
 
 /// The transform plugin's verdicts that depend on the topic, client id and user properties only are
 /// reused (WIT 0.1.3): the broker calls the plugin once per session, topic and set of user properties,
-/// and still delivers every message's own payload; a rule that stamps the time is called every time.
+/// and still delivers every message's own payload. A rule that stamps the time is reused too (WIT 0.1.4
+/// stamps): the broker sets each message's own receive time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reusable_transform_verdicts_spare_plugin_calls_but_not_payloads() {
     let wasm = shipped_plugin("transform").await;
@@ -901,8 +902,12 @@ async fn reusable_transform_verdicts_spare_plugin_calls_but_not_payloads() {
         ("dev-1", "in/a", b"5", true, false),
         ("dev-2", "in/a", b"6", false, true),
         ("dev-1", "timed/a", b"7", false, true),
-        ("dev-1", "timed/a", b"8", false, true),
+        ("dev-1", "timed/a", b"8", false, false),
     ];
+    let now_millis = || {
+        let since_epoch = std::time::UNIX_EPOCH.elapsed().expect("clock after 1970");
+        u64::try_from(since_epoch.as_millis()).expect("milliseconds fit")
+    };
     for (who, topic, payload, with_unit, _) in sends {
         let properties = if with_unit {
             unit()
@@ -910,11 +915,13 @@ async fn reusable_transform_verdicts_spare_plugin_calls_but_not_payloads() {
             PublishProperties::default()
         };
         let client = if who == "dev-1" { &mut dev1 } else { &mut dev2 };
+        let before = now_millis();
         let ack = client
             .publish_acked(topic, false, payload, properties)
             .await;
         assert_eq!(ack.reason, PubAckReason::Success, "{topic}: {ack:?}");
         let m = sub.next_publish().await;
+        let after = now_millis();
         let props = user_properties(&m);
         let expected_topic = topic.replace("in/", "out/");
         assert_eq!(
@@ -932,6 +939,12 @@ async fn reusable_transform_verdicts_spare_plugin_calls_but_not_payloads() {
         } else {
             assert_eq!(props.len(), 1, "{props:?}");
             assert_eq!(props[0].0, "at", "{props:?}");
+            // This message's receive time, also when the verdict was reused.
+            let at: u64 = props[0].1.parse().expect("milliseconds");
+            assert!(
+                (before..=after).contains(&at),
+                "{before} <= {at} <= {after}"
+            );
         }
     }
 

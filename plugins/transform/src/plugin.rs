@@ -1,14 +1,15 @@
 //! The WebAssembly glue: the [`Plugin`] the broker loads, over [`Rules::apply`].
 //!
 //! The rules' filters are the plugin's publish filters, so the broker calls it only for topics some rule
-//! may change. When no rule matching the topic stamps the time or checks the payload, the verdict is
-//! reusable (WIT 0.1.3) for [`REUSE_SECONDS`]: the broker applies it to the session's later messages to
-//! that topic (with the same user properties) without calling the plugin. Counters: `dropped` and
-//! `modified` (published as `plugin.<name>.dropped`...), counting calls, not reused verdicts.
+//! may change. Time stamps are the broker's (WIT 0.1.4 stamps): it sets them on each message. So when no
+//! rule matching the topic checks the payload, the verdict is reusable for [`REUSE_SECONDS`]: the broker
+//! applies it (and sets the stamps) to the session's later messages to that topic (with the same user
+//! properties) without calling the plugin. Counters: `dropped` and `modified` (published as
+//! `plugin.<name>.dropped`...), counting calls, not reused verdicts.
 
 use wasp_plugin_sdk::{
-    CacheableTransformVerdict, Hooks, Interests, Message, MessagePatch, Plugin, Session,
-    TransformVerdict, UserProperty, clock, metrics,
+    Hooks, Interests, Message, MessagePatch, Plugin, Session, StampValue, StampingTransformVerdict,
+    TransformVerdict, UserProperty, metrics,
 };
 
 use crate::{Config, Outcome, Rules};
@@ -38,14 +39,15 @@ impl Plugin for TransformPlugin {
         Interests::hooks(Hooks::TRANSFORM).filters(self.rules.filters())
     }
 
-    fn transform_cacheable(
-        &self,
-        session: &Session,
-        message: Message,
-    ) -> CacheableTransformVerdict {
-        let reusable = self.rules.reusable(&message.topic);
-        let answer = CacheableTransformVerdict::from(self.verdict(session, message));
-        if reusable {
+    fn transform_stamping(&self, session: &Session, message: Message) -> StampingTransformVerdict {
+        let topic = message.topic.clone();
+        let mut answer = StampingTransformVerdict::from(self.verdict(session, message));
+        if !matches!(answer.verdict, TransformVerdict::Drop(_)) {
+            for name in self.rules.time_stamps(&topic) {
+                answer = answer.stamp(name, StampValue::ReceiveTimeMillis);
+            }
+        }
+        if self.rules.reusable(&topic) {
             answer.reuse_for(REUSE_SECONDS)
         } else {
             answer
@@ -61,15 +63,8 @@ impl TransformPlugin {
             .into_iter()
             .map(|p| (p.key, p.value))
             .collect();
-        // A host call per message only when a rule uses the time.
-        let now_millis = if self.rules.stamps_time() {
-            clock::now_millis()
-        } else {
-            0
-        };
         let outcome = self.rules.apply(
             &session.client.client_id,
-            now_millis,
             &message.topic,
             &message.payload,
             &properties,

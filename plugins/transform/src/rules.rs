@@ -263,20 +263,36 @@ impl Rules {
         Ok(Rules { rules })
     }
 
-    /// Whether some rule stamps the time: otherwise [`Rules::apply`] ignores `now_millis` and the plugin
-    /// need not ask the host's clock on every message.
-    pub fn stamps_time(&self) -> bool {
-        self.rules.iter().any(|r| r.stamp_time.is_some())
+    /// Whether [`Rules::apply`]'s outcome for `topic` depends on nothing but the topic, the client id and
+    /// the user properties: no rule matching `topic` checks the payload. (Time stamps do not count: the
+    /// broker sets them, see [`Rules::time_stamps`].) The plugin then lets the broker reuse its verdict
+    /// for the session's later messages to that topic.
+    pub fn reusable(&self, topic: &str) -> bool {
+        self.matching(topic)
+            .all(|r| r.max_payload.is_none() && r.json.is_none())
     }
 
-    /// Whether [`Rules::apply`]'s outcome for `topic` depends on nothing but the topic, the client id and
-    /// the user properties: no rule matching `topic` stamps the time or checks the payload. The plugin
-    /// then lets the broker reuse its verdict for the session's later messages to that topic.
-    pub fn reusable(&self, topic: &str) -> bool {
+    /// The user properties the broker is to set to a message's receive time (WIT 0.1.4 stamps), for the
+    /// rules matching `topic`, in order: each time stamp whose name no later rule's stamp takes.
+    pub fn time_stamps(&self, topic: &str) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for rule in self.matching(topic) {
+            if let Some(name) = &rule.stamp_time {
+                names.retain(|n| n != name);
+                names.push(name);
+            }
+            if let Some(name) = &rule.stamp_client_id {
+                names.retain(|n| n != name);
+            }
+        }
+        names
+    }
+
+    /// The rules whose filter matches `topic`, in order.
+    fn matching<'r, 't>(&'r self, topic: &'t str) -> impl Iterator<Item = &'r Rule> + use<'r, 't> {
         self.rules
             .iter()
-            .filter(|r| wasp_plugin_sdk::topic::matches(&r.filter, topic))
-            .all(|r| r.stamp_time.is_none() && r.max_payload.is_none() && r.json.is_none())
+            .filter(move |r| wasp_plugin_sdk::topic::matches(&r.filter, topic))
     }
 
     /// The topic filters of all rules, in order (the plugin's declared interests).
@@ -287,23 +303,19 @@ impl Rules {
     /// Applies every rule whose filter matches `topic` (the topic as published), in configuration order.
     ///
     /// Checks first: the first failing size or JSON check drops the message with its reason. Then the
-    /// first matching rule with a rewrite sets the topic, and stamps set their properties (replacing any
-    /// property of the same name the client sent, so it cannot be forged; a later rule's stamp of the
-    /// same name wins). `Pass` when nothing changes.
+    /// first matching rule with a rewrite sets the topic, and client-id stamps set their properties
+    /// (replacing any property of the same name the client sent, so it cannot be forged; a later rule's
+    /// stamp of the same name wins). Time stamps are not set here: the broker sets them on each message
+    /// ([`Rules::time_stamps`]), after this patch. `Pass` when nothing changes.
     pub fn apply(
         &self,
         client_id: &str,
-        now_millis: u64,
         topic: &str,
         payload: &[u8],
         user_properties: &[(String, String)],
     ) -> Outcome {
         // Captures are only needed for the first rewrite; the other rules only need to match.
-        let matching = || {
-            self.rules
-                .iter()
-                .filter(|r| wasp_plugin_sdk::topic::matches(&r.filter, topic))
-        };
+        let matching = || self.matching(topic);
         for rule in matching() {
             if let Some((max, reason)) = rule.max_payload
                 && payload.len() > max
@@ -338,8 +350,8 @@ impl Rules {
         let mut stamps: Vec<(&str, String)> = Vec::new();
         for rule in matching() {
             if let Some(name) = &rule.stamp_time {
+                // The broker's stamp, set after this patch, replaces a client-id stamp of the same name.
                 stamps.retain(|(n, _)| n != name);
-                stamps.push((name, now_millis.to_string()));
             }
             if let Some(name) = &rule.stamp_client_id {
                 stamps.retain(|(n, _)| n != name);
@@ -402,18 +414,15 @@ mod tests {
             "##,
         );
         assert_eq!(
-            r.apply("c", 0, "devices/d7/raw", b"x", &[]),
+            r.apply("c", "devices/d7/raw", b"x", &[]),
             Outcome::Modify {
                 topic: Some("telemetry/d7".into()),
                 user_properties: None
             }
         );
+        assert_eq!(r.apply("c", "devices/d7/cooked", b"x", &[]), Outcome::Pass);
         assert_eq!(
-            r.apply("c", 0, "devices/d7/cooked", b"x", &[]),
-            Outcome::Pass
-        );
-        assert_eq!(
-            r.apply("c", 0, "site/paris/kitchen/temp/now", b"", &[]),
+            r.apply("c", "site/paris/kitchen/temp/now", b"", &[]),
             Outcome::Modify {
                 topic: Some("by-room/kitchen/paris/temp/now".into()),
                 user_properties: None
@@ -421,7 +430,7 @@ mod tests {
         );
         // '#' matching the parent level captures nothing.
         assert_eq!(
-            r.apply("c", 0, "site/paris/kitchen", b"", &[]),
+            r.apply("c", "site/paris/kitchen", b"", &[]),
             Outcome::Modify {
                 topic: Some("by-room/kitchen/paris/".into()),
                 user_properties: None
@@ -429,7 +438,7 @@ mod tests {
         );
         // Wildcard-first filters do not match $ topics.
         let any = rules("[[rules]]\nfilter = \"+/x\"\nrewrite_topic = \"y/{1}\"");
-        assert_eq!(any.apply("c", 0, "$SYS/x", b"", &[]), Outcome::Pass);
+        assert_eq!(any.apply("c", "$SYS/x", b"", &[]), Outcome::Pass);
         assert_eq!(
             r.filters().collect::<Vec<_>>(),
             ["devices/+/raw", "site/+/+/#"]
@@ -439,9 +448,9 @@ mod tests {
     #[test]
     fn a_rewrite_into_a_dollar_topic_is_dropped() {
         let r = rules("[[rules]]\nfilter = \"a/+\"\nrewrite_topic = \"{1}/x\"");
-        assert_eq!(r.apply("c", 0, "a/$SYS", b"", &[]), Outcome::Drop(0x90));
+        assert_eq!(r.apply("c", "a/$SYS", b"", &[]), Outcome::Drop(0x90));
         assert_eq!(
-            r.apply("c", 0, "a/b", b"", &[]),
+            r.apply("c", "a/b", b"", &[]),
             Outcome::Modify {
                 topic: Some("b/x".into()),
                 user_properties: None
@@ -460,41 +469,55 @@ mod tests {
             "##,
         );
         let sent = props(&[("client-id", "forged"), ("unit", "C"), ("received-at", "0")]);
+        // The broker replaces the forged `received-at` when it sets the time stamp.
         assert_eq!(
-            r.apply("real", 1_700_000_000_123, "t", b"", &sent),
+            r.apply("real", "t", b"", &sent),
             Outcome::Modify {
                 topic: None,
                 user_properties: Some(props(&[
                     ("unit", "C"),
-                    ("received-at", "1700000000123"),
+                    ("received-at", "0"),
                     ("client-id", "real")
                 ]))
             }
         );
+        assert_eq!(r.time_stamps("t"), ["received-at"]);
         // Nothing to change: Pass, not a copy.
         let already = props(&[("received-at", "5"), ("client-id", "me")]);
-        assert_eq!(r.apply("me", 5, "t", b"", &already), Outcome::Pass);
-        assert!(r.stamps_time());
+        assert_eq!(r.apply("me", "t", b"", &already), Outcome::Pass);
     }
 
     #[test]
-    fn the_clock_is_needed_only_by_time_stamps() {
+    fn time_stamps_are_the_brokers_and_the_last_stamp_of_a_name_wins() {
         let r = rules(
             r##"
             [[rules]]
             filter = "a/#"
-            stamp_client_id_property = "client-id"
+            stamp_time_property = "t1"
+            stamp_client_id_property = "c"
+
+            [[rules]]
+            filter = "a/b"
+            stamp_time_property = "c"
+            stamp_client_id_property = "t1"
+
+            [[rules]]
+            filter = "a/+"
+            stamp_time_property = "t2"
             "##,
         );
-        assert!(!r.stamps_time());
-        let stamped = r.apply("me", 0, "a/b", b"", &[]);
+        // `t1`: the time, then the client id (it stays in the patch); `c`: the other way round (the
+        // broker's time stamp comes after the patch).
+        assert_eq!(r.time_stamps("a/b"), ["c", "t2"]);
         assert_eq!(
-            stamped,
+            r.apply("me", "a/b", b"", &[]),
             Outcome::Modify {
                 topic: None,
-                user_properties: Some(props(&[("client-id", "me")]))
+                user_properties: Some(props(&[("t1", "me")]))
             }
         );
+        assert_eq!(r.time_stamps("a/x/y"), ["t1"]);
+        assert_eq!(r.time_stamps("elsewhere"), Vec::<&str>::new());
     }
 
     #[test]
@@ -514,14 +537,14 @@ mod tests {
             "##,
         );
         assert_eq!(
-            r.apply("c", 0, "a/b", b"", &[]),
+            r.apply("c", "a/b", b"", &[]),
             Outcome::Modify {
                 topic: Some("first/b".into()),
                 user_properties: Some(props(&[("who", "c"), ("who2", "c")]))
             }
         );
         assert_eq!(
-            r.apply("c", 0, "z", b"", &[]),
+            r.apply("c", "z", b"", &[]),
             Outcome::Modify {
                 topic: Some("second/z".into()),
                 user_properties: Some(props(&[("who2", "c")]))
@@ -542,11 +565,11 @@ mod tests {
             oversize_reason = 0x80
             "##,
         );
-        assert_eq!(r.apply("c", 0, "big/x", b"1234", &[]), Outcome::Pass);
-        assert_eq!(r.apply("c", 0, "big/x", b"12345", &[]), Outcome::Drop(0x97));
-        assert_eq!(r.apply("c", 0, "custom", b"", &[]), Outcome::Pass);
-        assert_eq!(r.apply("c", 0, "custom", b"1", &[]), Outcome::Drop(0x80));
-        assert_eq!(r.apply("c", 0, "other", b"12345", &[]), Outcome::Pass);
+        assert_eq!(r.apply("c", "big/x", b"1234", &[]), Outcome::Pass);
+        assert_eq!(r.apply("c", "big/x", b"12345", &[]), Outcome::Drop(0x97));
+        assert_eq!(r.apply("c", "custom", b"", &[]), Outcome::Pass);
+        assert_eq!(r.apply("c", "custom", b"1", &[]), Outcome::Drop(0x80));
+        assert_eq!(r.apply("c", "other", b"12345", &[]), Outcome::Pass);
     }
 
     #[test]
@@ -558,7 +581,7 @@ mod tests {
             b" true ",
             b"\"\xc3\xa9\"",
         ] {
-            assert_eq!(r.apply("c", 0, "j", ok, &[]), Outcome::Pass, "{ok:?}");
+            assert_eq!(r.apply("c", "j", ok, &[]), Outcome::Pass, "{ok:?}");
         }
         for bad in [
             &b""[..],
@@ -569,16 +592,12 @@ mod tests {
             b"\"\xff\"",
             b"[1,]",
         ] {
-            assert_eq!(
-                r.apply("c", 0, "j", bad, &[]),
-                Outcome::Drop(0x99),
-                "{bad:?}"
-            );
+            assert_eq!(r.apply("c", "j", bad, &[]), Outcome::Drop(0x99), "{bad:?}");
         }
-        assert_eq!(r.apply("c", 0, "k", b"{", &[]), Outcome::Pass);
+        assert_eq!(r.apply("c", "k", b"{", &[]), Outcome::Pass);
         let custom =
             rules("[[rules]]\nfilter = \"#\"\nrequire_json = true\ninvalid_json_reason = 0x83");
-        assert_eq!(custom.apply("c", 0, "k", b"{", &[]), Outcome::Drop(0x83));
+        assert_eq!(custom.apply("c", "k", b"{", &[]), Outcome::Drop(0x83));
     }
 
     #[test]
@@ -593,7 +612,7 @@ mod tests {
             require_json = true
             "##,
         );
-        assert_eq!(r.apply("c", 0, "t", b"nope", &[]), Outcome::Drop(0x99));
+        assert_eq!(r.apply("c", "t", b"nope", &[]), Outcome::Drop(0x99));
     }
 
     #[test]
@@ -678,7 +697,7 @@ mod tests {
         let empty: Config = toml::from_str("rules = []").unwrap();
         let r = Rules::from_config(empty).unwrap();
         assert_eq!(r.filters().count(), 0);
-        assert_eq!(r.apply("c", 0, "t", b"", &[]), Outcome::Pass);
+        assert_eq!(r.apply("c", "t", b"", &[]), Outcome::Pass);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use wasp_plugin_harness::{
-    Harness, Hooks, HostError, Message, MessagePatch, Session, TransformVerdict, UserProperty,
-    client, message, plugin_wasm,
+    Harness, Hooks, HostError, Message, MessagePatch, Session, Stamp, StampValue, TransformVerdict,
+    UserProperty, client, message, plugin_wasm,
 };
 use wasp_plugin_transform::REUSE_SECONDS;
 
@@ -86,10 +86,11 @@ fn topics_are_rewritten_and_stamped_with_the_clock_and_the_client_id() {
         payload: None,
         qos: None,
         retain: None,
+        // The time stamp is the broker's (WIT 0.1.4): set after the plugin's patch, so last.
         user_properties: Some(vec![
             property("unit", "C"),
-            property("received-at", "1700000123456"),
             property("client-id", "dev-7"),
+            property("received-at", "1700000123456"),
         ]),
     };
     assert_eq!(
@@ -105,8 +106,8 @@ fn topics_are_rewritten_and_stamped_with_the_clock_and_the_client_id() {
     assert_eq!(
         patch.user_properties.unwrap()[1..],
         [
-            property("received-at", "1700000125000"),
             property("client-id", "other"),
+            property("received-at", "1700000125000"),
         ]
     );
     assert_eq!(plugin.metrics(), [("modified".to_owned(), 2)]);
@@ -210,7 +211,7 @@ fn bad_configurations_are_rejected_at_init() {
 }
 
 #[test]
-fn verdicts_are_reusable_unless_a_matching_rule_reads_the_time_or_the_payload() {
+fn verdicts_are_reusable_with_time_stamps_unless_a_matching_rule_reads_the_payload() {
     let plugin = Harness::load(plugin_wasm!())
         .config_toml(
             r#"
@@ -235,7 +236,7 @@ stamp_time_property = "at"
         )
         .build()
         .unwrap();
-    assert!(plugin.exports().cacheable_transformer);
+    assert!(plugin.exports().stamping_transformer);
     let session = session("dev-7");
     let reused = plugin
         .transform_cacheable(&session, message("site/3/in", *b"x"))
@@ -258,16 +259,45 @@ stamp_time_property = "at"
             .unwrap(),
         reused.verdict
     );
-    for (topic, payload) in [
-        ("site/3/checked", &b"{}"[..]),
-        ("site/3/sized", &b"12"[..]),
-        ("site/3/timed", &b"x"[..]),
-    ] {
+    for (topic, payload) in [("site/3/checked", &b"{}"[..]), ("site/3/sized", &b"12"[..])] {
         let answer = plugin
-            .transform_cacheable(&session, message(topic, payload.to_vec()))
+            .transform_stamping(&session, message(topic, payload.to_vec()))
             .unwrap();
         assert_eq!(answer.cache_seconds, None, "{topic}: {answer:?}");
     }
+    // A time stamp is the broker's to set on each message: the verdict itself is reusable.
+    let timed = plugin
+        .transform_stamping(&session, message("site/3/timed", *b"x"))
+        .unwrap();
+    assert_eq!(
+        (timed.verdict, timed.cache_seconds),
+        (TransformVerdict::Pass, Some(REUSE_SECONDS))
+    );
+    assert_eq!(
+        timed.stamps,
+        [Stamp {
+            key: "at".to_owned(),
+            value: StampValue::ReceiveTimeMillis
+        }]
+    );
+    // As a 0.1.3 answer (the stamp set at the harness's clock), it is not reusable.
+    plugin.clock().set_millis(77);
+    let answer = plugin
+        .transform_cacheable(&session, message("site/3/timed", *b"x"))
+        .unwrap();
+    assert_eq!(
+        (answer.verdict, answer.cache_seconds),
+        (
+            TransformVerdict::Modify(MessagePatch {
+                topic: None,
+                payload: None,
+                qos: None,
+                retain: None,
+                user_properties: Some(vec![property("at", "77")]),
+            }),
+            None
+        )
+    );
     // A topic no rule matches is never asked by the broker; its pass would be reusable.
     let pass = plugin
         .transform_cacheable(&session, message("elsewhere", *b"x"))
