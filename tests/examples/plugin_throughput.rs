@@ -2,8 +2,11 @@
 //! plugins. Prints numbers; it is not a test:
 //!
 //! ```text
-//! cargo run --release -p wasp-tests --example plugin_throughput
+//! cargo run --release -p wasp-tests --example plugin_throughput [-- LABEL_PART...]
 //! ```
+//!
+//! With arguments, only `no plugins` and the scenarios whose label contains one of them run (e.g.
+//! `-- client-id`).
 //!
 //! An in-process broker on `127.0.0.1:0` (its own tokio runtime, 2 worker threads) and a load generator on
 //! the main thread (a current-thread runtime) speaking raw MQTT 5.0 over TCP with Wasp's own codec:
@@ -25,13 +28,16 @@
 //! - `client-id`: the publisher's client id is stamped as a user property; reusable too. Every delivered
 //!   message then carries a user property, which costs the broker and the generator work of its own: the
 //!   `control` scenario (no plugins, the publishers send that same property themselves) measures it.
-//! - `client-id + time`: the receive time is stamped too; it changes with every message, so no verdict is
-//!   reusable and every PUBLISH is a Wasm call. The worst case.
-//! - `time on 1/8`: the same rule on `bench/0` only: one publisher of eight, 1/8 of the traffic, enters
-//!   Wasm; the other PUBLISHes match no transformer's publish filter (interest filters at work).
+//! - `client-id + time`: the receive time is stamped too. The plugin has the broker set it on each
+//!   message (WIT 0.1.4 stamps), so this verdict is reusable too: the time stamp costs no Wasm call.
+//!   Its `control` sends both properties with no plugins.
+//! - `size check`: payloads over 1 KiB are dropped. The verdict depends on the payload, so every PUBLISH
+//!   is a Wasm call: the worst case, with no target. `size check on 1/8`: the same rule on `bench/0`
+//!   only: one publisher of eight, 1/8 of the traffic, enters Wasm; the other PUBLISHes match no
+//!   transformer's publish filter (interest filters at work).
 //!
-//! Every scenario is compared with `no plugins`; the target (>= 0.85x) is checked for the three rules on
-//! all of `bench/#`.
+//! Every scenario is compared with `no plugins`; the target (>= 0.85x) is checked for the three stamp
+//! and rewrite rules on all of `bench/#`.
 
 // A benchmark binary: printing its results is its purpose.
 #![allow(clippy::print_stdout)]
@@ -132,14 +138,19 @@ const REWRITE: &str = r#"{"filter": "bench/+", "rewrite_topic": "bench/r/{1}"}"#
 const CLIENT_ID: &str = r#"{"filter": "bench/#", "stamp_client_id_property": "client-id"}"#;
 const CLIENT_ID_AND_TIME: &str = r#"{"filter": "bench/#", "stamp_client_id_property": "client-id",
     "stamp_time_property": "received-at"}"#;
-const TIME_ON_ONE_EIGHTH: &str = r#"{"filter": "bench/0", "stamp_client_id_property": "client-id",
-    "stamp_time_property": "received-at"}"#;
+const SIZE_CHECK: &str = r#"{"filter": "bench/#", "max_payload_bytes": 1024}"#;
+const SIZE_CHECK_ON_ONE_EIGHTH: &str = r#"{"filter": "bench/0", "max_payload_bytes": 1024}"#;
+
+/// The user properties of the control scenarios: what the stamps add (the time is a typical one).
+const CLIENT_ID_PROPERTY: &[(&str, &str)] = &[("client-id", "bench-pub")];
+const CLIENT_ID_AND_TIME_PROPERTIES: &[(&str, &str)] =
+    &[("client-id", "bench-pub"), ("received-at", "1764680000000")];
 
 /// What the broker runs and what the publishers send in a scenario.
 #[derive(Clone, Copy)]
 enum Setup {
-    /// No plugins; with `Some((key, value))` every PUBLISH carries that user property.
-    Plain(Option<(&'static str, &'static str)>),
+    /// No plugins; every PUBLISH carries these user properties.
+    Plain(&'static [(&'static str, &'static str)]),
     /// The three plugins, with this transform rule.
     Plugins(&'static str),
 }
@@ -227,7 +238,7 @@ struct Run {
 }
 
 /// One run against `broker`: connect, warm up, measure, stop.
-async fn run(broker: &Broker, property: Option<(&str, &str)>) -> Run {
+async fn run(broker: &Broker, properties: &[(&str, &str)]) -> Run {
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters::default());
     let mut sub = Client::connect(broker.addr, "bench-sub", &login()).await;
@@ -240,9 +251,10 @@ async fn run(broker: &Broker, property: Option<(&str, &str)>) -> Run {
     for n in 0..PUBLISHERS {
         let client = Client::connect(broker.addr, &format!("bench-pub-{n}"), &login()).await;
         let properties = Properties {
-            user_properties: property
-                .map(|(k, v)| vec![(k.into(), v.into())])
-                .unwrap_or_default(),
+            user_properties: properties
+                .iter()
+                .map(|&(k, v)| (k.into(), v.into()))
+                .collect(),
             ..Properties::default()
         };
         tasks.spawn_local(publisher(
@@ -302,8 +314,8 @@ fn main() {
     println!(
         "plugins: password-file (login at CONNECT), acl-file (authorize-publish; the broker caches its \
          verdicts 5 s per session and topic), transform with one rule: rewrite bench/+ to bench/r/{{1}} \
-         (reusable verdicts), stamp client-id (reusable), stamp client-id + time (a Wasm call per \
-         PUBLISH), the latter on bench/0 only (1/8)"
+         (reusable verdicts), stamp client-id (reusable), stamp client-id + time (reusable, the broker \
+         sets the time), a size check (a Wasm call per PUBLISH), the latter on bench/0 only (1/8)"
     );
     println!(
         "cpu columns: cores used during the measured window (1.00 = one core), from /proc/*/stat \
@@ -311,13 +323,13 @@ fn main() {
     );
 
     // (label, setup, whether the target applies)
-    let scenarios: [(&str, Setup, bool); 6] = [
-        ("no plugins", Setup::Plain(None), false),
+    let scenarios: [(&str, Setup, bool); 8] = [
+        ("no plugins", Setup::Plain(&[]), false),
         ("3 plugins, rewrite", Setup::Plugins(REWRITE), true),
         ("3 plugins, client-id", Setup::Plugins(CLIENT_ID), true),
         (
             "control: no plugins, client-id",
-            Setup::Plain(Some(("client-id", "bench-pub"))),
+            Setup::Plain(CLIENT_ID_PROPERTY),
             false,
         ),
         (
@@ -326,11 +338,26 @@ fn main() {
             true,
         ),
         (
-            "3 plugins, time on 1/8",
-            Setup::Plugins(TIME_ON_ONE_EIGHTH),
+            "control: no plugins, 2 props",
+            Setup::Plain(CLIENT_ID_AND_TIME_PROPERTIES),
+            false,
+        ),
+        ("3 plugins, size check", Setup::Plugins(SIZE_CHECK), false),
+        (
+            "3 plugins, size check on 1/8",
+            Setup::Plugins(SIZE_CHECK_ON_ONE_EIGHTH),
             false,
         ),
     ];
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    let scenarios: Vec<_> = scenarios
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (label, _, _))| {
+            *i == 0 || only.is_empty() || only.iter().any(|o| label.contains(o.as_str()))
+        })
+        .map(|(_, scenario)| scenario)
+        .collect();
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); scenarios.len()];
     // Process CPU (broker and generator) per message, µs: less sensitive than the rate to CPU time that
     // other processes take from the two cores during a round.
@@ -342,11 +369,11 @@ fn main() {
                     plugins.install(config, rule);
                 }
             }));
-            let property = match setup {
-                Setup::Plain(property) => *property,
-                Setup::Plugins(_) => None,
+            let properties = match setup {
+                Setup::Plain(properties) => properties,
+                Setup::Plugins(_) => &[][..],
             };
-            let result = generator.block_on(local.run_until(run(&broker, property)));
+            let result = generator.block_on(local.run_until(run(&broker, properties)));
             drop(broker);
             // Let the broker finish its shutdown before the next run.
             std::thread::sleep(Duration::from_millis(300));
