@@ -17,8 +17,8 @@ use tokio::sync::Semaphore;
 use crate::bindings::exports::wasp::plugin::storage::{Key, Keyspace, Op};
 use crate::bindings::wasp::plugin::types::{
     AuthRequest, AuthVerdict, AuthzVerdict, CacheableTransformVerdict, Decision, Denial, Hooks,
-    Interests, Message, Qos, Session, Stamp, StampingTransformVerdict, SubscribeDecision,
-    SubscribeVerdict, TransformVerdict,
+    Interests, Message, MessagePatch, Qos, Session, Stamp, StampingTransformVerdict,
+    SubscribeDecision, SubscribeVerdict, TransformVerdict,
 };
 use crate::chain::stamped;
 use crate::config::FailurePolicy;
@@ -753,12 +753,38 @@ fn validate_denial(denial: &Denial) -> Result<(), CallError> {
             denial.reason_code
         )));
     }
+    match &denial.reason {
+        Some(reason) => mqtt_string("the denial's reason string", reason),
+        None => Ok(()),
+    }
+}
+
+/// Whether `text` can go in an MQTT UTF-8 string ([MQTT-1.5.4-2]: no U+0000; at most 65,535 bytes): the
+/// broker would otherwise send a packet its clients must treat as malformed, or fail to encode it.
+fn mqtt_string(what: &str, text: &str) -> Result<(), CallError> {
+    if text.contains('\0') {
+        return Err(CallError::InvalidOutput(format!(
+            "{what} {text:?} has a NUL character"
+        )));
+    }
+    if text.len() > usize::from(u16::MAX) {
+        return Err(CallError::InvalidOutput(format!(
+            "{what} is {} bytes long, over MQTT's 65,535",
+            text.len()
+        )));
+    }
     Ok(())
 }
 
 fn validate_auth(verdict: &AuthVerdict) -> Result<(), CallError> {
     match verdict {
         AuthVerdict::Deny(denial) => validate_denial(denial),
+        AuthVerdict::Continue(data) if data.len() > usize::from(u16::MAX) => {
+            Err(CallError::InvalidOutput(format!(
+                "continue with {} bytes of authentication data, over MQTT's 65,535",
+                data.len()
+            )))
+        }
         AuthVerdict::Allow(_) | AuthVerdict::Defer | AuthVerdict::Continue(_) => Ok(()),
     }
 }
@@ -791,11 +817,18 @@ fn validate_subscribe(decision: &SubscribeDecision, requested: Qos) -> Result<()
 }
 
 fn validate_transform(verdict: &TransformVerdict, stamps: &[Stamp]) -> Result<(), CallError> {
-    if let Some(stamp) = stamps.iter().find(|s| s.key.contains('\0')) {
-        return Err(CallError::InvalidOutput(format!(
-            "stamp {:?} has a NUL character in its name",
-            stamp.key
-        )));
+    for stamp in stamps {
+        mqtt_string("the stamp name", &stamp.key)?;
+    }
+    if let TransformVerdict::Modify(MessagePatch {
+        user_properties: Some(properties),
+        ..
+    }) = verdict
+    {
+        for property in properties {
+            mqtt_string("the user property name", &property.key)?;
+            mqtt_string("the user property value", &property.value)?;
+        }
     }
     match verdict {
         TransformVerdict::Drop(code) if *code < 0x80 => Err(CallError::InvalidOutput(format!(

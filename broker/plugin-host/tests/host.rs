@@ -426,9 +426,18 @@ async fn invalid_answers_are_failures() {
     assert!(invalid(
         &plugin.transform(&session(), &message("t/drop")).await
     ));
+    // Strings MQTT cannot carry: the broker would send a malformed packet.
+    assert!(invalid(&plugin.authenticate(&auth("nul")).await));
+    assert!(invalid(&plugin.authenticate(&auth("long")).await));
+    assert!(invalid(
+        &plugin.transform(&session(), &message("t/nul")).await
+    ));
+    assert!(invalid(
+        &plugin.transform(&session(), &message("t/long")).await
+    ));
     let stats = plugin.stats();
-    assert_eq!(stats.failures.invalid_output, 5);
-    assert_eq!(stats.instances_recycled, 5);
+    assert_eq!(stats.failures.invalid_output, 9);
+    assert_eq!(stats.instances_recycled, 9);
     // A subscription granted at (not above) the requested QoS is fine.
     let verdict = plugin
         .authorize_subscribe(&session(), "t", Qos::ExactlyOnce)
