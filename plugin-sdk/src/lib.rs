@@ -426,7 +426,7 @@ pub mod __private {
         fn transform(session: Session, message: Message) -> CacheableTransformVerdict {
             let properties = message.user_properties.clone();
             let answer = <Self as stamping_transformer::Guest>::transform(session, message);
-            answer.set_stamps(properties, crate::clock::now_millis())
+            answer.set_stamps(properties, crate::clock::now_millis)
         }
     }
 

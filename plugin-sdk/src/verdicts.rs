@@ -240,13 +240,14 @@ impl StampingTransformVerdict {
         self
     }
 
-    /// The verdict with its stamps set at `now_millis` on a message whose user properties are
-    /// `properties`, as a 0.1.3 answer: what the broker would make of it for this one message. With
-    /// stamps it is not reusable (a reuse would repeat the time); a drop stays a drop.
+    /// The verdict with its stamps set at the time `now_millis` reads (only if there are stamps) on a
+    /// message whose user properties are `properties`, as a 0.1.3 answer: what the broker would make of
+    /// it for this one message. With stamps it is not reusable (a reuse would repeat the time); a drop
+    /// stays a drop.
     pub fn set_stamps(
         self,
         properties: Vec<UserProperty>,
-        now_millis: u64,
+        now_millis: impl FnOnce() -> u64,
     ) -> CacheableTransformVerdict {
         if self.stamps.is_empty() {
             return CacheableTransformVerdict {
@@ -260,6 +261,7 @@ impl StampingTransformVerdict {
             TransformVerdict::Modify(patch) => patch,
         };
         let list = patch.user_properties.get_or_insert(properties);
+        let now_millis = now_millis();
         for stamp in &self.stamps {
             list.retain(|p| p.key != stamp.key);
             list.push(UserProperty {
@@ -436,7 +438,7 @@ mod tests {
         let stamped = StampingTransformVerdict::from(TransformVerdict::Pass)
             .stamp("at", StampValue::ReceiveTimeMillis)
             .reuse_for(60)
-            .set_stamps(sent.clone(), 1_234);
+            .set_stamps(sent.clone(), || 1_234);
         assert_eq!(stamped.cache_seconds, None);
         assert_eq!(
             stamped.verdict,
@@ -446,11 +448,11 @@ mod tests {
         );
         let dropped = StampingTransformVerdict::from(TransformVerdict::Drop(0x99))
             .stamp("at", StampValue::ReceiveTimeMillis)
-            .set_stamps(sent.clone(), 1_234);
+            .set_stamps(sent.clone(), || 1_234);
         assert_eq!(dropped.verdict, TransformVerdict::Drop(0x99));
         let plain = StampingTransformVerdict::from(TransformVerdict::Pass)
             .reuse_for(60)
-            .set_stamps(sent, 1_234);
+            .set_stamps(sent, || panic!("read the clock without a stamp"));
         assert_eq!(
             (plain.verdict, plain.cache_seconds),
             (TransformVerdict::Pass, Some(60))
