@@ -763,8 +763,10 @@ fn validate_denial(denial: &Denial) -> Result<(), CallError> {
 /// broker would otherwise send a packet its clients must treat as malformed, or fail to encode it.
 fn mqtt_string(what: &str, text: &str) -> Result<(), CallError> {
     if text.contains('\0') {
+        // The start only: the log line names the field, it does not repeat a plugin's whole string.
+        let start: String = text.chars().take(40).collect();
         return Err(CallError::InvalidOutput(format!(
-            "{what} {text:?} has a NUL character"
+            "{what} {start:?} has a NUL character"
         )));
     }
     if text.len() > usize::from(u16::MAX) {
