@@ -1088,6 +1088,54 @@ async fn failing_transformer_passes_the_message_unchanged_by_default() {
     }
 }
 
+/// A plugin answering with strings MQTT cannot carry (the `garbage` guest: a NUL in a user property or a
+/// reason string, a user property or authentication data over 65,535 bytes) fails that call: its failure
+/// policy applies, and no client is sent a malformed packet or loses an acknowledged message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_mqtt_cannot_carry_are_failures_not_malformed_packets() {
+    let mut s = spec("garbage", test_programs::GARBAGE, "{}");
+    // Authentication: a reason string with a NUL, authentication data too long: CONNACK 0x80 (the
+    // failure policy deny), not a malformed CONNACK or an AUTH the broker cannot encode.
+    let broker = Broker::start_with(|c| install(c, vec![plugin(s.clone())])).await;
+    for user in ["nul", "long"] {
+        assert_eq!(
+            v5::connect_refused(v5_login("victim", &broker, user, "x")).await,
+            ConnectReturnCode::UnspecifiedError,
+            "{user}"
+        );
+    }
+    drop(broker);
+    // Its other answers are garbage too: defer and allow on those failures, so that clients get in and
+    // the transformer is reached.
+    s.failure.authenticate = OnAccessFailure::Defer;
+    s.failure.authorize = OnAccessFailure::Allow;
+    let broker = Broker::start_with(|c| install(c, vec![plugin(s)])).await;
+    let mut sub = v5::connect(v5::options("sub", broker.addr)).await;
+    sub.subscribe("t/#", QoS::AtLeastOnce).await;
+    let mut publisher = v5::connect(v5::options("pub", broker.addr)).await;
+    for topic in ["t/nul", "t/long"] {
+        let properties = PublishProperties {
+            user_properties: vec![("k".into(), "v".into())],
+            ..PublishProperties::default()
+        };
+        let ack = publisher
+            .publish_acked(topic, false, b"as sent", properties)
+            .await;
+        assert_eq!(ack.reason, PubAckReason::Success, "{topic}: {ack:?}");
+        // Delivered as sent (on_transform_failure = pass), to a subscriber that is still connected.
+        let m = sub.next_publish().await;
+        assert_eq!(
+            (topic_of(&m), &m.payload[..], user_properties(&m)),
+            (
+                topic,
+                &b"as sent"[..],
+                vec![("k".to_owned(), "v".to_owned())]
+            ),
+        );
+    }
+    round_trip(broker.addr, "after-garbage").await;
+}
+
 /// Publishes to `free/t` and waits for the message back, again and again for `window`; returns the time
 /// each round trip took.
 async fn round_trips(client: &mut v5::Client, window: Duration) -> Vec<Duration> {
