@@ -1037,6 +1037,35 @@ async fn failing_authenticator_with_defer_or_allow_lets_the_client_in() {
     }
 }
 
+/// Publishes `as sent` with the user property `k = v` to `topic`, and checks that it is acknowledged with
+/// success and that `sub` receives it unchanged: what a transformer whose call failed, with the policy
+/// pass, must leave. `who` names the case in failures.
+async fn delivered_as_sent(
+    publisher: &mut v5::Client,
+    sub: &mut v5::Client,
+    topic: &str,
+    who: &str,
+) {
+    let properties = PublishProperties {
+        user_properties: vec![("k".into(), "v".into())],
+        ..PublishProperties::default()
+    };
+    let ack = publisher
+        .publish_acked(topic, false, b"as sent", properties)
+        .await;
+    assert_eq!(ack.reason, PubAckReason::Success, "{who}: {ack:?}");
+    let m = sub.next_publish().await;
+    assert_eq!(
+        (topic_of(&m), &m.payload[..], user_properties(&m)),
+        (
+            topic,
+            &b"as sent"[..],
+            vec![("k".to_owned(), "v".to_owned())]
+        ),
+        "{who}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_transformer_passes_the_message_unchanged_by_default() {
     for (name, wasm, trigger) in FAULTY {
@@ -1048,24 +1077,7 @@ async fn failing_transformer_passes_the_message_unchanged_by_default() {
         let mut sub = v5::connect(v5::options("sub", broker.addr)).await;
         sub.subscribe(trigger, QoS::AtLeastOnce).await;
         let mut publisher = v5::connect(v5::options("pub", broker.addr)).await;
-        let properties = PublishProperties {
-            user_properties: vec![("k".into(), "v".into())],
-            ..PublishProperties::default()
-        };
-        let ack = publisher
-            .publish_acked(trigger, false, b"as sent", properties)
-            .await;
-        assert_eq!(ack.reason, PubAckReason::Success, "{name}: {ack:?}");
-        let m = sub.next_publish().await;
-        assert_eq!(
-            (topic_of(&m), &m.payload[..], user_properties(&m)),
-            (
-                trigger,
-                &b"as sent"[..],
-                vec![("k".to_owned(), "v".to_owned())]
-            ),
-            "{name}"
-        );
+        delivered_as_sent(&mut publisher, &mut sub, trigger, name).await;
         drop(broker);
 
         // Control: with on_transform_failure = drop the same message is dropped with 0x80, so the
@@ -1114,24 +1126,8 @@ async fn answers_mqtt_cannot_carry_are_failures_not_malformed_packets() {
     sub.subscribe("t/#", QoS::AtLeastOnce).await;
     let mut publisher = v5::connect(v5::options("pub", broker.addr)).await;
     for topic in ["t/nul", "t/long"] {
-        let properties = PublishProperties {
-            user_properties: vec![("k".into(), "v".into())],
-            ..PublishProperties::default()
-        };
-        let ack = publisher
-            .publish_acked(topic, false, b"as sent", properties)
-            .await;
-        assert_eq!(ack.reason, PubAckReason::Success, "{topic}: {ack:?}");
         // Delivered as sent (on_transform_failure = pass), to a subscriber that is still connected.
-        let m = sub.next_publish().await;
-        assert_eq!(
-            (topic_of(&m), &m.payload[..], user_properties(&m)),
-            (
-                topic,
-                &b"as sent"[..],
-                vec![("k".to_owned(), "v".to_owned())]
-            ),
-        );
+        delivered_as_sent(&mut publisher, &mut sub, topic, topic).await;
     }
     round_trip(broker.addr, "after-garbage").await;
 }
