@@ -160,20 +160,35 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     if topic.starts_with('$') && filter.starts_with(['+', '#']) {
         return false;
     }
-    let mut filter_levels = filter.split('/');
-    let mut topic_levels = topic.split('/');
+    // Bytes, not `str::split`: '/' is ASCII, and in a WebAssembly plugin (the SDK re-exports this
+    // function) `split`'s generic searcher cost ~1 000 instructions more per match of `bench/#` against
+    // `bench/1` (callgrind, `transform_call_cost`).
+    let (mut filter, mut topic) = (filter.as_bytes(), topic.as_bytes());
     loop {
-        match (filter_levels.next(), topic_levels.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(f), Some(t)) => {
-                if f != t {
-                    return false;
-                }
-            }
-            (None, None) => return true,
-            (None, Some(_)) | (Some(_), None) => return false,
+        // Both start at a level here.
+        let (level, filter_rest) = first_level(filter);
+        if level == b"#" {
+            return true;
         }
+        let (topic_level, topic_rest) = first_level(topic);
+        if level != b"+" && level != topic_level {
+            return false;
+        }
+        match (filter_rest, topic_rest) {
+            (Some(f), Some(t)) => (filter, topic) = (f, t),
+            (None, None) => return true,
+            // `a/#` matches `a`: the topic has no more levels, the filter's next one must be `#`.
+            (Some(f), None) => return first_level(f).0 == b"#",
+            (None, Some(_)) => return false,
+        }
+    }
+}
+
+/// `name`'s first level and, when there is a '/', what follows it.
+fn first_level(name: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match name.iter().position(|&b| b == b'/') {
+        Some(at) => (&name[..at], Some(&name[at + 1..])),
+        None => (name, None),
     }
 }
 
