@@ -1,4 +1,4 @@
-//! The WebAssembly glue: the [`Plugin`] the broker loads, over [`Rules::apply`].
+//! The WebAssembly glue: the [`Plugin`] the broker loads, over [`Rules::matching`].
 //!
 //! The rules' filters are the plugin's publish filters, so the broker calls it only for topics some rule
 //! may change. Time stamps are the broker's (WIT 0.1.4 stamps): it sets them on each message. So when no
@@ -40,14 +40,21 @@ impl Plugin for TransformPlugin {
     }
 
     fn transform_stamping(&self, session: &Session, message: Message) -> StampingTransformVerdict {
-        let topic = message.topic.clone();
-        let mut answer = StampingTransformVerdict::from(self.verdict(session, message));
+        // Matched once: the outcome, the stamps and reuse all depend on the same rules.
+        let matching = self.rules.matching(&message.topic);
+        let properties: Vec<(String, String)> = message
+            .user_properties
+            .into_iter()
+            .map(|p| (p.key, p.value))
+            .collect();
+        let outcome = matching.apply(&session.client.client_id, &message.payload, &properties);
+        let mut answer = StampingTransformVerdict::from(verdict(outcome));
         if !matches!(answer.verdict, TransformVerdict::Drop(_)) {
-            for name in self.rules.time_stamps(&topic) {
+            for name in matching.time_stamps() {
                 answer = answer.stamp(name, StampValue::ReceiveTimeMillis);
             }
         }
-        if self.rules.reusable(&topic) {
+        if matching.reusable() {
             answer.reuse_for(REUSE_SECONDS)
         } else {
             answer
@@ -55,41 +62,28 @@ impl Plugin for TransformPlugin {
     }
 }
 
-impl TransformPlugin {
-    /// The rules' verdict on one message.
-    fn verdict(&self, session: &Session, message: Message) -> TransformVerdict {
-        let properties: Vec<(String, String)> = message
-            .user_properties
-            .into_iter()
-            .map(|p| (p.key, p.value))
-            .collect();
-        let outcome = self.rules.apply(
-            &session.client.client_id,
-            &message.topic,
-            &message.payload,
-            &properties,
-        );
-        match outcome {
-            Outcome::Pass => TransformVerdict::Pass,
-            Outcome::Drop(code) => {
-                metrics::counter_add("dropped", 1);
-                TransformVerdict::Drop(code)
-            }
-            Outcome::Modify {
+/// The WIT verdict for the rules' outcome, counted.
+fn verdict(outcome: Outcome) -> TransformVerdict {
+    match outcome {
+        Outcome::Pass => TransformVerdict::Pass,
+        Outcome::Drop(code) => {
+            metrics::counter_add("dropped", 1);
+            TransformVerdict::Drop(code)
+        }
+        Outcome::Modify {
+            topic,
+            user_properties,
+        } => {
+            metrics::counter_add("modified", 1);
+            TransformVerdict::Modify(MessagePatch {
                 topic,
-                user_properties,
-            } => {
-                metrics::counter_add("modified", 1);
-                TransformVerdict::Modify(MessagePatch {
-                    topic,
-                    user_properties: user_properties.map(|list| {
-                        list.into_iter()
-                            .map(|(key, value)| UserProperty { key, value })
-                            .collect()
-                    }),
-                    ..MessagePatch::new()
-                })
-            }
+                user_properties: user_properties.map(|list| {
+                    list.into_iter()
+                        .map(|(key, value)| UserProperty { key, value })
+                        .collect()
+                }),
+                ..MessagePatch::new()
+            })
         }
     }
 }

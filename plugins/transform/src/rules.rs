@@ -263,20 +263,59 @@ impl Rules {
         Ok(Rules { rules })
     }
 
-    /// Whether [`Rules::apply`]'s outcome for `topic` depends on nothing but the topic, the client id and
-    /// the user properties: no rule matching `topic` checks the payload. (Time stamps do not count: the
-    /// broker sets them, see [`Rules::time_stamps`].) The plugin then lets the broker reuse its verdict
-    /// for the session's later messages to that topic.
-    pub fn reusable(&self, topic: &str) -> bool {
+    /// The rules whose filter matches `topic`, in configuration order: match once per message, then ask
+    /// the [`Matching`] for the outcome, the time stamps and whether the verdict is reusable.
+    pub fn matching<'r, 't>(&'r self, topic: &'t str) -> Matching<'r, 't> {
+        Matching {
+            rules: self
+                .rules
+                .iter()
+                .filter(|r| wasp_plugin_sdk::topic::matches(&r.filter, topic))
+                .collect(),
+            topic,
+        }
+    }
+
+    /// The topic filters of all rules, in order (the plugin's declared interests).
+    pub fn filters(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.filter.as_str())
+    }
+
+    /// [`Matching::apply`] of the rules matching `topic`.
+    pub fn apply(
+        &self,
+        client_id: &str,
+        topic: &str,
+        payload: &[u8],
+        user_properties: &[(String, String)],
+    ) -> Outcome {
         self.matching(topic)
+            .apply(client_id, payload, user_properties)
+    }
+}
+
+/// The rules matching one topic ([`Rules::matching`]).
+pub struct Matching<'r, 't> {
+    rules: Vec<&'r Rule>,
+    topic: &'t str,
+}
+
+impl<'r> Matching<'r, '_> {
+    /// Whether [`Matching::apply`]'s outcome depends on nothing but the topic, the client id and the user
+    /// properties: no matching rule checks the payload. (Time stamps do not count: the broker sets them,
+    /// see [`Matching::time_stamps`].) The plugin then lets the broker reuse its verdict for the session's
+    /// later messages to that topic.
+    pub fn reusable(&self) -> bool {
+        self.rules
+            .iter()
             .all(|r| r.max_payload.is_none() && r.json.is_none())
     }
 
-    /// The user properties the broker is to set to a message's receive time (WIT 0.1.4 stamps), for the
-    /// rules matching `topic`, in order: each time stamp whose name no later rule's stamp takes.
-    pub fn time_stamps(&self, topic: &str) -> Vec<&str> {
+    /// The user properties the broker is to set to a message's receive time (WIT 0.1.4 stamps), in
+    /// order: each time stamp whose name no later rule's stamp takes.
+    pub fn time_stamps(&self) -> Vec<&'r str> {
         let mut names: Vec<&str> = Vec::new();
-        for rule in self.matching(topic) {
+        for rule in &self.rules {
             if let Some(name) = &rule.stamp_time {
                 names.retain(|n| n != name);
                 names.push(name);
@@ -288,35 +327,21 @@ impl Rules {
         names
     }
 
-    /// The rules whose filter matches `topic`, in order.
-    fn matching<'r, 't>(&'r self, topic: &'t str) -> impl Iterator<Item = &'r Rule> + use<'r, 't> {
-        self.rules
-            .iter()
-            .filter(move |r| wasp_plugin_sdk::topic::matches(&r.filter, topic))
-    }
-
-    /// The topic filters of all rules, in order (the plugin's declared interests).
-    pub fn filters(&self) -> impl Iterator<Item = &str> {
-        self.rules.iter().map(|r| r.filter.as_str())
-    }
-
-    /// Applies every rule whose filter matches `topic` (the topic as published), in configuration order.
+    /// Applies the matching rules to a message to the topic (as published), in configuration order.
     ///
     /// Checks first: the first failing size or JSON check drops the message with its reason. Then the
     /// first matching rule with a rewrite sets the topic, and client-id stamps set their properties
     /// (replacing any property of the same name the client sent, so it cannot be forged; a later rule's
     /// stamp of the same name wins). Time stamps are not set here: the broker sets them on each message
-    /// ([`Rules::time_stamps`]), after this patch. `Pass` when nothing changes.
+    /// ([`Matching::time_stamps`]), after this patch. `Pass` when nothing changes.
     pub fn apply(
         &self,
         client_id: &str,
-        topic: &str,
         payload: &[u8],
         user_properties: &[(String, String)],
     ) -> Outcome {
-        // Captures are only needed for the first rewrite; the other rules only need to match.
-        let matching = || self.matching(topic);
-        for rule in matching() {
+        let topic = self.topic;
+        for rule in &self.rules {
             if let Some((max, reason)) = rule.max_payload
                 && payload.len() > max
             {
@@ -329,7 +354,10 @@ impl Rules {
             }
         }
         let mut new_topic = None;
-        if let Some((rule, caps)) = matching()
+        // Captures are only needed for the first rewrite; the other rules only need to match.
+        if let Some((rule, caps)) = self
+            .rules
+            .iter()
             .find(|r| r.rewrite.is_some())
             .and_then(|r| captures(&r.filter, topic).map(|c| (r, c)))
         {
@@ -348,7 +376,7 @@ impl Rules {
             }
         }
         let mut stamps: Vec<(&str, String)> = Vec::new();
-        for rule in matching() {
+        for rule in &self.rules {
             if let Some(name) = &rule.stamp_time {
                 // The broker's stamp, set after this patch, replaces a client-id stamp of the same name.
                 stamps.retain(|(n, _)| n != name);
@@ -481,7 +509,7 @@ mod tests {
                 ]))
             }
         );
-        assert_eq!(r.time_stamps("t"), ["received-at"]);
+        assert_eq!(r.matching("t").time_stamps(), ["received-at"]);
         // Nothing to change: Pass, not a copy.
         let already = props(&[("received-at", "5"), ("client-id", "me")]);
         assert_eq!(r.apply("me", "t", b"", &already), Outcome::Pass);
@@ -508,7 +536,7 @@ mod tests {
         );
         // `t1`: the time, then the client id (it stays in the patch); `c`: the other way round (the
         // broker's time stamp comes after the patch).
-        assert_eq!(r.time_stamps("a/b"), ["c", "t2"]);
+        assert_eq!(r.matching("a/b").time_stamps(), ["c", "t2"]);
         assert_eq!(
             r.apply("me", "a/b", b"", &[]),
             Outcome::Modify {
@@ -516,8 +544,8 @@ mod tests {
                 user_properties: Some(props(&[("t1", "me")]))
             }
         );
-        assert_eq!(r.time_stamps("a/x/y"), ["t1"]);
-        assert_eq!(r.time_stamps("elsewhere"), Vec::<&str>::new());
+        assert_eq!(r.matching("a/x/y").time_stamps(), ["t1"]);
+        assert_eq!(r.matching("elsewhere").time_stamps(), Vec::<&str>::new());
     }
 
     #[test]
