@@ -13,16 +13,18 @@
 //! PUBLISH matches through `&self`) and rare writers (SUBSCRIBE / UNSUBSCRIBE / disconnect take `&mut self`).
 //! The only state mutated by readers is each shared group's round-robin cursor, an `AtomicUsize`.
 //!
-//! Matching allocates nothing: the topic is split with `split('/')` and the trie is walked by looping down one
-//! branch and recursing only where both a literal child and a `'+'` child continue the walk. Insert and remove
+//! Matching allocates nothing: the topic is split with `wasp_mqtt::topic::levels` (a byte loop, faster than
+//! `str::split`) and the trie is walked by looping down one branch and recursing only where both a literal
+//! child and a `'+'` child continue the walk. Insert and remove
 //! are iterative too, removed nodes are pruned, and dropping a tree is iterative, so a filter with tens of
 //! thousands of levels cannot overflow the stack.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::mem;
-use std::str::Split;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use wasp_mqtt::topic::{Levels, levels};
 
 /// Below this many entries a subscriber list is searched linearly; above it a key index is kept.
 const INDEX_THRESHOLD: usize = 16;
@@ -441,7 +443,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTree<K, V> {
         available: impl Fn(&K, &V) -> bool,
         mut visit: impl FnMut(&K, &V),
     ) {
-        let mut levels = topic.split('/');
+        let mut levels = levels(topic);
         let Some(first) = levels.next() else {
             return;
         };
@@ -503,7 +505,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTree<K, V> {
 /// recursion depth is bounded by the number of such forks, not by the number of levels.
 fn walk<K: Eq + Hash + Clone, V>(
     mut node: &Node<K, V>,
-    mut levels: Split<'_, char>,
+    mut levels: Levels<'_>,
     available: &impl Fn(&K, &V) -> bool,
     visit: &mut impl FnMut(&K, &V),
 ) {

@@ -7,6 +7,8 @@
 //! (possibly empty), `#` matches its parent level and everything below, and a topic starting with `$` is
 //! not matched by a filter starting with a wildcard.
 
+use crate::topic::{Levels, levels};
+
 /// One level of the trie: the values of the filters ending here, of the filters ending with `#` here, and
 /// the children by literal level (sorted, searched by binary search) and by `+`.
 #[derive(Debug, Clone)]
@@ -119,7 +121,7 @@ impl<V> FilterTree<V> {
     /// The order is unspecified. Allocates nothing.
     pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&V)) {
         let dollar = topic.starts_with('$');
-        walk(&self.root, topic.split('/'), dollar, &mut f);
+        walk(&self.root, levels(topic), dollar, &mut f);
     }
 
     /// Whether any filter matches `topic`.
@@ -134,7 +136,7 @@ impl<V> FilterTree<V> {
 /// do not match its first level. Loops down the literal branch and recurses only into `+` branches.
 fn walk<'t, V>(
     mut node: &Node<V>,
-    mut levels: std::str::Split<'t, char>,
+    mut levels: Levels<'t>,
     mut dollar_first: bool,
     f: &mut impl FnMut(&V),
 ) {

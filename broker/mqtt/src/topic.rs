@@ -192,6 +192,41 @@ fn first_level(name: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
+/// The levels of a topic name or filter: what `name.split('/')` yields, found by a plain byte loop ('/' is
+/// ASCII), for the tries that walk topics level by level ([`FilterTree`], the broker's subscription tree):
+/// 15-26 % faster than `str::split` in `cargo bench -p wasp-mqtt --bench topic -- FilterTree`. ([`matches`]
+/// compares byte slices instead, 16-50 % faster again than over `Levels`.)
+pub fn levels(name: &str) -> Levels<'_> {
+    Levels { rest: Some(name) }
+}
+
+/// The iterator of [`levels`].
+#[derive(Debug, Clone)]
+pub struct Levels<'t> {
+    /// What follows the last '/' found; `None` once the last level was returned.
+    rest: Option<&'t str>,
+}
+
+impl<'t> Iterator for Levels<'t> {
+    type Item = &'t str;
+
+    fn next(&mut self) -> Option<&'t str> {
+        let rest = self.rest?;
+        match rest.bytes().position(|b| b == b'/') {
+            Some(at) => {
+                self.rest = Some(&rest[at + 1..]);
+                Some(&rest[..at])
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
+impl std::iter::FusedIterator for Levels<'_> {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,6 +475,13 @@ mod tests {
             prop_assert_eq!(validate_topic_filter(&filter), Ok(()));
             let dollar_excluded = topic.starts_with('$') && filter.starts_with(['+', '#']);
             prop_assert_eq!(matches(&filter, &topic), !dollar_excluded);
+        }
+
+        /// `levels` splits exactly as `str::split('/')` does, whatever the text (multi-byte characters,
+        /// empty levels, no '/').
+        #[test]
+        fn levels_are_split_at_slashes(name in "[a/é+#$\u{10000}]{0,12}") {
+            prop_assert_eq!(levels(&name).collect::<Vec<_>>(), name.split('/').collect::<Vec<_>>());
         }
 
         /// A topic name never matches a different topic name used as a filter.
