@@ -15,9 +15,9 @@
 //!
 //! Matching allocates nothing: the topic is split with `wasp_mqtt::topic::levels` (a byte loop, faster than
 //! `str::split`) and the trie is walked by looping down one branch and recursing only where both a literal
-//! child and a `'+'` child continue the walk. Insert and remove
-//! are iterative too, removed nodes are pruned, and dropping a tree is iterative, so a filter with tens of
-//! thousands of levels cannot overflow the stack.
+//! child and a `'+'` child continue the walk. Insert and remove are iterative too, removed nodes are
+//! pruned, and dropping a tree is iterative, so a filter with tens of thousands of levels cannot overflow
+//! the stack.
 
 use std::collections::HashMap;
 use std::hash::Hash;
