@@ -212,16 +212,11 @@ impl<'t> Iterator for Levels<'t> {
 
     fn next(&mut self) -> Option<&'t str> {
         let rest = self.rest?;
-        match rest.bytes().position(|b| b == b'/') {
-            Some(at) => {
-                self.rest = Some(&rest[at + 1..]);
-                Some(&rest[..at])
-            }
-            None => {
-                self.rest = None;
-                Some(rest)
-            }
-        }
+        let (level, after) = first_level(rest.as_bytes());
+        // `level` ends at a '/' (ASCII) or at the end: both are character boundaries.
+        let end = level.len();
+        self.rest = after.map(|_| &rest[end + 1..]);
+        Some(&rest[..end])
     }
 }
 
