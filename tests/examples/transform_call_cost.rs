@@ -6,9 +6,9 @@
 //! cargo run --release -p wasp-tests --example transform_call_cost [-- CALLS [LABEL_PART]]
 //! ```
 //!
-//! For each rule (or those whose label contains LABEL_PART), CALLS (default 200 000) calls of the plugin's `stamping-transformer` export on a
-//! 64-byte PUBLISH to `bench/1` (after CALLS / 20 to warm up), one after another on one thread; the mean
-//! per call. On this shared 2-core machine a run moves by +-20 %; instruction counts do not: run it under
+//! For each rule (or those whose label contains LABEL_PART), CALLS (default 200 000) calls of the
+//! plugin's `stamping-transformer` export on a 64-byte PUBLISH to `bench/1` (after CALLS / 20 to warm
+//! up), one after another on one thread; the mean per call. On this shared 2-core machine a run moves by +-20 %; instruction counts do not: run it under
 //! `valgrind --tool=callgrind` with two CALLS values and divide the difference in instructions by the
 //! difference in calls (see `broker/plugin-host/README.md`).
 
