@@ -79,7 +79,7 @@ pub struct Transformation {
     /// none or 0, failed, or patched the payload, or when no transformer was asked.
     pub cache_seconds: Option<u32>,
     /// The transformers' stamps (WIT 0.1.4) in chain order, already set in `outcome`: whoever reuses the
-    /// outcome sets their values again ([`stamp_value`]). Empty when the message was dropped.
+    /// outcome sets their values again ([`write_stamp_value`]). Empty when the message was dropped.
     pub stamps: Vec<Stamp>,
 }
 
@@ -552,9 +552,24 @@ pub(crate) fn apply_stamps(
 }
 
 /// The text of a stamp's value at `now_millis`.
-pub fn stamp_value(value: StampValue, now_millis: u64) -> String {
+fn stamp_value(value: StampValue, now_millis: u64) -> String {
+    let mut text = String::new();
+    write_stamp_value(value, now_millis, &mut text).expect("a String takes any text");
+    text
+}
+
+/// The most bytes [`write_stamp_value`] writes: the digits of `u64::MAX`.
+pub const MAX_STAMP_VALUE_LEN: usize = 20;
+
+/// Writes the text of a stamp's value at `now_millis` to `out` (at most [`MAX_STAMP_VALUE_LEN`] bytes), so
+/// that the broker can put it beside a message's other user properties without a string of its own.
+pub fn write_stamp_value(
+    value: StampValue,
+    now_millis: u64,
+    out: &mut impl std::fmt::Write,
+) -> std::fmt::Result {
     match value {
-        StampValue::ReceiveTimeMillis => now_millis.to_string(),
+        StampValue::ReceiveTimeMillis => write!(out, "{now_millis}"),
     }
 }
 

@@ -33,8 +33,8 @@ mod instance;
 mod plugin;
 
 pub use chain::{
-    Chain, Decided, FAILURE_REASON_CODE, PublishInterest, Source, Transformation, Transformed,
-    apply_patch, stamp_value,
+    Chain, Decided, FAILURE_REASON_CODE, MAX_STAMP_VALUE_LEN, PublishInterest, Source,
+    Transformation, Transformed, apply_patch, write_stamp_value,
 };
 pub use config::{
     DirGrant, FailurePolicy, HostConfig, HttpGrant, OnAccessFailure, OnTransformFailure,
