@@ -94,8 +94,38 @@ struct CacheKey {
     retain: bool,
 }
 
-/// The cached verdicts of one topic name or filter, one per [`CacheKey`] asked (usually one).
-type CacheSlots = Vec<(CacheKey, Verdict, Instant)>;
+/// What a session remembers of one topic name (or subscription filter): the cached verdicts, one per
+/// [`CacheKey`] asked (usually one), and the reusable transform outcomes (WIT 0.1.3 `cache-seconds`), one
+/// per kind of message (usually one). One entry for both, so that a PUBLISH that takes no plugin call
+/// looks its topic up once.
+#[derive(Debug, Default)]
+struct Remembered {
+    verdicts: Vec<(CacheKey, Verdict, Instant)>,
+    outcomes: Vec<Reusable>,
+}
+
+impl Remembered {
+    /// The unexpired verdict for `key` at `now` (an expired one is removed).
+    fn verdict(&mut self, key: CacheKey, now: Instant) -> Option<Verdict> {
+        let i = self.verdicts.iter().position(|(k, _, _)| *k == key)?;
+        let (_, verdict, until) = &self.verdicts[i];
+        if *until > now {
+            return Some(verdict.clone());
+        }
+        drop(self.verdicts.swap_remove(i));
+        None
+    }
+
+    /// The reusable transform outcome for `publish`, unexpired at `now` (an expired one is removed).
+    fn outcome(&mut self, publish: &Publish, now: Instant) -> Option<&Outcome> {
+        let i = self.outcomes.iter().position(|r| r.fits(publish))?;
+        if self.outcomes[i].until <= now {
+            drop(self.outcomes.swap_remove(i));
+            return None;
+        }
+        Some(&self.outcomes[i].outcome)
+    }
+}
 
 /// What the transformers made of a message, kept for reuse (WIT 0.1.3): everything but the payload,
 /// which a reusable outcome never changes.
@@ -253,25 +283,12 @@ impl Reusable {
     }
 }
 
-/// The reusable transform outcome for `publish` in `transforms`, unexpired at `now`. Allocates nothing (an
-/// expired one is removed; its topic's entry stays, possibly empty, until the cache is full and emptied).
-fn reusable_outcome<'t>(
-    transforms: &'t mut HashMap<String, Vec<Reusable>>,
-    publish: &Publish,
-    now: Instant,
-) -> Option<&'t Outcome> {
-    let entries = transforms.get_mut(&*publish.topic)?;
-    let i = entries.iter().position(|r| r.fits(publish))?;
-    if entries[i].until <= now {
-        drop(entries.swap_remove(i));
-        return None;
-    }
-    Some(&entries[i].outcome)
-}
-
 /// `cache`'s entry for `topic`, made empty if new; a full cache ([`CACHE_CAPACITY`] topics) is emptied
 /// first to make room for a new topic.
-fn bounded_entry<'c, V: Default>(cache: &'c mut HashMap<String, V>, topic: &str) -> &'c mut V {
+fn bounded_entry<'c>(
+    cache: &'c mut HashMap<String, Remembered>,
+    topic: &str,
+) -> &'c mut Remembered {
     if cache.len() >= CACHE_CAPACITY && !cache.contains_key(topic) {
         cache.clear();
     }
@@ -303,10 +320,11 @@ pub(crate) struct Access {
     session: wit::Session,
     /// Verdicts when every plugin defers: the listener's defaults.
     defaults: Defaults,
-    /// Keyed by topic (or filter) so that a lookup borrows the PUBLISH's topic instead of allocating a key.
-    cache: HashMap<String, CacheSlots>,
-    /// Reusable transform outcomes by topic (WIT 0.1.3 `cache-seconds`), usually one per topic.
-    transforms: HashMap<String, Vec<Reusable>>,
+    /// Cached verdicts and reusable transform outcomes, keyed by topic (or filter) so that a lookup
+    /// borrows the PUBLISH's topic instead of allocating a key. Lookups allocate nothing; expired
+    /// verdicts and outcomes are removed when met, and their topic's entry stays, possibly empty,
+    /// until the cache is full and emptied.
+    cache: HashMap<String, Remembered>,
     /// The chunk the user properties of reused outcomes are written into ([`set_user_properties`]); let go
     /// of by [`Access::release_scratch`] when the connection waits.
     scratch: BytesMut,
@@ -322,7 +340,6 @@ impl Access {
             },
             defaults,
             cache: HashMap::new(),
-            transforms: HashMap::new(),
             scratch: BytesMut::new(),
         }
     }
@@ -347,7 +364,6 @@ impl Access {
     pub(crate) fn set_attributes(&mut self, attributes: wit::Attributes) {
         self.session.attributes = attributes;
         self.cache.clear();
-        self.transforms.clear();
     }
 
     /// Lets go of the chunk the last messages' user properties were written into (they keep it alive as
@@ -369,21 +385,25 @@ impl Access {
         maximum_qos: QoS,
     ) -> Option<Result<(), Refusal>> {
         let interest = self.chain.publish_interest(&publish.topic);
+        if interest.is_empty() {
+            return Some(Ok(()));
+        }
         let now = Instant::now();
+        let remembered = self.cache.get_mut(&*publish.topic)?;
         if interest.authorizes() {
             let key = CacheKey {
                 subscribe: false,
                 qos: publish.qos,
                 retain: publish.retain,
             };
-            if let Err(refusal) = self.cached_at(&publish.topic, key, now)? {
+            if let Err(refusal) = remembered.verdict(key, now)? {
                 return Some(Err(refusal));
             }
         }
         if !interest.transforms() {
             return Some(Ok(()));
         }
-        let outcome = reusable_outcome(&mut self.transforms, publish, now)?;
+        let outcome = remembered.outcome(publish, now)?;
         let chain = &self.chain;
         Some(outcome.apply(
             publish,
@@ -470,22 +490,7 @@ impl Access {
 
     /// The unexpired verdict cached for `topic` and `key`. Allocates nothing (an expired one is removed).
     fn cached(&mut self, topic: &str, key: CacheKey) -> Option<Verdict> {
-        self.cached_at(topic, key, Instant::now())
-    }
-
-    /// [`Access::cached`] at `now`.
-    fn cached_at(&mut self, topic: &str, key: CacheKey, now: Instant) -> Option<Verdict> {
-        let slots = self.cache.get_mut(topic)?;
-        let i = slots.iter().position(|(k, _, _)| *k == key)?;
-        let (_, verdict, until) = &slots[i];
-        if *until > now {
-            return Some(verdict.clone());
-        }
-        drop(slots.swap_remove(i));
-        if slots.is_empty() {
-            self.cache.remove(topic);
-        }
-        None
+        self.cache.get_mut(topic)?.verdict(key, Instant::now())
     }
 
     fn remember(&mut self, topic: &str, key: CacheKey, verdict: &Verdict, seconds: Option<u32>) {
@@ -493,7 +498,7 @@ impl Access {
             return;
         };
         let until = Instant::now() + Duration::from_secs(u64::from(seconds));
-        let slots = bounded_entry(&mut self.cache, topic);
+        let slots = &mut bounded_entry(&mut self.cache, topic).verdicts;
         match slots.iter_mut().find(|(k, _, _)| *k == key) {
             Some(slot) => *slot = (key, verdict.clone(), until),
             None => slots.push((key, verdict.clone(), until)),
@@ -503,7 +508,7 @@ impl Access {
     fn remember_outcome(&mut self, publish: &Publish, outcome: &Outcome, seconds: u32) {
         let mut user_properties = Vec::new();
         copy_properties(&mut user_properties, &publish.properties.user_properties);
-        let entries = bounded_entry(&mut self.transforms, &publish.topic);
+        let entries = &mut bounded_entry(&mut self.cache, &publish.topic).outcomes;
         entries.retain(|r| !r.fits(publish));
         entries.push(Reusable {
             qos: publish.qos,
@@ -530,7 +535,11 @@ impl Access {
         if !interest.transforms() {
             return Ok(());
         }
-        if let Some(outcome) = reusable_outcome(&mut self.transforms, publish, Instant::now()) {
+        if let Some(outcome) = self
+            .cache
+            .get_mut(&*publish.topic)
+            .and_then(|remembered| remembered.outcome(publish, Instant::now()))
+        {
             let chain = &self.chain;
             return outcome.apply(
                 publish,
