@@ -19,8 +19,8 @@ use wasp_plugin_host::{
     Chain, Hook, MAX_STAMP_VALUE_LEN, Transformation, Transformed, write_stamp_value,
 };
 
-/// At most this many topics (and filters) have cached verdicts per session, and as many topics reusable
-/// transform outcomes; a cache is emptied when it is full.
+/// At most this many topics and filters have an entry (cached verdicts, reusable transform outcomes) per
+/// session; the cache is emptied when it is full.
 const CACHE_CAPACITY: usize = 1024;
 
 /// Packet type numbers, for [`reason_code_allowed`].
