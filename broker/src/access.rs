@@ -692,6 +692,27 @@ mod tests {
     }
 
     #[test]
+    fn a_full_cache_is_emptied_for_a_new_topic_only() {
+        let mut a = access(true);
+        let key = CacheKey {
+            subscribe: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+        };
+        for n in 0..CACHE_CAPACITY {
+            a.remember(&format!("t/{n}"), key, &Ok(QoS::AtMostOnce), Some(60));
+        }
+        assert_eq!(a.cache.len(), CACHE_CAPACITY);
+        a.remember("t/0", key, &Ok(QoS::AtLeastOnce), Some(60));
+        assert_eq!(a.cache.len(), CACHE_CAPACITY, "a known topic takes no room");
+        assert_eq!(a.cached("t/1", key), Some(Ok(QoS::AtMostOnce)));
+        a.remember("new", key, &Ok(QoS::AtMostOnce), Some(60));
+        assert_eq!(a.cache.len(), 1, "emptied, then the new topic");
+        assert_eq!(a.cached("t/1", key), None);
+        assert_eq!(a.cached("new", key), Some(Ok(QoS::AtMostOnce)));
+    }
+
+    #[test]
     fn cached_verdicts_expire_and_attributes_clear_them() {
         let mut a = access(true);
         let key = CacheKey {
