@@ -211,10 +211,8 @@ fn set_user_properties(
         return;
     }
     let now = (!stamps.is_empty()).then(clock_millis);
-    let room: usize = source
-        .iter()
-        .map(|(k, v)| k.len() + v.len().max(MAX_STAMP_VALUE_LEN))
-        .sum();
+    // Each stamp's name is in `source` once: its value takes at most MAX_STAMP_VALUE_LEN bytes more.
+    let room = text_len(source) + stamps.len() * MAX_STAMP_VALUE_LEN;
     if scratch.capacity() < room {
         *scratch = BytesMut::with_capacity(PROPERTY_CHUNK.max(room));
     }
@@ -241,23 +239,14 @@ fn copy_properties(
     target: &mut Vec<(ByteString, ByteString)>,
     source: &[(ByteString, ByteString)],
 ) {
-    target.clear();
-    if source.is_empty() {
-        return;
-    }
-    let mut text = String::with_capacity(source.iter().map(|(k, v)| k.len() + v.len()).sum());
-    for (key, value) in source {
-        text.push_str(key);
-        text.push_str(value);
-    }
-    let text = ByteString::from(text);
-    let mut at = 0;
-    let mut next = |len: usize| {
-        let part = text.slice_ref(&text[at..at + len]);
-        at += len;
-        part
-    };
-    target.extend(source.iter().map(|(k, v)| (next(k.len()), next(v.len()))));
+    let mut buffer = BytesMut::with_capacity(text_len(source));
+    let no_clock = || -> u64 { unreachable!("no stamps, no clock") };
+    set_user_properties(target, source, &[], no_clock, &mut buffer);
+}
+
+/// The bytes of the keys and values of `properties`.
+fn text_len(properties: &[(ByteString, ByteString)]) -> usize {
+    properties.iter().map(|(k, v)| k.len() + v.len()).sum()
 }
 
 /// A reusable transform outcome and the message it was given, but for its topic (the cache's key) and
@@ -833,6 +822,9 @@ mod tests {
             messages[0][1].1.as_bytes().as_ptr_range().end,
             "consecutive messages take their strings from one chunk"
         );
+        let mut copy = Vec::new();
+        copy_properties(&mut copy, &source);
+        assert_eq!(copy, source, "a cache key's copy");
         let mut target = vec![pair("stale", "1")];
         set_user_properties(
             &mut target,
