@@ -94,6 +94,26 @@ struct CacheKey {
     retain: bool,
 }
 
+impl CacheKey {
+    /// A PUBLISH (or a Will) at this QoS and with this RETAIN flag.
+    fn publish(qos: QoS, retain: bool) -> Self {
+        Self {
+            subscribe: false,
+            qos,
+            retain,
+        }
+    }
+
+    /// A subscription at this QoS.
+    fn subscription(qos: QoS) -> Self {
+        Self {
+            subscribe: true,
+            qos,
+            retain: false,
+        }
+    }
+}
+
 /// What a session remembers of one topic name (or subscription filter): the cached verdicts, one per
 /// [`CacheKey`] asked (usually one), and the reusable transform outcomes (WIT 0.1.3 `cache-seconds`), one
 /// per kind of message (usually one). One entry for both, so that a PUBLISH that takes no plugin call
@@ -380,11 +400,7 @@ impl Access {
         let now = Instant::now();
         let remembered = self.cache.get_mut(&*publish.topic)?;
         if interest.authorizes() {
-            let key = CacheKey {
-                subscribe: false,
-                qos: publish.qos,
-                retain: publish.retain,
-            };
+            let key = CacheKey::publish(publish.qos, publish.retain);
             if let Err(refusal) = remembered.verdict(key, now)? {
                 return Some(Err(refusal));
             }
@@ -413,11 +429,7 @@ impl Access {
         if !interest.authorizes() {
             return Ok(());
         }
-        let key = CacheKey {
-            subscribe: false,
-            qos,
-            retain,
-        };
+        let key = CacheKey::publish(qos, retain);
         if let Some(verdict) = self.cached(topic, key) {
             return verdict.map(|_| ());
         }
@@ -444,11 +456,7 @@ impl Access {
         if !self.chain.wants(Hook::AuthorizeSubscribe, None) {
             return Ok(qos);
         }
-        let key = CacheKey {
-            subscribe: true,
-            qos,
-            retain: false,
-        };
+        let key = CacheKey::subscription(qos);
         if let Some(verdict) = self.cached(filter, key) {
             return verdict;
         }
@@ -683,11 +691,7 @@ mod tests {
     #[test]
     fn a_full_cache_is_emptied_for_a_new_topic_only() {
         let mut a = access(true);
-        let key = CacheKey {
-            subscribe: false,
-            qos: QoS::AtMostOnce,
-            retain: false,
-        };
+        let key = CacheKey::publish(QoS::AtMostOnce, false);
         for n in 0..CACHE_CAPACITY {
             a.remember(&format!("t/{n}"), key, &Ok(QoS::AtMostOnce), Some(60));
         }
@@ -704,23 +708,13 @@ mod tests {
     #[test]
     fn cached_verdicts_expire_and_attributes_clear_them() {
         let mut a = access(true);
-        let key = CacheKey {
-            subscribe: false,
-            qos: QoS::AtMostOnce,
-            retain: false,
-        };
+        let key = CacheKey::publish(QoS::AtMostOnce, false);
         a.remember("t", key, &Ok(QoS::AtMostOnce), None);
         assert_eq!(a.cached("t", key), None, "no lifetime, not cached");
         a.remember("t", key, &Ok(QoS::AtMostOnce), Some(60));
         assert_eq!(a.cached("t", key), Some(Ok(QoS::AtMostOnce)));
-        let retained = CacheKey {
-            retain: true,
-            ..key
-        };
-        let subscription = CacheKey {
-            subscribe: true,
-            ..key
-        };
+        let retained = CacheKey::publish(QoS::AtMostOnce, true);
+        let subscription = CacheKey::subscription(QoS::AtMostOnce);
         assert_eq!(
             a.cached("t", retained),
             None,
