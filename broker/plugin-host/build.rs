@@ -22,6 +22,7 @@ const GUESTS: &[&str] = &[
     "flaky-storage",
     "reuse",
     "stamp",
+    "sized",
 ];
 
 fn main() {

@@ -8,6 +8,7 @@
 //! transformer's result is applied to a PUBLISH.
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,11 @@ use wasp_plugin_host::{
 /// At most this many topics and filters have an entry (cached verdicts, reusable transform outcomes) per
 /// session; the cache is emptied when it is full.
 const CACHE_CAPACITY: usize = 1024;
+
+/// At most this many reusable transform outcomes per topic and session, one per kind of message (QoS,
+/// RETAIN flag, user properties, content type) and range of payload sizes; the oldest is forgotten for
+/// a new one. Usually there are one or two (a size limit's pass and drop).
+const OUTCOMES_PER_TOPIC: usize = 8;
 
 /// Packet type numbers, for [`reason_code_allowed`].
 pub(crate) const CONNACK: u8 = 2;
@@ -116,8 +122,8 @@ impl CacheKey {
 
 /// What a session remembers of one topic name (or subscription filter): the cached verdicts, one per
 /// [`CacheKey`] asked (usually one), and the reusable transform outcomes (WIT 0.1.3 `cache-seconds`), one
-/// per kind of message (usually one). One entry for both, so that a PUBLISH that takes no plugin call
-/// looks its topic up once.
+/// per kind of message and range of payload sizes (usually one, at most [`OUTCOMES_PER_TOPIC`]). One
+/// entry for both, so that a PUBLISH that takes no plugin call looks its topic up once.
 #[derive(Debug, Default)]
 struct Remembered {
     verdicts: Vec<(CacheKey, Verdict, Instant)>,
@@ -270,9 +276,12 @@ fn text_len(properties: &[(ByteString, ByteString)]) -> usize {
 }
 
 /// A reusable transform outcome and the message it was given, but for its topic (the cache's key) and
-/// payload: a later message is given the same outcome only if these are equal.
+/// payload: a later message is given the same outcome only if these are equal and its payload's size is
+/// in `payload_sizes`.
 #[derive(Debug)]
 struct Reusable {
+    /// The sizes the transformers' answers hold for (WIT 0.1.5; every size when none named a range).
+    payload_sizes: RangeInclusive<u32>,
     qos: QoS,
     retain: bool,
     // These two are copies, not slices of the PUBLISH they came from (which would keep its read buffer
@@ -285,7 +294,8 @@ struct Reusable {
 
 impl Reusable {
     fn fits(&self, publish: &Publish) -> bool {
-        self.qos == publish.qos
+        u32::try_from(publish.payload.len()).is_ok_and(|size| self.payload_sizes.contains(&size))
+            && self.qos == publish.qos
             && self.retain == publish.retain
             && self.user_properties == publish.properties.user_properties
             && self.content_type == publish.properties.content_type
@@ -502,12 +512,23 @@ impl Access {
         }
     }
 
-    fn remember_outcome(&mut self, publish: &Publish, outcome: &Outcome, seconds: u32) {
+    fn remember_outcome(
+        &mut self,
+        publish: &Publish,
+        outcome: &Outcome,
+        seconds: u32,
+        payload_sizes: RangeInclusive<u32>,
+    ) {
         let mut user_properties = Vec::new();
         copy_properties(&mut user_properties, &publish.properties.user_properties);
         let entries = &mut bounded_entry(&mut self.cache, &publish.topic).outcomes;
         entries.retain(|r| !r.fits(publish));
+        if entries.len() >= OUTCOMES_PER_TOPIC {
+            // The oldest goes: ranges of sizes a plugin draws ever narrower must not grow the entry.
+            entries.remove(0);
+        }
         entries.push(Reusable {
+            payload_sizes,
             qos: publish.qos,
             retain: publish.retain,
             user_properties,
@@ -569,6 +590,7 @@ impl Access {
             outcome,
             cache_seconds,
             stamps,
+            payload_sizes,
         } = self
             .chain
             .transform_owned(interest, &self.session, message)
@@ -609,7 +631,7 @@ impl Access {
             }),
         };
         if let Some(seconds) = cache_seconds {
-            self.remember_outcome(publish, &outcome, seconds);
+            self.remember_outcome(publish, &outcome, seconds, payload_sizes);
         }
         // The chain set the stamps a moment ago: `apply` sets them again, at the same clock.
         let chain = &self.chain;
@@ -662,6 +684,19 @@ mod tests {
         Access::new(Chain::default(), client, defaults)
     }
 
+    /// A QoS 1 PUBLISH to `t`.
+    fn publish(payload: Bytes) -> Publish {
+        Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "t".into(),
+            packet_id: Some(1),
+            properties: Default::default(),
+            payload,
+        }
+    }
+
     #[tokio::test]
     async fn without_plugins_everything_is_allowed_unchanged() {
         let mut a = access(false);
@@ -673,15 +708,7 @@ mod tests {
             a.authorize_subscribe("t/#", QoS::ExactlyOnce).await,
             Ok(QoS::ExactlyOnce)
         );
-        let mut publish = Publish {
-            dup: false,
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            topic: "t".into(),
-            packet_id: Some(1),
-            properties: Default::default(),
-            payload: Bytes::from_static(b"p"),
-        };
+        let mut publish = publish(Bytes::from_static(b"p"));
         assert_eq!(
             a.publish_without_calls(&mut publish, QoS::ExactlyOnce),
             Some(Ok(()))
@@ -738,6 +765,38 @@ mod tests {
                 .code,
             ReasonCode::NotAuthorized
         );
+    }
+
+    #[test]
+    fn reused_outcomes_fit_their_payload_sizes_and_are_bounded_per_topic() {
+        let mut a = access(true);
+        let publish = |size: usize| publish(Bytes::from(vec![b'x'; size]));
+        let dropped = Outcome::Dropped(Refusal {
+            code: ReasonCode::QuotaExceeded,
+            reason: "too big".into(),
+        });
+        a.remember_outcome(&publish(3), &Outcome::Unchanged, 60, 0..=4);
+        a.remember_outcome(&publish(9), &dropped, 60, 5..=u32::MAX);
+        let now = Instant::now();
+        let entry = a.cache.get_mut("t").expect("remembered");
+        for (size, expected) in [
+            (0, &Outcome::Unchanged),
+            (4, &Outcome::Unchanged),
+            (5, &dropped),
+            (70_000, &dropped),
+        ] {
+            assert_eq!(entry.outcome(&publish(size), now), Some(expected), "{size}");
+        }
+
+        // Ranges of one size each: the newest OUTCOMES_PER_TOPIC stay.
+        for size in 0..20 {
+            let exact = u32::try_from(size).expect("small");
+            a.remember_outcome(&publish(size), &Outcome::Unchanged, 60, exact..=exact);
+        }
+        let entry = a.cache.get_mut("t").expect("remembered");
+        assert_eq!(entry.outcomes.len(), OUTCOMES_PER_TOPIC);
+        assert_eq!(entry.outcome(&publish(19), now), Some(&Outcome::Unchanged));
+        assert_eq!(entry.outcome(&publish(3), now), None);
     }
 
     #[test]

@@ -195,7 +195,7 @@ fn plugin_inspect_reports_exports_and_interests() {
     let stdout = text(&out.stdout);
     assert_eq!(status(&out), 0, "{stdout}{}", text(&out.stderr));
     assert!(
-        stdout.contains("world: wasp:plugin/full-plugin@0.1.4\n"),
+        stdout.contains("world: wasp:plugin/full-plugin@0.1.5\n"),
         "{stdout}"
     );
     assert!(

@@ -1,10 +1,12 @@
 //! Constructors and builders on the generated WIT types.
 
+use std::ops::RangeInclusive;
+
 use crate::topic;
 use crate::{
     Attributes, AuthVerdict, AuthzVerdict, CacheableTransformVerdict, Decision, Denial, Hooks,
-    Interests, MessagePatch, Qos, Stamp, StampValue, StampingTransformVerdict, SubscribeDecision,
-    SubscribeVerdict, TransformVerdict, UserProperty,
+    Interests, MessagePatch, PayloadSizes, Qos, SizedTransformVerdict, Stamp, StampValue,
+    StampingTransformVerdict, SubscribeDecision, SubscribeVerdict, TransformVerdict, UserProperty,
 };
 
 impl Interests {
@@ -275,6 +277,54 @@ impl StampingTransformVerdict {
     }
 }
 
+impl StampingTransformVerdict {
+    /// Says that the verdict depends on the payload through its size only, and is the same for every
+    /// payload size in `sizes` (which must hold this message's, or the verdict is not reused): the
+    /// broker reuses it only for payloads of those sizes (see
+    /// [`Plugin::transform_sized`](crate::Plugin::transform_sized)).
+    ///
+    /// ```
+    /// use wasp_plugin_sdk::{StampingTransformVerdict, TransformVerdict};
+    ///
+    /// let answer = StampingTransformVerdict::from(TransformVerdict::Pass)
+    ///     .reuse_for(60)
+    ///     .for_payload_sizes(0..=1000);
+    /// let sizes = answer.payload_sizes.unwrap();
+    /// assert_eq!((sizes.min, sizes.max), (0, 1000));
+    /// ```
+    pub fn for_payload_sizes(self, sizes: RangeInclusive<u32>) -> SizedTransformVerdict {
+        SizedTransformVerdict {
+            answer: self,
+            payload_sizes: Some(PayloadSizes {
+                min: *sizes.start(),
+                max: *sizes.end(),
+            }),
+        }
+    }
+}
+
+/// A verdict for any payload size.
+impl From<StampingTransformVerdict> for SizedTransformVerdict {
+    fn from(answer: StampingTransformVerdict) -> Self {
+        Self {
+            answer,
+            payload_sizes: None,
+        }
+    }
+}
+
+impl SizedTransformVerdict {
+    /// The verdict as a 0.1.4 answer: what a broker without `sized-transformer` may be given. A verdict
+    /// for a range of payload sizes is then not reusable (a 0.1.4 broker would reuse it for any size).
+    pub fn without_sizes(self) -> StampingTransformVerdict {
+        let mut answer = self.answer;
+        if self.payload_sizes.is_some() {
+            answer.cache_seconds = None;
+        }
+        answer
+    }
+}
+
 /// A verdict without stamps.
 impl From<CacheableTransformVerdict> for StampingTransformVerdict {
     fn from(answer: CacheableTransformVerdict) -> Self {
@@ -426,6 +476,27 @@ mod tests {
         );
         assert_eq!(patch.retain, Some(false));
         assert_eq!(patch.topic, None);
+    }
+
+    #[test]
+    fn a_verdict_for_some_payload_sizes_is_not_reused_by_an_older_broker() {
+        let reusable = StampingTransformVerdict::from(TransformVerdict::Pass).reuse_for(60);
+        let any_size = SizedTransformVerdict::from(reusable.clone());
+        assert_eq!(any_size.payload_sizes, None);
+        assert_eq!(any_size.without_sizes().cache_seconds, Some(60));
+        let sized = reusable.for_payload_sizes(5..=u32::MAX);
+        assert_eq!(
+            sized.payload_sizes,
+            Some(PayloadSizes {
+                min: 5,
+                max: u32::MAX
+            })
+        );
+        let old = sized.without_sizes();
+        assert_eq!(
+            (old.verdict, old.cache_seconds),
+            (TransformVerdict::Pass, None)
+        );
     }
 
     #[test]

@@ -870,13 +870,15 @@ async fn transform_rewrites_topic_stamps_properties_and_drops_oversize() {
 /// The transform plugin's verdicts that depend on the topic, client id and user properties only are
 /// reused (WIT 0.1.3): the broker calls the plugin once per session, topic and set of user properties,
 /// and still delivers every message's own payload. A rule that stamps the time is reused too (WIT 0.1.4
-/// stamps): the broker sets each message's own receive time.
+/// stamps): the broker sets each message's own receive time. So is a size limit's pass and its drop, each
+/// for the payload sizes on its side of the limit (WIT 0.1.5 payload sizes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reusable_transform_verdicts_spare_plugin_calls_but_not_payloads() {
     let wasm = shipped_plugin("transform").await;
     let config = r#"{"rules": [
         {"filter": "in/+", "rewrite_topic": "out/{1}", "stamp_client_id_property": "client-id"},
-        {"filter": "timed/+", "stamp_time_property": "at"}
+        {"filter": "timed/+", "stamp_time_property": "at"},
+        {"filter": "sized/+", "max_payload_bytes": 4}
     ]}"#;
     let broker = Broker::start_with(|c| {
         install(c, vec![plugin(spec("transform", wasm, config))]);
@@ -886,6 +888,7 @@ async fn reusable_transform_verdicts_spare_plugin_calls_but_not_payloads() {
     let mut sub = v5::connect(v5::options("sub", broker.addr)).await;
     sub.subscribe("out/#", QoS::AtLeastOnce).await;
     sub.subscribe("timed/#", QoS::AtLeastOnce).await;
+    sub.subscribe("sized/#", QoS::AtLeastOnce).await;
     let mut dev1 = v5::connect(v5::options("dev-1", broker.addr)).await;
     let mut dev2 = v5::connect(v5::options("dev-2", broker.addr)).await;
     let unit = || PublishProperties {
@@ -893,8 +896,9 @@ async fn reusable_transform_verdicts_spare_plugin_calls_but_not_payloads() {
         ..PublishProperties::default()
     };
 
-    // (publisher, topic, payload, with the user property `unit`, whether the plugin is called)
-    let sends: [(&str, &str, &[u8], bool, bool); 8] = [
+    // (publisher, topic, payload, with the user property `unit`, whether the plugin is called); a
+    // payload over 4 bytes to `sized/+` is dropped.
+    let sends: [(&str, &str, &[u8], bool, bool); 14] = [
         ("dev-1", "in/a", b"1", false, true),
         ("dev-1", "in/a", b"2", false, false),
         ("dev-1", "in/a", b"3", false, false),
@@ -903,6 +907,12 @@ async fn reusable_transform_verdicts_spare_plugin_calls_but_not_payloads() {
         ("dev-2", "in/a", b"6", false, true),
         ("dev-1", "timed/a", b"7", false, true),
         ("dev-1", "timed/a", b"8", false, false),
+        ("dev-1", "sized/a", b"12", false, true),
+        ("dev-1", "sized/a", b"1234", false, false),
+        ("dev-1", "sized/a", b"12345", false, true),
+        ("dev-1", "sized/a", b"123456789", false, false),
+        ("dev-1", "sized/a", b"", false, false),
+        ("dev-1", "sized/a", b"12345", false, false),
     ];
     let now_millis = || {
         let since_epoch = std::time::UNIX_EPOCH.elapsed().expect("clock after 1970");
@@ -919,6 +929,11 @@ async fn reusable_transform_verdicts_spare_plugin_calls_but_not_payloads() {
         let ack = client
             .publish_acked(topic, false, payload, properties)
             .await;
+        if topic.starts_with("sized/") && payload.len() > 4 {
+            // Not delivered: the next message the subscriber gets is the next one sent.
+            assert_eq!(ack.reason, PubAckReason::QuotaExceeded, "{payload:?}");
+            continue;
+        }
         assert_eq!(ack.reason, PubAckReason::Success, "{topic}: {ack:?}");
         let m = sub.next_publish().await;
         let after = now_millis();
@@ -936,6 +951,8 @@ async fn reusable_transform_verdicts_spare_plugin_calls_but_not_payloads() {
             }
             expected.push(("client-id".to_owned(), who.to_owned()));
             assert_eq!(props, expected, "payload {payload:?}");
+        } else if topic.starts_with("sized/") {
+            assert!(props.is_empty(), "{props:?}");
         } else {
             assert_eq!(props.len(), 1, "{props:?}");
             assert_eq!(props[0].0, "at", "{props:?}");

@@ -12,6 +12,7 @@
 //! 0.1.4) are set after the last one, in chain order, so none sees another's.
 
 use std::borrow::Cow;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use crate::bindings::wasp::plugin::types::{
@@ -81,6 +82,10 @@ pub struct Transformation {
     /// The transformers' stamps (WIT 0.1.4) in chain order, already set in `outcome`: whoever reuses the
     /// outcome sets their values again ([`write_stamp_value`]). Empty when the message was dropped.
     pub stamps: Vec<Stamp>,
+    /// The payload sizes the outcome may be reused for (WIT 0.1.5): those every asked transformer's
+    /// answer holds for (`0..=u32::MAX` when none named a range). Always holds the message's size when
+    /// `cache_seconds` is some.
+    pub payload_sizes: RangeInclusive<u32>,
 }
 
 fn failure_denial() -> Denial {
@@ -449,6 +454,9 @@ impl Chain {
         // may not be reused. Whether any transformer was asked is `next > 0`.
         let mut reuse = Some(u32::MAX);
         let mut stamps = Vec::new();
+        let mut sizes = 0..=u32::MAX;
+        // The payload's size never changes while the outcome may be reused: a payload patch ends reuse.
+        let size = u32::try_from(message.payload.len()).unwrap_or(u32::MAX);
         loop {
             let asked = self
                 .asked(Hook::Transform, mask, &message.topic, next)
@@ -457,14 +465,21 @@ impl Chain {
                 break;
             };
             next = index + 1;
-            let answer = plugin.transform_stamping(session, &message).await;
+            let answer = plugin.transform_sized(session, &message).await;
             let seconds = match &answer {
-                Ok(a) if !matches!(&a.verdict, TransformVerdict::Modify(p) if p.payload.is_some()) => {
-                    a.cache_seconds.filter(|s| *s > 0)
+                Ok(a) if !matches!(&a.answer.verdict, TransformVerdict::Modify(p) if p.payload.is_some()) =>
+                {
+                    if let Some(range) = &a.payload_sizes {
+                        sizes = *sizes.start().max(&range.min)..=*sizes.end().min(&range.max);
+                    }
+                    a.answer
+                        .cache_seconds
+                        .filter(|s| *s > 0 && sizes.contains(&size))
                 }
                 _ => None,
             };
             reuse = reuse.zip(seconds).map(|(r, s)| r.min(s));
+            let answer = answer.map(|a| a.answer);
             let verdict = answer.map(|a| {
                 stamps.extend(a.stamps);
                 a.verdict
@@ -479,6 +494,7 @@ impl Chain {
                         },
                         cache_seconds: reuse,
                         stamps: Vec::new(),
+                        payload_sizes: sizes,
                     };
                 }
                 Ok(TransformVerdict::Modify(patch)) => {
@@ -500,6 +516,7 @@ impl Chain {
                             },
                             cache_seconds: None,
                             stamps: Vec::new(),
+                            payload_sizes: sizes,
                         };
                     }
                 },
@@ -522,6 +539,7 @@ impl Chain {
             outcome,
             cache_seconds: reuse.filter(|_| next > 0),
             stamps,
+            payload_sizes: sizes,
         }
     }
 

@@ -18,10 +18,10 @@ use wasmtime::{
     Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
 };
 
-use crate::bindings::AllHooks;
+use crate::bindings::AllExports;
 use crate::bindings::exports::wasp::plugin::{
-    authenticator, authorizer, cacheable_transformer, plugin, stamping_transformer, storage,
-    ticker, transformer,
+    authenticator, authorizer, cacheable_transformer, plugin, sized_transformer,
+    stamping_transformer, storage, ticker, transformer,
 };
 use crate::config::{HostConfig, PluginSpec};
 use crate::error::{CallError, HostError};
@@ -34,16 +34,17 @@ use crate::plugin::{Exports, Parts, Plugin};
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 // Looked up semver-compatibly by wasmtime: a component built against 0.1.0 exports
-// `wasp:plugin/plugin@0.1.0`, which these 0.1.4 names find (and its 0.1.0 imports find the 0.1.4
+// `wasp:plugin/plugin@0.1.0`, which these 0.1.5 names find (and its 0.1.0 imports find the 0.1.5
 // definitions of the linker).
-pub(crate) const INTERFACE_PLUGIN: &str = "wasp:plugin/plugin@0.1.4";
-pub(crate) const INTERFACE_AUTHENTICATOR: &str = "wasp:plugin/authenticator@0.1.4";
-pub(crate) const INTERFACE_AUTHORIZER: &str = "wasp:plugin/authorizer@0.1.4";
-pub(crate) const INTERFACE_TRANSFORMER: &str = "wasp:plugin/transformer@0.1.4";
-pub(crate) const INTERFACE_CACHEABLE_TRANSFORMER: &str = "wasp:plugin/cacheable-transformer@0.1.4";
-pub(crate) const INTERFACE_STAMPING_TRANSFORMER: &str = "wasp:plugin/stamping-transformer@0.1.4";
-pub(crate) const INTERFACE_TICKER: &str = "wasp:plugin/ticker@0.1.4";
-pub(crate) const INTERFACE_STORAGE: &str = "wasp:plugin/storage@0.1.4";
+pub(crate) const INTERFACE_PLUGIN: &str = "wasp:plugin/plugin@0.1.5";
+pub(crate) const INTERFACE_AUTHENTICATOR: &str = "wasp:plugin/authenticator@0.1.5";
+pub(crate) const INTERFACE_AUTHORIZER: &str = "wasp:plugin/authorizer@0.1.5";
+pub(crate) const INTERFACE_TRANSFORMER: &str = "wasp:plugin/transformer@0.1.5";
+pub(crate) const INTERFACE_CACHEABLE_TRANSFORMER: &str = "wasp:plugin/cacheable-transformer@0.1.5";
+pub(crate) const INTERFACE_STAMPING_TRANSFORMER: &str = "wasp:plugin/stamping-transformer@0.1.5";
+pub(crate) const INTERFACE_SIZED_TRANSFORMER: &str = "wasp:plugin/sized-transformer@0.1.5";
+pub(crate) const INTERFACE_TICKER: &str = "wasp:plugin/ticker@0.1.5";
+pub(crate) const INTERFACE_STORAGE: &str = "wasp:plugin/storage@0.1.5";
 /// The `http` import, without its version.
 pub(crate) const IMPORT_HTTP_PREFIX: &str = "wasp:plugin/http@";
 
@@ -193,7 +194,7 @@ impl PluginHost {
             }
         };
         let mut linker = Linker::new(&engine);
-        AllHooks::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)
+        AllExports::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
@@ -362,6 +363,8 @@ impl PluginHost {
             INTERFACE_STAMPING_TRANSFORMER,
             stamping_transformer::GuestIndices
         );
+        let sized_transformer =
+            optional!(INTERFACE_SIZED_TRANSFORMER, sized_transformer::GuestIndices);
         let ticker = optional!(INTERFACE_TICKER, ticker::GuestIndices);
         let storage = optional!(INTERFACE_STORAGE, storage::GuestIndices);
         let exports = Exports {
@@ -370,6 +373,7 @@ impl PluginHost {
             transformer: transformer.is_some(),
             cacheable_transformer: cacheable_transformer.is_some(),
             stamping_transformer: stamping_transformer.is_some(),
+            sized_transformer: sized_transformer.is_some(),
             ticker: ticker.is_some(),
             storage: storage.is_some(),
         };
@@ -439,6 +443,7 @@ impl PluginHost {
             transformer,
             cacheable_transformer,
             stamping_transformer,
+            sized_transformer,
             ticker,
             storage,
         };

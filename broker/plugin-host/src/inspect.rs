@@ -12,8 +12,8 @@ use crate::plugin::Exports;
 
 use crate::host::{
     IMPORT_HTTP_PREFIX, INTERFACE_AUTHENTICATOR, INTERFACE_AUTHORIZER,
-    INTERFACE_CACHEABLE_TRANSFORMER, INTERFACE_PLUGIN, INTERFACE_STAMPING_TRANSFORMER,
-    INTERFACE_STORAGE, INTERFACE_TICKER, INTERFACE_TRANSFORMER,
+    INTERFACE_CACHEABLE_TRANSFORMER, INTERFACE_PLUGIN, INTERFACE_SIZED_TRANSFORMER,
+    INTERFACE_STAMPING_TRANSFORMER, INTERFACE_STORAGE, INTERFACE_TICKER, INTERFACE_TRANSFORMER,
 };
 
 /// What a component declares: the Wasp roles it exports and every export and import by name.
@@ -27,7 +27,7 @@ pub struct ComponentInfo {
     pub exports: Exports,
     /// Whether it imports `wasp:plugin/http` (loading it then needs an http grant).
     pub imports_http: bool,
-    /// Every export name, e.g. `wasp:plugin/authenticator@0.1.4`, sorted.
+    /// Every export name, e.g. `wasp:plugin/authenticator@0.1.5`, sorted.
     pub export_names: Vec<String>,
     /// Every import name (the `wasp:plugin` host imports and WASI), sorted.
     pub import_names: Vec<String>,
@@ -38,8 +38,9 @@ impl ComponentInfo {
     /// `authenticator-plugin`, `authorizer-plugin`, `transformer-plugin`, `http-authenticator-plugin`
     /// (authenticator and ticker), `storage-plugin`, `cacheable-transformer-plugin`, `full-plugin`
     /// (every role, with or without ticker, as 0.1.0's `full-plugin` had none), `all-roles` (and
-    /// storage), `every-role` (and cacheable-transformer), `stamping-transformer-plugin` or `all-hooks`
-    /// (and stamping-transformer). `None` when `plugin` is missing or the
+    /// storage), `every-role` (and cacheable-transformer), `stamping-transformer-plugin`, `all-hooks`
+    /// (and stamping-transformer), `sized-transformer-plugin` or `all-exports` (and sized-transformer).
+    /// `None` when `plugin` is missing or the
     /// roles are a combination no predefined world has (e.g. authenticator and authorizer without
     /// transformer: a world of the plugin's own that includes both).
     pub fn world(&self) -> Option<&'static str> {
@@ -52,33 +53,48 @@ impl ComponentInfo {
             transformer,
             cacheable_transformer,
             stamping_transformer,
+            sized_transformer,
             ticker,
             storage,
         } = self.exports;
         let roles = (authenticator, authorizer, transformer, ticker, storage);
-        match (roles, cacheable_transformer, stamping_transformer) {
-            ((false, false, false, false, false), false, false) => Some("base"),
-            ((true, false, false, false, false), false, false) => Some("authenticator-plugin"),
-            ((false, true, false, false, false), false, false) => Some("authorizer-plugin"),
-            ((false, false, true, false, false), false, false) => Some("transformer-plugin"),
-            ((false, false, false, false, false), true, false) => {
-                Some("cacheable-transformer-plugin")
+        // The transform interfaces added since 0.1.3, oldest first.
+        let newer = (
+            cacheable_transformer,
+            stamping_transformer,
+            sized_transformer,
+        );
+        const NONE: (bool, bool, bool, bool, bool) = (false, false, false, false, false);
+        const EVERY: (bool, bool, bool, bool, bool) = (true, true, true, true, true);
+        match (roles, newer) {
+            (NONE, (false, false, false)) => Some("base"),
+            ((true, false, false, false, false), (false, false, false)) => {
+                Some("authenticator-plugin")
             }
-            ((false, false, false, false, false), false, true) => {
-                Some("stamping-transformer-plugin")
+            ((false, true, false, false, false), (false, false, false)) => {
+                Some("authorizer-plugin")
             }
-            ((true, false, false, true, false), false, false) => Some("http-authenticator-plugin"),
-            ((false, false, false, false, true), false, false) => Some("storage-plugin"),
-            ((true, true, true, _, false), false, false) => Some("full-plugin"),
-            ((true, true, true, true, true), false, false) => Some("all-roles"),
-            ((true, true, true, true, true), true, false) => Some("every-role"),
-            ((true, true, true, true, true), true, true) => Some("all-hooks"),
+            ((false, false, true, false, false), (false, false, false)) => {
+                Some("transformer-plugin")
+            }
+            (NONE, (true, false, false)) => Some("cacheable-transformer-plugin"),
+            (NONE, (false, true, false)) => Some("stamping-transformer-plugin"),
+            (NONE, (false, false, true)) => Some("sized-transformer-plugin"),
+            ((true, false, false, true, false), (false, false, false)) => {
+                Some("http-authenticator-plugin")
+            }
+            ((false, false, false, false, true), (false, false, false)) => Some("storage-plugin"),
+            ((true, true, true, _, false), (false, false, false)) => Some("full-plugin"),
+            (EVERY, (false, false, false)) => Some("all-roles"),
+            (EVERY, (true, false, false)) => Some("every-role"),
+            (EVERY, (true, true, false)) => Some("all-hooks"),
+            (EVERY, (true, true, true)) => Some("all-exports"),
             _ => None,
         }
     }
 
     /// The roles exported, by WIT interface name (`authenticator`, `authorizer`, `transformer`,
-    /// `cacheable-transformer`, `stamping-transformer`, `ticker`, `storage`).
+    /// `cacheable-transformer`, `stamping-transformer`, `sized-transformer`, `ticker`, `storage`).
     pub fn roles(&self) -> Vec<&'static str> {
         [
             (self.exports.authenticator, "authenticator"),
@@ -86,6 +102,7 @@ impl ComponentInfo {
             (self.exports.transformer, "transformer"),
             (self.exports.cacheable_transformer, "cacheable-transformer"),
             (self.exports.stamping_transformer, "stamping-transformer"),
+            (self.exports.sized_transformer, "sized-transformer"),
             (self.exports.ticker, "ticker"),
             (self.exports.storage, "storage"),
         ]
@@ -134,6 +151,7 @@ pub fn inspect_component(name: &str, wasm: &Path) -> Result<ComponentInfo, HostE
             transformer: has(INTERFACE_TRANSFORMER),
             cacheable_transformer: has(INTERFACE_CACHEABLE_TRANSFORMER),
             stamping_transformer: has(INTERFACE_STAMPING_TRANSFORMER),
+            sized_transformer: has(INTERFACE_SIZED_TRANSFORMER),
             ticker: has(INTERFACE_TICKER),
             storage: has(INTERFACE_STORAGE),
         },
@@ -149,7 +167,7 @@ pub fn inspect_component(name: &str, wasm: &Path) -> Result<ComponentInfo, HostE
 mod tests {
     use super::*;
     use crate::test_programs::{
-        ALLOW_DENY, AUTH_ONLY, GARBAGE, HTTP_PROBE, REUSE, STAMP, V010_AUTHORIZER,
+        ALLOW_DENY, AUTH_ONLY, GARBAGE, HTTP_PROBE, REUSE, SIZED, STAMP, V010_AUTHORIZER,
     };
 
     #[test]
@@ -164,12 +182,13 @@ mod tests {
                 transformer: true,
                 cacheable_transformer: false,
                 stamping_transformer: false,
+                sized_transformer: false,
                 ticker: true,
                 storage: false,
             }
         );
         assert_eq!(info.world(), Some("full-plugin"));
-        assert_eq!(info.version.as_deref(), Some("0.1.4"));
+        assert_eq!(info.version.as_deref(), Some("0.1.5"));
         assert_eq!(
             info.roles(),
             ["authenticator", "authorizer", "transformer", "ticker"]
@@ -177,7 +196,7 @@ mod tests {
         assert!(
             info.import_names
                 .iter()
-                .any(|n| n == "wasp:plugin/kv@0.1.4"),
+                .any(|n| n == "wasp:plugin/kv@0.1.5"),
             "{:?}",
             info.import_names
         );
@@ -220,6 +239,9 @@ mod tests {
         let info = inspect_component("stamp", Path::new(STAMP)).unwrap();
         assert_eq!(info.world(), Some("stamping-transformer-plugin"));
         assert_eq!(info.roles(), ["stamping-transformer"]);
+        let info = inspect_component("sized", Path::new(SIZED)).unwrap();
+        assert_eq!(info.world(), Some("sized-transformer-plugin"));
+        assert_eq!(info.roles(), ["sized-transformer"]);
     }
 
     #[test]

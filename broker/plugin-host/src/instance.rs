@@ -15,12 +15,12 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::exports::wasp::plugin::{
-    authenticator, authorizer, cacheable_transformer, plugin, stamping_transformer, storage,
-    ticker, transformer,
+    authenticator, authorizer, cacheable_transformer, plugin, sized_transformer,
+    stamping_transformer, storage, ticker, transformer,
 };
 use crate::bindings::wasp::plugin::types::{
     AuthRequest, AuthVerdict, AuthzVerdict, Interests, Message, Qos, Session,
-    StampingTransformVerdict, SubscribeVerdict,
+    SizedTransformVerdict, StampingTransformVerdict, SubscribeVerdict,
 };
 use crate::config::{DirGrant, SandboxLimits};
 use crate::error::CallError;
@@ -143,6 +143,8 @@ pub(crate) struct Template {
     pub cacheable_transformer: Option<cacheable_transformer::GuestIndices>,
     /// `stamping-transformer` (0.1.4): called instead of both others when present.
     pub stamping_transformer: Option<stamping_transformer::GuestIndices>,
+    /// `sized-transformer` (0.1.5): called instead of the three others when present.
+    pub sized_transformer: Option<sized_transformer::GuestIndices>,
     pub ticker: Option<ticker::GuestIndices>,
     pub storage: Option<storage::GuestIndices>,
 }
@@ -155,6 +157,7 @@ pub(crate) struct Warm {
     transformer: Option<transformer::Guest>,
     cacheable_transformer: Option<cacheable_transformer::Guest>,
     stamping_transformer: Option<stamping_transformer::Guest>,
+    sized_transformer: Option<sized_transformer::Guest>,
     ticker: Option<ticker::Guest>,
     storage: Option<storage::Guest>,
 }
@@ -191,9 +194,9 @@ pub(crate) enum Response {
     Authenticate(AuthVerdict),
     AuthorizePublish(AuthzVerdict),
     AuthorizeSubscribe(SubscribeVerdict),
-    /// From `transformer` (never reusable), `cacheable-transformer` (no stamps) or
-    /// `stamping-transformer`.
-    Transform(StampingTransformVerdict),
+    /// From `transformer` (never reusable), `cacheable-transformer` (no stamps),
+    /// `stamping-transformer` (no payload sizes) or `sized-transformer`.
+    Transform(SizedTransformVerdict),
     Tick(u32),
     StorageWrite(Result<(), String>),
     StorageLoad(Result<Vec<(storage::Key, Vec<u8>)>, String>),
@@ -305,6 +308,7 @@ impl Template {
         let transformer = load!(transformer);
         let cacheable_transformer = load!(cacheable_transformer);
         let stamping_transformer = load!(stamping_transformer);
+        let sized_transformer = load!(sized_transformer);
         let ticker = load!(ticker);
         let storage = load!(storage);
         let interests = match plugin.call_init(&mut store, &self.config_json).await {
@@ -319,6 +323,7 @@ impl Template {
                 transformer,
                 cacheable_transformer,
                 stamping_transformer,
+                sized_transformer,
                 ticker,
                 storage,
             },
@@ -399,29 +404,41 @@ impl Warm {
                     .map(Response::AuthorizeSubscribe)
             }
             Request::Transform { session, message } => {
-                let reusable = |verdict, cache_seconds| StampingTransformVerdict {
-                    verdict,
-                    cache_seconds,
-                    stamps: Vec::new(),
+                // The newest transform interface the plugin exports; older answers have no stamps
+                // (before 0.1.4), no lifetime (0.1.0) and no payload sizes (before 0.1.5).
+                let sized = |answer| SizedTransformVerdict {
+                    answer,
+                    payload_sizes: None,
                 };
-                match (
-                    &self.stamping_transformer,
-                    &self.cacheable_transformer,
-                    &self.transformer,
-                ) {
-                    (Some(guest), _, _) => guest
+                let reusable = |verdict, cache_seconds| {
+                    sized(StampingTransformVerdict {
+                        verdict,
+                        cache_seconds,
+                        stamps: Vec::new(),
+                    })
+                };
+                if let Some(guest) = &self.sized_transformer {
+                    guest
                         .call_transform(&mut *store, session, message)
                         .await
-                        .map(Response::Transform),
-                    (None, Some(guest), _) => guest
+                        .map(Response::Transform)
+                } else if let Some(guest) = &self.stamping_transformer {
+                    guest
                         .call_transform(&mut *store, session, message)
                         .await
-                        .map(|v| Response::Transform(reusable(v.verdict, v.cache_seconds))),
-                    (None, None, Some(guest)) => guest
+                        .map(|answer| Response::Transform(sized(answer)))
+                } else if let Some(guest) = &self.cacheable_transformer {
+                    guest
                         .call_transform(&mut *store, session, message)
                         .await
-                        .map(|verdict| Response::Transform(reusable(verdict, None))),
-                    (None, None, None) => return Err(CallError::MissingExport("transformer")),
+                        .map(|v| Response::Transform(reusable(v.verdict, v.cache_seconds)))
+                } else if let Some(guest) = &self.transformer {
+                    guest
+                        .call_transform(&mut *store, session, message)
+                        .await
+                        .map(|verdict| Response::Transform(reusable(verdict, None)))
+                } else {
+                    return Err(CallError::MissingExport("transformer"));
                 }
             }
             Request::Tick => {

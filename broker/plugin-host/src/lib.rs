@@ -1,4 +1,4 @@
-//! The Wasp plugin host: runs WebAssembly component plugins (WIT package `wasp:plugin@0.1.4`; components
+//! The Wasp plugin host: runs WebAssembly component plugins (WIT package `wasp:plugin@0.1.5`; components
 //! built against 0.1.0 load too) under wasmtime, sandboxed, and chains their verdicts. This is the only
 //! crate of the broker that knows wasmtime.
 //!
@@ -67,12 +67,12 @@ pub mod storage {
     pub use crate::bindings::exports::wasp::plugin::storage::{Key, Keyspace, Op};
 }
 
-/// The one host-side `bindgen!` site: world `all-hooks` (0.1.4), the union of every role and hook.
+/// The one host-side `bindgen!` site: world `all-exports` (0.1.5), the union of every role and hook.
 /// Components that target a narrower world (e.g. `authenticator-plugin`) load too: exports are looked
 /// up one interface at a time (see `host.rs`).
 mod bindings {
     wasmtime::component::bindgen!({
-        world: "all-hooks",
+        world: "all-exports",
         path: "../../wit",
         // A kv write over quota fails the guest's call (a trap) instead of being dropped silently.
         // `http.send` waits for the network on the call's fiber (the store runs `call_async`).

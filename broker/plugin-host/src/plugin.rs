@@ -17,8 +17,8 @@ use tokio::sync::Semaphore;
 use crate::bindings::exports::wasp::plugin::storage::{Key, Keyspace, Op};
 use crate::bindings::wasp::plugin::types::{
     AuthRequest, AuthVerdict, AuthzVerdict, CacheableTransformVerdict, Decision, Denial, Hooks,
-    Interests, Message, MessagePatch, Qos, Session, Stamp, StampingTransformVerdict,
-    SubscribeDecision, SubscribeVerdict, TransformVerdict,
+    Interests, Message, MessagePatch, Qos, Session, SizedTransformVerdict, Stamp,
+    StampingTransformVerdict, SubscribeDecision, SubscribeVerdict, TransformVerdict,
 };
 use crate::chain::stamped;
 use crate::config::FailurePolicy;
@@ -78,6 +78,9 @@ pub struct Exports {
     /// `stamping-transformer` (WIT 0.1.4): reusable transform verdicts with per-message stamps; called
     /// instead of both others when exported.
     pub stamping_transformer: bool,
+    /// `sized-transformer` (WIT 0.1.5): transform verdicts reusable for a range of payload sizes; called
+    /// instead of the three others when exported.
+    pub sized_transformer: bool,
     /// `ticker` (WIT 0.1.1): [`Plugin::tick`].
     pub ticker: bool,
     /// `storage` (WIT 0.1.2): [`Plugin::storage_write`] and [`Plugin::storage_load`].
@@ -90,7 +93,10 @@ impl Exports {
             Hook::Authenticate => self.authenticator,
             Hook::AuthorizePublish | Hook::AuthorizeSubscribe => self.authorizer,
             Hook::Transform => {
-                self.transformer || self.cacheable_transformer || self.stamping_transformer
+                self.transformer
+                    || self.cacheable_transformer
+                    || self.stamping_transformer
+                    || self.sized_transformer
             }
         }
     }
@@ -477,17 +483,34 @@ impl Plugin {
         })
     }
 
-    /// The plugin's answer as it gave it (WIT 0.1.4): through `stamping-transformer` when the plugin
-    /// exports it, else through `cacheable-transformer` (no stamps), else through `transformer` (no
-    /// stamps, never reusable).
+    /// [`Plugin::transform_sized`] as a 0.1.4 answer: a verdict that holds for a range of payload sizes
+    /// is not reusable (a 0.1.4 reuse would give it to a message of any size).
     pub async fn transform_stamping(
         &self,
         session: &Session,
         message: &Message,
     ) -> Result<StampingTransformVerdict, CallError> {
+        let sized = self.transform_sized(session, message).await?;
+        let mut answer = sized.answer;
+        if sized.payload_sizes.is_some() {
+            answer.cache_seconds = None;
+        }
+        Ok(answer)
+    }
+
+    /// The plugin's answer as it gave it (WIT 0.1.5): through `sized-transformer` when the plugin
+    /// exports it, else through `stamping-transformer` (no payload sizes), else through
+    /// `cacheable-transformer` (no stamps either), else through `transformer` (never reusable).
+    pub async fn transform_sized(
+        &self,
+        session: &Session,
+        message: &Message,
+    ) -> Result<SizedTransformVerdict, CallError> {
         let request = Request::Transform { session, message };
         self.call(Hook::Transform, request, |r| match r {
-            Response::Transform(v) => validate_transform(&v.verdict, &v.stamps).map(|()| v),
+            Response::Transform(v) => {
+                validate_transform(&v.answer.verdict, &v.answer.stamps).map(|()| v)
+            }
             _ => Err(CallError::InvalidOutput(
                 "answer to another hook".to_owned(),
             )),

@@ -551,3 +551,60 @@ async fn stamps_are_set_after_the_chain_and_kept_for_reuse() {
         Err(CallError::InvalidOutput(_))
     ));
 }
+
+/// WIT 0.1.5: a verdict for a range of payload sizes makes the chain's outcome reusable for the sizes
+/// every answer holds for, and only if they hold the message's; a 0.1.4 caller gets no lifetime.
+#[tokio::test]
+async fn payload_sizes_narrow_reuse_to_the_sizes_every_answer_holds_for() {
+    let host = host();
+    let load = |name: &'static str, wasm: &'static str, config: &'static str| {
+        let mut spec = PluginSpec::new(name, wasm);
+        spec.config_json = config.to_owned();
+        host.load(spec, HostServices::default())
+    };
+    let low = load("low", guests::SIZED, "0 100 60").await.unwrap();
+    let middle = load("middle", guests::SIZED, "50 200 30").await.unwrap();
+    let any = load("any", guests::REUSE, "A 20").await.unwrap();
+    assert!(low.exports().sized_transformer && !low.exports().stamping_transformer);
+
+    let run = |plugins: Vec<Plugin>, size: usize| async move {
+        let chain = Chain::new(plugins);
+        let mut m = message("t");
+        m.payload = vec![b'x'; size];
+        let result = chain
+            .transform_owned(chain.publish_interest("t"), &session(), m)
+            .await;
+        (result.cache_seconds, result.payload_sizes)
+    };
+    assert_eq!(run(vec![low.clone()], 7).await, (Some(60), 0..=100));
+    assert_eq!(
+        run(vec![low.clone(), middle.clone()], 75).await,
+        (Some(30), 50..=100)
+    );
+    assert_eq!(
+        run(vec![any.clone(), middle.clone()], 200).await,
+        (Some(20), 50..=200)
+    );
+    // No transformer named a range: any size.
+    assert_eq!(run(vec![any.clone()], 7).await, (Some(20), 0..=u32::MAX));
+    // A range without the message's size: not reusable, whichever plugin named it.
+    assert_eq!(run(vec![middle.clone(), any.clone()], 7).await.0, None);
+    assert_eq!(run(vec![low.clone(), middle.clone()], 150).await.0, None);
+    assert_eq!(run(vec![low.clone()], 101).await.0, None);
+
+    // The answer as given, and as a 0.1.4 answer (not reusable: a 0.1.4 reuse ignores the size).
+    let raw = low
+        .transform_sized(&session(), &message("t"))
+        .await
+        .unwrap();
+    assert_eq!(raw.answer.cache_seconds, Some(60));
+    assert_eq!(raw.payload_sizes, Some(PayloadSizes { min: 0, max: 100 }));
+    let old = low
+        .transform_stamping(&session(), &message("t"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (old.verdict, old.cache_seconds),
+        (TransformVerdict::Pass, None)
+    );
+}

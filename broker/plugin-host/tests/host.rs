@@ -93,6 +93,7 @@ async fn allow_deny_answers_every_hook_and_uses_the_host_imports() {
             transformer: true,
             cacheable_transformer: false,
             stamping_transformer: false,
+            sized_transformer: false,
             ticker: true,
             storage: false,
         }
@@ -237,6 +238,7 @@ async fn a_component_of_world_authenticator_plugin_loads_with_only_its_exports()
             transformer: false,
             cacheable_transformer: false,
             stamping_transformer: false,
+            sized_transformer: false,
             ticker: false,
             storage: false,
         }

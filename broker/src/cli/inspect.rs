@@ -145,7 +145,7 @@ fn write_exports(out: &mut dyn Write, file: &Path, info: &ComponentInfo) -> std:
         Some(world) => writeln!(
             out,
             "world: wasp:plugin/{world}@{}",
-            info.version.as_deref().unwrap_or("0.1.4")
+            info.version.as_deref().unwrap_or("0.1.5")
         )?,
         None if !info.plugin => writeln!(out, "world: none (no wasp:plugin/plugin export)")?,
         None => writeln!(
@@ -220,16 +220,16 @@ mod tests {
         let (outcome, text) = inspect(ALLOW_DENY, r#"{"filters": ["a/#", "b/+"]}"#);
         assert_eq!(outcome.unwrap(), Outcome::Accepted, "{text}");
         assert!(
-            text.contains("world: wasp:plugin/full-plugin@0.1.4\n"),
+            text.contains("world: wasp:plugin/full-plugin@0.1.5\n"),
             "{text}"
         );
         assert!(
             text.contains("roles: authenticator, authorizer, transformer, ticker\n"),
             "{text}"
         );
-        assert!(text.contains("  wasp:plugin/transformer@0.1.4\n"), "{text}");
-        assert!(text.contains("  wasp:plugin/ticker@0.1.4\n"), "{text}");
-        assert!(text.contains("  wasp:plugin/log@0.1.4\n"), "{text}");
+        assert!(text.contains("  wasp:plugin/transformer@0.1.5\n"), "{text}");
+        assert!(text.contains("  wasp:plugin/ticker@0.1.5\n"), "{text}");
+        assert!(text.contains("  wasp:plugin/log@0.1.5\n"), "{text}");
         assert!(!text.contains("http:"), "{text}");
         assert!(
             text.contains(
@@ -245,7 +245,7 @@ mod tests {
         let (outcome, text) = inspect(AUTH_ONLY, "{}");
         assert_eq!(outcome.unwrap(), Outcome::Accepted, "{text}");
         assert!(
-            text.contains("world: wasp:plugin/authenticator-plugin@0.1.4\nroles: authenticator\n"),
+            text.contains("world: wasp:plugin/authenticator-plugin@0.1.5\nroles: authenticator\n"),
             "{text}"
         );
         assert!(!text.contains("authorizer@"), "{text}");
@@ -261,12 +261,12 @@ mod tests {
         assert_eq!(outcome.unwrap(), Outcome::Accepted, "{text}");
         assert!(
             text.contains(
-                "world: wasp:plugin/http-authenticator-plugin@0.1.4\nroles: authenticator, ticker\n\
+                "world: wasp:plugin/http-authenticator-plugin@0.1.5\nroles: authenticator, ticker\n\
                  http: imports wasp:plugin/http"
             ),
             "{text}"
         );
-        assert!(text.contains("  wasp:plugin/http@0.1.4\n"), "{text}");
+        assert!(text.contains("  wasp:plugin/http@0.1.5\n"), "{text}");
     }
 
     #[test]

@@ -317,6 +317,20 @@ impl Harness {
             .block_on(self.plugin.transform_stamping(session, &message))
     }
 
+    /// The plugin's transform answer as it gave it (WIT 0.1.5): [`transform_stamping`]'s, and the
+    /// payload sizes the broker may reuse it for (`None`: any, and always from a plugin that exports no
+    /// `sized-transformer`). [`transform_stamping`] gives a verdict for a range of sizes no lifetime.
+    ///
+    /// [`transform_stamping`]: Self::transform_stamping
+    pub fn transform_sized(
+        &self,
+        session: &Session,
+        message: Message,
+    ) -> Result<SizedTransformVerdict, CallError> {
+        self.runtime
+            .block_on(self.plugin.transform_sized(session, &message))
+    }
+
     /// Calls the plugin's `ticker` export (WIT 0.1.1): the seconds until the broker would call it
     /// again, 0 for never. [`CallError::MissingExport`] when the plugin does not export it.
     pub fn tick(&self) -> Result<u32, CallError> {

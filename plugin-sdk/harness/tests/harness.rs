@@ -21,6 +21,7 @@ fn typed_calls_reach_the_plugin_with_toml_config() {
             transformer: true,
             cacheable_transformer: false,
             stamping_transformer: false,
+            sized_transformer: false,
             ticker: true,
             storage: false,
         }

@@ -5,7 +5,7 @@
 // named after it (`plugin`, `transformer`); imports are ES modules named by the interface. A function
 // returning `result<T, string>` returns T, or throws the error string (the `err` case).
 
-import { counterAdd } from 'wasp:plugin/metrics@0.1.4';
+import { counterAdd } from 'wasp:plugin/metrics@0.1.5';
 
 const QUOTA_EXCEEDED = 0x97;
 const PAYLOAD_FORMAT_INVALID = 0x99;

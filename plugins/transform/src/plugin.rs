@@ -2,14 +2,15 @@
 //!
 //! The rules' filters are the plugin's publish filters, so the broker calls it only for topics some rule
 //! may change. Time stamps are the broker's (WIT 0.1.4 stamps): it sets them on each message. So when no
-//! rule matching the topic checks the payload, the verdict is reusable for [`REUSE_SECONDS`]: the broker
-//! applies it (and sets the stamps) to the session's later messages to that topic (with the same user
-//! properties) without calling the plugin. Counters: `dropped` and `modified` (published as
+//! rule matching the topic checks JSON, the verdict is reusable for [`REUSE_SECONDS`]: the broker applies
+//! it (and sets the stamps) to the session's later messages to that topic (with the same user
+//! properties) without calling the plugin; when a size limit matches, only to those whose payload size
+//! is on the same side of each limit (WIT 0.1.5 payload sizes). Counters: `dropped` and `modified` (published as
 //! `plugin.<name>.dropped`...), counting calls, not reused verdicts.
 
 use wasp_plugin_sdk::{
-    Hooks, Interests, Message, MessagePatch, Plugin, Session, StampValue, StampingTransformVerdict,
-    TransformVerdict, UserProperty, metrics,
+    Hooks, Interests, Message, MessagePatch, Plugin, Session, SizedTransformVerdict, StampValue,
+    StampingTransformVerdict, TransformVerdict, UserProperty, metrics,
 };
 
 use crate::{Config, Outcome, Rules};
@@ -39,7 +40,7 @@ impl Plugin for TransformPlugin {
         Interests::hooks(Hooks::TRANSFORM).filters(self.rules.filters())
     }
 
-    fn transform_stamping(&self, session: &Session, message: Message) -> StampingTransformVerdict {
+    fn transform_sized(&self, session: &Session, message: Message) -> SizedTransformVerdict {
         // Matched once: the outcome, the stamps and reuse all depend on the same rules.
         let matching = self.rules.matching(&message.topic);
         let properties: Vec<(String, String)> = message
@@ -54,10 +55,17 @@ impl Plugin for TransformPlugin {
                 answer = answer.stamp(name, StampValue::ReceiveTimeMillis);
             }
         }
-        if matching.reusable() {
-            answer.reuse_for(REUSE_SECONDS)
-        } else {
-            answer
+        match matching.reusable_sizes(message.payload.len()) {
+            None => SizedTransformVerdict::from(answer),
+            Some(sizes) if sizes == (0..=usize::MAX) => {
+                SizedTransformVerdict::from(answer.reuse_for(REUSE_SECONDS))
+            }
+            Some(sizes) => {
+                let bound = |size: usize| u32::try_from(size).unwrap_or(u32::MAX);
+                answer
+                    .reuse_for(REUSE_SECONDS)
+                    .for_payload_sizes(bound(*sizes.start())..=bound(*sizes.end()))
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Transformation rules.
 
+use std::ops::RangeInclusive;
+
 use serde::Deserialize;
 
 /// MQTT 5 reason "Quota exceeded", the default for oversized payloads.
@@ -301,14 +303,29 @@ pub struct Matching<'r, 't> {
 }
 
 impl<'r> Matching<'r, '_> {
-    /// Whether [`Matching::apply`]'s outcome depends on nothing but the topic, the client id and the user
-    /// properties: no matching rule checks the payload. (Time stamps do not count: the broker sets them,
-    /// see [`Matching::time_stamps`].) The plugin then lets the broker reuse its verdict for the session's
-    /// later messages to that topic.
-    pub fn reusable(&self) -> bool {
-        self.rules
-            .iter()
-            .all(|r| r.max_payload.is_none() && r.json.is_none())
+    /// The payload sizes for which [`Matching::apply`]'s outcome is the one it has for a payload of
+    /// `size` bytes, when it depends on nothing but the topic, the client id, the user properties and
+    /// the payload's size: no matching rule checks JSON. (Time stamps do not count: the broker sets them,
+    /// see [`Matching::time_stamps`].) The plugin then lets the broker reuse its verdict for the
+    /// session's later messages to that topic whose payload size is in the range. `None`: not reusable.
+    ///
+    /// The size checks that fail are those whose limit is under `size`, so the range runs from just
+    /// above the highest such limit to the lowest limit not under `size`.
+    pub fn reusable_sizes(&self, size: usize) -> Option<RangeInclusive<usize>> {
+        let mut sizes = 0..=usize::MAX;
+        for rule in &self.rules {
+            if rule.json.is_some() {
+                return None;
+            }
+            if let Some((max, _)) = rule.max_payload {
+                sizes = if size > max {
+                    (*sizes.start()).max(max.saturating_add(1))..=*sizes.end()
+                } else {
+                    *sizes.start()..=(*sizes.end()).min(max)
+                };
+            }
+        }
+        Some(sizes)
     }
 
     /// The user properties the broker is to set to a message's receive time (WIT 0.1.4 stamps), in
@@ -598,6 +615,51 @@ mod tests {
         assert_eq!(r.apply("c", "custom", b"", &[]), Outcome::Pass);
         assert_eq!(r.apply("c", "custom", b"1", &[]), Outcome::Drop(0x80));
         assert_eq!(r.apply("c", "other", b"12345", &[]), Outcome::Pass);
+    }
+
+    #[test]
+    fn reusable_sizes_are_those_with_the_same_outcome() {
+        let r = rules(
+            r##"
+            [[rules]]
+            filter = "a/#"
+            max_payload_bytes = 10
+            oversize_reason = 0x80
+            [[rules]]
+            filter = "a/+"
+            max_payload_bytes = 4
+            [[rules]]
+            filter = "a/b"
+            max_payload_bytes = 7
+            stamp_client_id_property = "id"
+            [[rules]]
+            filter = "j/#"
+            max_payload_bytes = 7
+            [[rules]]
+            filter = "j/b"
+            require_json = true
+            "##,
+        );
+        let matching = r.matching("a/b");
+        let sizes = |size| matching.reusable_sizes(size).expect("no JSON check");
+        assert_eq!(sizes(0), 0..=4);
+        assert_eq!(sizes(4), 0..=4);
+        assert_eq!(sizes(5), 5..=7);
+        assert_eq!(sizes(8), 8..=10);
+        assert_eq!(sizes(11), 11..=usize::MAX);
+        // Every size in the range has the outcome of the size it was asked for. (Not every size with
+        // that outcome is in it: 5 and 8 both fail the limit of 4 first.)
+        let outcome = |size: usize| matching.apply("c", &vec![b'x'; size], &[]);
+        for size in 0..=12 {
+            for other in sizes(size).take_while(|other| *other <= 12) {
+                assert_eq!(outcome(other), outcome(size), "{size} and {other}");
+            }
+        }
+        assert_ne!(outcome(4), outcome(5));
+        assert_ne!(outcome(10), outcome(11));
+        assert_eq!(r.matching("x").reusable_sizes(3), Some(0..=usize::MAX));
+        assert_eq!(r.matching("j/a").reusable_sizes(3), Some(0..=7));
+        assert_eq!(r.matching("j/b").reusable_sizes(3), None);
     }
 
     #[test]

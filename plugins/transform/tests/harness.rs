@@ -211,7 +211,7 @@ fn bad_configurations_are_rejected_at_init() {
 }
 
 #[test]
-fn verdicts_are_reusable_with_time_stamps_unless_a_matching_rule_reads_the_payload() {
+fn verdicts_are_reusable_with_time_stamps_and_size_limits_but_not_json_checks() {
     let plugin = Harness::load(plugin_wasm!())
         .config_toml(
             r#"
@@ -236,7 +236,7 @@ stamp_time_property = "at"
         )
         .build()
         .unwrap();
-    assert!(plugin.exports().stamping_transformer);
+    assert!(plugin.exports().sized_transformer);
     let session = session("dev-7");
     let reused = plugin
         .transform_cacheable(&session, message("site/3/in", *b"x"))
@@ -259,12 +259,37 @@ stamp_time_property = "at"
             .unwrap(),
         reused.verdict
     );
+    // A JSON check reads the payload: never reusable. A size limit is reusable for the sizes on the
+    // same side of the limit (WIT 0.1.5), so not for a 0.1.4 broker.
     for (topic, payload) in [("site/3/checked", &b"{}"[..]), ("site/3/sized", &b"12"[..])] {
         let answer = plugin
             .transform_stamping(&session, message(topic, payload.to_vec()))
             .unwrap();
         assert_eq!(answer.cache_seconds, None, "{topic}: {answer:?}");
     }
+    let checked = plugin
+        .transform_sized(&session, message("site/3/checked", *b"{}"))
+        .unwrap();
+    assert_eq!(checked.answer.cache_seconds, None, "{checked:?}");
+    for (payload, verdict, sizes) in [
+        (&b"1234"[..], TransformVerdict::Pass, (0, 4)),
+        (&b"12345"[..], TransformVerdict::Drop(0x97), (5, u32::MAX)),
+    ] {
+        let sized = plugin
+            .transform_sized(&session, message("site/3/sized", payload.to_vec()))
+            .unwrap();
+        assert_eq!(
+            (sized.answer.verdict, sized.answer.cache_seconds),
+            (verdict, Some(REUSE_SECONDS))
+        );
+        let range = sized.payload_sizes.expect("a range");
+        assert_eq!((range.min, range.max), sizes);
+    }
+    // Without a size limit, no range: a 0.1.4 broker reuses it too.
+    let rewrite = plugin
+        .transform_sized(&session, message("site/3/in", *b"x"))
+        .unwrap();
+    assert_eq!(rewrite.payload_sizes, None);
     // A time stamp is the broker's to set on each message: the verdict itself is reusable.
     let timed = plugin
         .transform_stamping(&session, message("site/3/timed", *b"x"))
