@@ -32,13 +32,16 @@
 //! - `client-id + time`: the receive time is stamped too. The plugin has the broker set it on each
 //!   message (WIT 0.1.4 stamps), so this verdict is reusable too: the time stamp costs no Wasm call.
 //!   Its `control` sends both properties with no plugins.
-//! - `size check`: payloads over 1 KiB are dropped. The verdict depends on the payload, so every PUBLISH
-//!   is a Wasm call: the worst case, with no target. `size check on 1/8`: the same rule on `bench/0`
-//!   only: one publisher of eight, 1/8 of the traffic, enters Wasm; the other PUBLISHes match no
-//!   transformer's publish filter (interest filters at work).
+//! - `size check`: payloads over 1 KiB are dropped. The verdict depends on the payload's size only, so
+//!   the plugin lets the broker reuse it for the payload sizes on the same side of the limit (WIT 0.1.5
+//!   `sized-transformer`): here every payload is under it.
+//! - `JSON check`: payloads that are not JSON are dropped (the payloads are a JSON string). The verdict
+//!   depends on the payload's content, so every PUBLISH is a Wasm call: the worst case, with no target.
+//!   `JSON check on 1/8`: the same rule on `bench/0` only: one publisher of eight, 1/8 of the traffic,
+//!   enters Wasm; the other PUBLISHes match no transformer's publish filter (interest filters at work).
 //!
-//! Every scenario is compared with `no plugins`; the target (>= 0.85x) is checked for the three stamp
-//! and rewrite rules on all of `bench/#`.
+//! Every scenario is compared with `no plugins`; the target (>= 0.85x) is checked for the rules on all of
+//! `bench/#` whose verdicts the broker may reuse (all but the JSON check).
 
 // A benchmark binary: printing its results is its purpose.
 #![allow(clippy::print_stdout)]
@@ -140,7 +143,8 @@ const CLIENT_ID: &str = r#"{"filter": "bench/#", "stamp_client_id_property": "cl
 const CLIENT_ID_AND_TIME: &str = r#"{"filter": "bench/#", "stamp_client_id_property": "client-id",
     "stamp_time_property": "received-at"}"#;
 const SIZE_CHECK: &str = r#"{"filter": "bench/#", "max_payload_bytes": 1024}"#;
-const SIZE_CHECK_ON_ONE_EIGHTH: &str = r#"{"filter": "bench/0", "max_payload_bytes": 1024}"#;
+const JSON_CHECK: &str = r#"{"filter": "bench/#", "require_json": true}"#;
+const JSON_CHECK_ON_ONE_EIGHTH: &str = r#"{"filter": "bench/0", "require_json": true}"#;
 
 /// The user properties of the control scenarios: what the stamps add (the time is a typical one).
 const CLIENT_ID_PROPERTY: &[(&str, &str)] = &[("client-id", "bench-pub")];
@@ -185,7 +189,11 @@ async fn publisher(
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
 ) {
-    let payload = Bytes::from(vec![b'x'; PAYLOAD]);
+    // A JSON string, so that the JSON check passes it.
+    let mut payload = vec![b'x'; PAYLOAD];
+    payload[0] = b'"';
+    payload[PAYLOAD - 1] = b'"';
+    let payload = Bytes::from(payload);
     publish_loop(
         client,
         &format!("bench/{n}"),
@@ -316,7 +324,8 @@ fn main() {
         "plugins: password-file (login at CONNECT), acl-file (authorize-publish; the broker caches its \
          verdicts 5 s per session and topic), transform with one rule: rewrite bench/+ to bench/r/{{1}} \
          (reusable verdicts), stamp client-id (reusable), stamp client-id + time (reusable, the broker \
-         sets the time), a size check (a Wasm call per PUBLISH), the latter on bench/0 only (1/8)"
+         sets the time), a size check (reusable for the sizes under the limit), a JSON check (a Wasm \
+         call per PUBLISH), the latter on bench/0 only (1/8)"
     );
     println!(
         "cpu columns: cores used during the measured window (1.00 = one core), from /proc/*/stat \
@@ -325,7 +334,7 @@ fn main() {
     );
 
     // (label, setup, whether the target applies)
-    let scenarios: [(&str, Setup, bool); 8] = [
+    let scenarios: [(&str, Setup, bool); 9] = [
         ("no plugins", Setup::Plain(&[]), false),
         ("3 plugins, rewrite", Setup::Plugins(REWRITE), true),
         ("3 plugins, client-id", Setup::Plugins(CLIENT_ID), true),
@@ -344,10 +353,11 @@ fn main() {
             Setup::Plain(CLIENT_ID_AND_TIME_PROPERTIES),
             false,
         ),
-        ("3 plugins, size check", Setup::Plugins(SIZE_CHECK), false),
+        ("3 plugins, size check", Setup::Plugins(SIZE_CHECK), true),
+        ("3 plugins, JSON check", Setup::Plugins(JSON_CHECK), false),
         (
-            "3 plugins, size check on 1/8",
-            Setup::Plugins(SIZE_CHECK_ON_ONE_EIGHTH),
+            "3 plugins, JSON check on 1/8",
+            Setup::Plugins(JSON_CHECK_ON_ONE_EIGHTH),
             false,
         ),
     ];
