@@ -557,14 +557,10 @@ async fn stamps_are_set_after_the_chain_and_kept_for_reuse() {
 #[tokio::test]
 async fn payload_sizes_narrow_reuse_to_the_sizes_every_answer_holds_for() {
     let host = host();
-    let load = |name: &'static str, wasm: &'static str, config: &'static str| {
-        let mut spec = PluginSpec::new(name, wasm);
-        spec.config_json = config.to_owned();
-        host.load(spec, HostServices::default())
-    };
-    let low = load("low", guests::SIZED, "0 100 60").await.unwrap();
-    let middle = load("middle", guests::SIZED, "50 200 30").await.unwrap();
-    let any = load("any", guests::REUSE, "A 20").await.unwrap();
+    let policy = FailurePolicy::default();
+    let low = load(&host, "low", guests::SIZED, "0 100 60", policy).await;
+    let middle = load(&host, "middle", guests::SIZED, "50 200 30", policy).await;
+    let any = load(&host, "any", guests::REUSE, "A 20", policy).await;
     assert!(low.exports().sized_transformer && !low.exports().stamping_transformer);
 
     let run = |plugins: Vec<Plugin>, size: usize| async move {
