@@ -5,8 +5,8 @@
 //! rule matching the topic checks JSON, the verdict is reusable for [`REUSE_SECONDS`]: the broker applies
 //! it (and sets the stamps) to the session's later messages to that topic (with the same user
 //! properties) without calling the plugin; when a size limit matches, only to those whose payload size
-//! is on the same side of each limit (WIT 0.1.5 payload sizes). Counters: `dropped` and `modified` (published as
-//! `plugin.<name>.dropped`...), counting calls, not reused verdicts.
+//! is on the same side of each limit (WIT 0.1.5 payload sizes). Counters: `dropped` and `modified`
+//! (published as `plugin.<name>.dropped`...), counting calls, not reused verdicts.
 
 use wasp_plugin_sdk::{
     Hooks, Interests, Message, MessagePatch, Plugin, Session, SizedTransformVerdict, StampValue,
