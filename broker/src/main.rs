@@ -6,6 +6,9 @@
 
 mod cli;
 
+#[global_allocator]
+static ALLOCATOR: wasp::Allocator = wasp::Allocator;
+
 use std::future::Future;
 use std::io::IsTerminal;
 use std::net::SocketAddr;

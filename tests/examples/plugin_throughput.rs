@@ -60,6 +60,10 @@ use wasp_tests::load::{
     Client, Login, cpu_time, median, publish_loop, runtimes, stop_publishers, subscribe_loop,
 };
 
+// The `wasp` binary's allocator, so that the broker measured here is the one operators run.
+#[global_allocator]
+static ALLOCATOR: wasp::Allocator = wasp::Allocator;
+
 const PUBLISHERS: usize = 8;
 const WINDOW: usize = 32;
 const PAYLOAD: usize = 64;

@@ -40,6 +40,10 @@ use wasp_tests::load::{
 };
 use wasp_tests::{Broker, storage};
 
+// The `wasp` binary's allocator, so that the broker measured here is the one operators run.
+#[global_allocator]
+static ALLOCATOR: wasp::Allocator = wasp::Allocator;
+
 const PUBLISHERS: usize = 8;
 const WINDOW: usize = 32;
 const PAYLOAD: usize = 64;
