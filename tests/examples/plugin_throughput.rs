@@ -12,9 +12,11 @@
 //! the main thread (a current-thread runtime) speaking raw MQTT 5.0 over TCP with Wasp's own codec:
 //! `PUBLISHERS` publishers send QoS 1 PUBLISHes of `PAYLOAD` bytes to `bench/<n>` in a closed loop (at most
 //! `WINDOW` unacknowledged each), and one subscriber on `bench/#` (QoS 1, acknowledging everything) counts
-//! what it receives. After `WARM_UP`, the messages received during `MEASURE` give the rate. The two
-//! configurations run `ROUNDS` times each, interleaved; the medians are compared (target: plugins >= 0.85x
-//! none). The load generator's own CPU time (its thread, from `/proc/thread-self/stat`) and the process's
+//! what it receives. After `WARM_UP`, the messages received during `MEASURE` give the rate. The
+//! scenarios run `ROUNDS` times each, interleaved (a round runs each once). Two ratios to no plugins are
+//! printed: the ratio of the medians, and the median of each round's ratio (both runs of a round are at
+//! most a minute apart, so a round in which the whole machine ran slower cancels out); the target
+//! (plugins >= 0.85x none) is met when both are. The load generator's own CPU time (its thread, from `/proc/thread-self/stat`) and the process's
 //! are printed, to show whether the generator is the bottleneck, and their difference per message: the
 //! broker's CPU per message, where the plugins add theirs.
 //!
@@ -412,28 +414,40 @@ fn main() {
             broker_costs[i].push(broker_cost);
         }
     }
+    // Each round's own ratio (the scenario's rate over no plugins' rate in the same round), before the
+    // medians sort the rates: the machine runs whole rounds faster or slower (see the README), which
+    // the ratio of two medians taken from different rounds mixes in.
+    let round_ratios: Vec<f64> = rates
+        .iter()
+        .map(|r| {
+            let mut ratios: Vec<f64> = r.iter().zip(&rates[0]).map(|(s, n)| s / n).collect();
+            median(&mut ratios)
+        })
+        .collect();
     let medians: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
     let cost_medians: Vec<f64> = costs.iter_mut().map(|c| median(c)).collect();
     let broker_medians: Vec<f64> = broker_costs.iter_mut().map(|c| median(c)).collect();
     let (none, none_cost) = (medians[0], cost_medians[0]);
     println!(
-        "medians of {ROUNDS} rounds; ratio = msg/s against no plugins (the target's measure); cpu ratio = \
-         no plugins' CPU per message / the scenario's"
+        "medians of {ROUNDS} rounds; ratio = msg/s against no plugins (the target's measure); round ratio \
+         = the median of each round's ratio; cpu ratio = no plugins' CPU per message / the scenario's"
     );
     for (i, (label, _, target)) in scenarios.iter().enumerate() {
-        let ratio = medians[i] / none;
-        let verdict = match (i, target) {
-            (0, _) => "",
-            (_, false) => "(no target)",
-            (_, true) if ratio >= 0.85 => "target >= 0.85: met",
-            (_, true) => "target >= 0.85: NOT met",
+        let (ratio, round_ratio) = (medians[i] / none, round_ratios[i]);
+        let verdict = match (i, target, ratio >= 0.85, round_ratio >= 0.85) {
+            (0, ..) => "",
+            (_, false, ..) => "(no target)",
+            (_, true, true, true) => "target >= 0.85: met",
+            (_, true, false, false) => "target >= 0.85: NOT met",
+            (_, true, ..) => "target >= 0.85: met by one of the two ratios only",
         };
         println!(
-            "median {label:<30} {:>9.0} msg/s  {:.1} us/msg (broker {:.2})  ratio {ratio:.3}  cpu ratio {:.3}  \
-             {verdict}",
+            "median {label:<30} {:>9.0} msg/s  {:.1} us/msg (broker {:.2})  ratio {ratio:.3}  round ratio \
+             {:.3}  cpu ratio {:.3}  {verdict}",
             medians[i],
             cost_medians[i],
             broker_medians[i],
+            round_ratio,
             none_cost / cost_medians[i]
         );
     }
