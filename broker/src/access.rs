@@ -397,17 +397,18 @@ impl Access {
     /// its topic or their verdict is cached, and no transformer wants it or their outcome is reusable
     /// (then applied to `publish`). `None`: nothing was changed, [`Access::authorize_publish`] and
     /// [`Access::transform`] must run. The fast path: it calls nothing, so the connection boxes the
-    /// hooks' state only for a PUBLISH that enters Wasm.
+    /// hooks' state only for a PUBLISH that enters Wasm. `now`: when the PUBLISH was taken (cached
+    /// verdicts and outcomes expire by it).
     pub(crate) fn publish_without_calls(
         &mut self,
         publish: &mut Publish,
         maximum_qos: QoS,
+        now: Instant,
     ) -> Option<Result<(), Refusal>> {
         let interest = self.chain.publish_interest(&publish.topic);
         if interest.is_empty() {
             return Some(Ok(()));
         }
-        let now = Instant::now();
         let remembered = self.cache.get_mut(&*publish.topic)?;
         if interest.authorizes() {
             let key = CacheKey::publish(publish.qos, publish.retain);
@@ -710,7 +711,7 @@ mod tests {
         );
         let mut publish = publish(Bytes::from_static(b"p"));
         assert_eq!(
-            a.publish_without_calls(&mut publish, QoS::ExactlyOnce),
+            a.publish_without_calls(&mut publish, QoS::ExactlyOnce, Instant::now()),
             Some(Ok(()))
         );
     }

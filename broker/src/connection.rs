@@ -1354,7 +1354,9 @@ impl Conn {
     /// Applies the publish limits (rate, bandwidth, queue memory ceiling), then routes and acknowledges,
     /// or refuses, or holds the PUBLISH back. `first`: not a held PUBLISH being looked at again.
     async fn limit_and_route(&mut self, p: Box<Publish>, first: bool) {
-        match self.publish_limits(&p) {
+        // One clock read for the PUBLISH: the rate limits, the plugins' caches and its expiry.
+        let now = Instant::now();
+        match self.publish_limits(&p, now) {
             Limited::Pass => {}
             Limited::Refuse(refusal) => {
                 self.acknowledge(p.qos, p.packet_id, Err(refusal));
@@ -1373,7 +1375,7 @@ impl Conn {
             }
         }
         let (ack_qos, ack_id) = (p.qos, p.packet_id);
-        let outcome = self.admit_and_route(p).await;
+        let outcome = self.admit_and_route(p, now).await;
         self.acknowledge(ack_qos, ack_id, outcome);
     }
 
@@ -1392,8 +1394,7 @@ impl Conn {
     /// The rate, bandwidth and queue memory limits for one PUBLISH. 5.0 clients are refused (0x97 Quota
     /// exceeded); 3.x clients, which have no reason code to be told, are held back instead (never
     /// acknowledged and dropped). The rate buckets are charged only when the PUBLISH passes.
-    fn publish_limits(&mut self, p: &Publish) -> Limited {
-        let now = Instant::now();
+    fn publish_limits(&mut self, p: &Publish, now: Instant) -> Limited {
         let size = (p.topic.len() + p.payload.len()) as u64;
         let rate_wait = self
             .publish_rate
@@ -1531,6 +1532,7 @@ impl Conn {
     async fn admit_and_route(
         &mut self,
         mut p: Box<Publish>,
+        now: Instant,
     ) -> Result<(ReasonCode, Option<u64>), Refusal> {
         if p.topic.starts_with("$SYS/") || &*p.topic == "$SYS" {
             // `$SYS` topics are the broker's own (MQTT-4.7.2-1 leaves `$` topics to the server): clients may
@@ -1551,7 +1553,7 @@ impl Conn {
         }
         let maximum_qos = self.broker().config.limits.maximum_qos;
         if let Some(Plugged { access, .. }) = self.plugins.as_deref_mut() {
-            match access.publish_without_calls(&mut p, maximum_qos) {
+            match access.publish_without_calls(&mut p, maximum_qos, now) {
                 Some(outcome) => outcome?,
                 // Boxed: the plugin calls' state (~2 KB) would otherwise be part of every connection's
                 // task for its whole life, idle or not; only PUBLISHes that enter Wasm allocate it.
@@ -1568,7 +1570,7 @@ impl Conn {
         let expires_at = properties
             .message_expiry_interval
             .take()
-            .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
+            .map(|secs| now + Duration::from_secs(u64::from(secs)));
         properties.topic_alias = None;
         let message = Message {
             topic: p.topic,
