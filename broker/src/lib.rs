@@ -24,11 +24,6 @@
 //! - `rate`: the token bucket behind the connection, publish and bandwidth rate limits.
 
 mod access;
-
-/// The global allocator of the `wasp` binary, which the benchmarks that run the broker in their own process
-/// declare too, to measure the same broker: mimalloc, built without transparent huge pages (why: the
-/// `mimalloc` entry in this crate's Cargo.toml, and bench/README.md "Allocator").
-pub use mimalloc::MiMalloc as Allocator;
 pub mod broker;
 pub mod config;
 mod connection;
@@ -43,3 +38,8 @@ mod sys;
 #[cfg(test)]
 mod topic_strategies;
 pub mod transport;
+
+/// The global allocator of the `wasp` binary, which the benchmarks that run the broker in their own process
+/// declare too, to measure the same broker: mimalloc, built without transparent huge pages (why: the
+/// `mimalloc` entry in this crate's Cargo.toml, and bench/README.md "Allocator").
+pub use mimalloc::MiMalloc as Allocator;

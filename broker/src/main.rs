@@ -6,9 +6,6 @@
 
 mod cli;
 
-#[global_allocator]
-static ALLOCATOR: wasp::Allocator = wasp::Allocator;
-
 use std::future::Future;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -20,6 +17,9 @@ use clap::{Parser, Subcommand};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 use wasp::config::{Config, Listener, LogConfig, LogFormat};
+
+#[global_allocator]
+static ALLOCATOR: wasp::Allocator = wasp::Allocator;
 
 /// Wasp: an MQTT 3.1 / 3.1.1 / 5.0 broker.
 ///

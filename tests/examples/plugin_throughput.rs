@@ -16,9 +16,10 @@
 //! scenarios run `ROUNDS` times each, interleaved (a round runs each once). Two ratios to no plugins are
 //! printed: the ratio of the medians, and the median of each round's ratio (both runs of a round are at
 //! most a minute apart, so a round in which the whole machine ran slower cancels out); the target
-//! (plugins >= 0.85x none) is met when both are. The load generator's own CPU time (its thread, from `/proc/thread-self/stat`) and the process's
-//! are printed, to show whether the generator is the bottleneck, and their difference per message: the
-//! broker's CPU per message, where the plugins add theirs.
+//! (plugins >= 0.85x none) is met when both are. The load generator's own CPU time (its thread, from
+//! `/proc/thread-self/stat`) and the process's are printed, to show whether the generator is the
+//! bottleneck, and their difference per message: the broker's CPU per message, where the plugins add
+//! theirs.
 //!
 //! With plugins every client logs in through password-file (user `sha512` of the committed fixtures), the
 //! ACL allows `bench/#` to that user, and a transform rule changes every PUBLISH, so every PUBLISH goes
