@@ -23,6 +23,7 @@ use crate::bindings::wasp::plugin::types::{
 use crate::chain::stamped;
 use crate::config::FailurePolicy;
 use crate::error::CallError;
+use crate::imports::clock::Clock;
 use crate::instance::{Request, Response, Template, Warm};
 
 /// A hook, for statistics and the chain.
@@ -521,7 +522,12 @@ impl Plugin {
     /// Milliseconds since the Unix epoch by the plugin's clock (`clock.now-millis`): the time stamps
     /// get.
     pub fn clock_millis(&self) -> u64 {
-        self.0.template.ctx.services.clock.now_millis()
+        self.clock().now_millis()
+    }
+
+    /// The plugin's clock (one per host: the system's in the broker, a test's in the harness).
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.0.template.ctx.services.clock
     }
 
     /// Calls the optional `ticker` export (WIT 0.1.1): the seconds until the next call, 0 for none.
