@@ -17,12 +17,18 @@ use wasp_mqtt::codec::reason_code_allowed;
 use wasp_mqtt::{ByteString, ProtocolVersion, Publish, QoS, ReasonCode};
 use wasp_plugin_host::types as wit;
 use wasp_plugin_host::{
-    Chain, Hook, MAX_STAMP_VALUE_LEN, Transformation, Transformed, write_stamp_value,
+    Chain, Hook, MAX_STAMP_VALUE_LEN, PublishInterest, Transformation, Transformed,
+    write_stamp_value,
 };
 
 /// At most this many topics and filters have an entry (cached verdicts, reusable transform outcomes) per
 /// session; the cache is emptied when it is full.
 const CACHE_CAPACITY: usize = 1024;
+
+/// A session's cache of verdicts and reusable transform outcomes, keyed by topic (or filter). Hashed with
+/// foldhash: a lookup on every fast-path PUBLISH, where SipHash was measurable; its random seed still
+/// keeps a client from choosing colliding topics (and the map is bounded by [`CACHE_CAPACITY`]).
+type Cache = HashMap<String, Remembered, foldhash::fast::RandomState>;
 
 /// At most this many reusable transform outcomes per topic and session, one per kind of message (QoS,
 /// RETAIN flag, user properties, content type) and range of payload sizes; the oldest is forgotten for
@@ -128,6 +134,10 @@ impl CacheKey {
 struct Remembered {
     verdicts: Vec<(CacheKey, Verdict, Instant)>,
     outcomes: Vec<Reusable>,
+    /// The chain's [`Chain::publish_interest`] in this topic, kept once asked (an `Access` keeps its
+    /// chain): the fast path then matches the topic against the plugins' filters once per topic, not
+    /// once per PUBLISH.
+    interest: Option<PublishInterest>,
 }
 
 impl Remembered {
@@ -165,9 +175,9 @@ enum Outcome {
         /// With the stamps' values of the message the outcome was made for.
         user_properties: Vec<(ByteString, ByteString)>,
         content_type: Option<ByteString>,
-        /// The user properties whose values are made anew for each message (WIT 0.1.4 stamps): each
-        /// name is in `user_properties` once, where the chain set it.
-        stamps: Vec<(ByteString, wit::StampValue)>,
+        /// The user properties whose values are made anew for each message (WIT 0.1.4 stamps), by
+        /// their place in `user_properties` (where the chain set each stamp's name, once).
+        stamps: Vec<(usize, wit::StampValue)>,
     },
     Dropped(Refusal),
 }
@@ -212,10 +222,29 @@ impl Outcome {
     }
 }
 
+/// Where `stamps` (in chain order) are in `properties`, which the chain set them in: one entry per place,
+/// with the value of the last stamp of that name (which replaced the earlier ones).
+fn stamp_places(
+    stamps: &[wit::Stamp],
+    properties: &[wit::UserProperty],
+) -> Vec<(usize, wit::StampValue)> {
+    let mut places: Vec<(usize, wit::StampValue)> = Vec::with_capacity(stamps.len());
+    for stamp in stamps {
+        let Some(at) = properties.iter().position(|p| p.key == stamp.key) else {
+            continue;
+        };
+        match places.iter_mut().find(|(place, _)| *place == at) {
+            Some(place) => place.1 = stamp.value,
+            None => places.push((at, stamp.value)),
+        }
+    }
+    places
+}
+
 /// The size of the chunks [`set_user_properties`] writes messages' user properties into.
 const PROPERTY_CHUNK: usize = 1024;
 
-/// Sets `target` to a copy of `source` in which the properties named by `stamps` get their values at
+/// Sets `target` to a copy of `source` in which the properties at the places `stamps` give get their values at
 /// `clock_millis` (read only if there are stamps): a reused outcome's user properties on each message.
 ///
 /// The strings are written into `scratch`, a chunk of [`PROPERTY_CHUNK`] bytes that the messages of a
@@ -228,7 +257,7 @@ const PROPERTY_CHUNK: usize = 1024;
 fn set_user_properties(
     target: &mut Vec<(ByteString, ByteString)>,
     source: &[(ByteString, ByteString)],
-    stamps: &[(ByteString, wit::StampValue)],
+    stamps: &[(usize, wit::StampValue)],
     clock_millis: impl FnOnce() -> u64,
     scratch: &mut BytesMut,
 ) {
@@ -246,10 +275,10 @@ fn set_user_properties(
     let take = |scratch: &mut BytesMut| {
         ByteString::try_from(scratch.split().freeze()).expect("written from &str")
     };
-    for (key, value) in source {
+    for (at, (key, value)) in source.iter().enumerate() {
         scratch.extend_from_slice(key.as_bytes());
         let key = take(scratch);
-        match (stamps.iter().find(|(k, _)| *k == key), now) {
+        match (stamps.iter().find(|(place, _)| *place == at), now) {
             (Some((_, stamp)), Some(now)) => {
                 write_stamp_value(*stamp, now, scratch).expect("BytesMut takes any text")
             }
@@ -304,10 +333,7 @@ impl Reusable {
 
 /// `cache`'s entry for `topic`, made empty if new; a full cache ([`CACHE_CAPACITY`] topics) is emptied
 /// first to make room for a new topic.
-fn bounded_entry<'c>(
-    cache: &'c mut HashMap<String, Remembered>,
-    topic: &str,
-) -> &'c mut Remembered {
+fn bounded_entry<'c>(cache: &'c mut Cache, topic: &str) -> &'c mut Remembered {
     if cache.len() >= CACHE_CAPACITY && !cache.contains_key(topic) {
         cache.clear();
     }
@@ -343,7 +369,7 @@ pub(crate) struct Access {
     /// borrows the PUBLISH's topic instead of allocating a key. Lookups allocate nothing; expired
     /// verdicts and outcomes are removed when met, and their topic's entry stays, possibly empty,
     /// until the cache is full and emptied.
-    cache: HashMap<String, Remembered>,
+    cache: Cache,
     /// The chunk the user properties of reused outcomes are written into ([`set_user_properties`]); let go
     /// of by [`Access::release_scratch`] when the connection waits.
     scratch: BytesMut,
@@ -358,7 +384,7 @@ impl Access {
                 attributes: Vec::new(),
             },
             defaults,
-            cache: HashMap::new(),
+            cache: Cache::default(),
             scratch: BytesMut::new(),
         }
     }
@@ -405,11 +431,20 @@ impl Access {
         maximum_qos: QoS,
         now: Instant,
     ) -> Option<Result<(), Refusal>> {
-        let interest = self.chain.publish_interest(&publish.topic);
+        let chain = &self.chain;
+        let Some(remembered) = self.cache.get_mut(&*publish.topic) else {
+            // Nothing remembered: a call unless no plugin wants the topic.
+            return chain
+                .publish_interest(&publish.topic)
+                .is_empty()
+                .then_some(Ok(()));
+        };
+        let interest = *remembered
+            .interest
+            .get_or_insert_with(|| chain.publish_interest(&publish.topic));
         if interest.is_empty() {
             return Some(Ok(()));
         }
-        let remembered = self.cache.get_mut(&*publish.topic)?;
         if interest.authorizes() {
             let key = CacheKey::publish(publish.qos, publish.retain);
             if let Err(refusal) = remembered.verdict(key, now)? {
@@ -420,11 +455,10 @@ impl Access {
             return Some(Ok(()));
         }
         let outcome = remembered.outcome(publish, now)?;
-        let chain = &self.chain;
         Some(outcome.apply(
             publish,
             maximum_qos,
-            || chain.clock_millis(),
+            || chain.clock_millis_at(now),
             &mut self.scratch,
         ))
     }
@@ -611,16 +645,13 @@ impl Access {
                     },
                     qos: mqtt_qos(m.qos),
                     retain: m.retain,
+                    stamps: stamp_places(&stamps, &m.user_properties),
                     user_properties: m
                         .user_properties
                         .into_iter()
                         .map(|p| (p.key.into(), p.value.into()))
                         .collect(),
                     content_type: m.content_type.map(ByteString::from),
-                    stamps: stamps
-                        .into_iter()
-                        .map(|stamp| (ByteString::from(stamp.key), stamp.value))
-                        .collect(),
                 }
             }
             Transformed::Dropped {
@@ -821,7 +852,7 @@ mod tests {
             payload: Bytes::from_static(b"p"),
         };
         let mut scratch = BytesMut::new();
-        let stamped = modified(vec![("at".into(), wit::StampValue::ReceiveTimeMillis)]);
+        let stamped = modified(vec![(0, wit::StampValue::ReceiveTimeMillis)]);
         assert_eq!(
             stamped.apply(&mut publish, QoS::ExactlyOnce, || 9, &mut scratch),
             Ok(())
@@ -848,9 +879,27 @@ mod tests {
     }
 
     #[test]
+    fn stamps_are_found_once_each_where_the_chain_set_them() {
+        let property = |key: &str| wit::UserProperty {
+            key: key.to_owned(),
+            value: "0".to_owned(),
+        };
+        let stamp = |key: &str| wit::Stamp {
+            key: key.to_owned(),
+            value: wit::StampValue::ReceiveTimeMillis,
+        };
+        let properties = [property("unit"), property("at"), property("seen")];
+        let stamps = [stamp("seen"), stamp("gone"), stamp("at"), stamp("seen")];
+        let time = wit::StampValue::ReceiveTimeMillis;
+        // "gone" was removed by a later patch; "seen" twice is one property.
+        assert_eq!(stamp_places(&stamps, &properties), [(2, time), (1, time)]);
+        assert_eq!(stamp_places(&[], &properties), []);
+    }
+
+    #[test]
     fn messages_keep_their_own_user_properties_while_sharing_a_chunk() {
         let pair = |k: &str, v: &str| (ByteString::from(k), ByteString::from(v));
-        let stamps = [(ByteString::from("at"), wit::StampValue::ReceiveTimeMillis)];
+        let stamps = [(0, wit::StampValue::ReceiveTimeMillis)];
         let long = "x".repeat(3 * PROPERTY_CHUNK);
         let source = [pair("at", "0"), pair("id", "c1"), pair("long", &long)];
         let mut scratch = BytesMut::new();
