@@ -8,13 +8,16 @@
 //! transformer's result is applied to a PUBLISH.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use wasp_mqtt::codec::reason_code_allowed;
-use wasp_mqtt::{ByteString, ProtocolVersion, Publish, QoS, ReasonCode};
+use wasp_mqtt::{
+    ByteString, ProtocolVersion, Publish, QoS, ReasonCode, UserProperties, UserPropertiesWriter,
+};
 use wasp_plugin_host::types as wit;
 use wasp_plugin_host::{
     Chain, Hook, MAX_STAMP_VALUE_LEN, PublishInterest, Transformation, Transformed,
@@ -173,7 +176,7 @@ enum Outcome {
         qos: QoS,
         retain: bool,
         /// With the stamps' values of the message the outcome was made for.
-        user_properties: Vec<(ByteString, ByteString)>,
+        user_properties: UserProperties,
         content_type: Option<ByteString>,
         /// The user properties whose values are made anew for each message (WIT 0.1.4 stamps), by
         /// their place in `user_properties` (where the chain set each stamp's name, once).
@@ -244,64 +247,48 @@ fn stamp_places(
 /// The size of the chunks [`set_user_properties`] writes messages' user properties into.
 const PROPERTY_CHUNK: usize = 1024;
 
-/// Sets `target` to a copy of `source` in which the properties at the places `stamps` give get their values at
+/// Sets `target` to `source`, with the properties at the places `stamps` give set to their values at
 /// `clock_millis` (read only if there are stamps): a reused outcome's user properties on each message.
 ///
-/// The strings are written into `scratch`, a chunk of [`PROPERTY_CHUNK`] bytes that the messages of a
-/// connection share until it is full, and are slices of it, as a publisher's own properties are slices of
-/// its read buffer. Clones of the cached outcome's strings would have every message update their reference
-/// counts from the connection's thread and from its subscribers' (measured with `plugin_throughput`'s
-/// client-id stamp: 7.2 us of CPU per message with clones, 6.6 us with a copy in a new buffer per
-/// message); a buffer per message, and a string per stamp, cost allocations that the subscribers' threads
-/// free.
+/// Without stamps the message shares the outcome's. With stamps they are written, in their wire form, into
+/// `scratch`, a chunk of [`PROPERTY_CHUNK`] bytes that the messages of a connection share until it is full:
+/// each message's are one slice of it, as a publisher's own are one slice of its read buffer. Either way a
+/// message takes one reference to a buffer, and no allocation.
 fn set_user_properties(
-    target: &mut Vec<(ByteString, ByteString)>,
-    source: &[(ByteString, ByteString)],
+    target: &mut UserProperties,
+    source: &UserProperties,
     stamps: &[(usize, wit::StampValue)],
     clock_millis: impl FnOnce() -> u64,
     scratch: &mut BytesMut,
 ) {
-    target.clear();
-    if source.is_empty() {
+    if stamps.is_empty() {
+        target.clone_from(source);
         return;
     }
-    let now = (!stamps.is_empty()).then(clock_millis);
+    let now = clock_millis();
     // Each stamp's name is in `source` once: its value takes at most MAX_STAMP_VALUE_LEN bytes more.
-    let room = text_len(source) + stamps.len() * MAX_STAMP_VALUE_LEN;
+    let room = source.wire().len() + stamps.len() * MAX_STAMP_VALUE_LEN;
     if scratch.capacity() < room {
         *scratch = BytesMut::with_capacity(PROPERTY_CHUNK.max(room));
     }
-    // Each string is split off `scratch` as written: no allocation, one reference to the chunk.
-    let take = |scratch: &mut BytesMut| {
-        ByteString::try_from(scratch.split().freeze()).expect("written from &str")
-    };
+    let mut writer = UserPropertiesWriter::new(scratch);
     for (at, (key, value)) in source.iter().enumerate() {
-        scratch.extend_from_slice(key.as_bytes());
-        let key = take(scratch);
-        match (stamps.iter().find(|(place, _)| *place == at), now) {
-            (Some((_, stamp)), Some(now)) => {
-                write_stamp_value(*stamp, now, scratch).expect("BytesMut takes any text")
-            }
-            _ => scratch.extend_from_slice(value.as_bytes()),
-        }
-        target.push((key, take(scratch)));
+        let written = match stamps.iter().find(|(place, _)| *place == at) {
+            Some(&(_, stamp)) => writer.push_display(key, StampText(stamp, now)),
+            None => writer.push(key, value),
+        };
+        written.expect("a valid property, or its name with a stamp's short value");
     }
+    *target = writer.finish();
 }
 
-/// Sets `target` to a copy of `source` whose strings are slices of one new buffer of their size: a cache
-/// entry's key, which must not keep a PUBLISH's read buffer (or a chunk of [`set_user_properties`]) alive.
-fn copy_properties(
-    target: &mut Vec<(ByteString, ByteString)>,
-    source: &[(ByteString, ByteString)],
-) {
-    let mut buffer = BytesMut::with_capacity(text_len(source));
-    let no_clock = || -> u64 { unreachable!("no stamps, no clock") };
-    set_user_properties(target, source, &[], no_clock, &mut buffer);
-}
+/// A stamp's value at a time (milliseconds since the Unix epoch), as text.
+struct StampText(wit::StampValue, u64);
 
-/// The bytes of the keys and values of `properties`.
-fn text_len(properties: &[(ByteString, ByteString)]) -> usize {
-    properties.iter().map(|(k, v)| k.len() + v.len()).sum()
+impl fmt::Display for StampText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_stamp_value(self.0, self.1, f)
+    }
 }
 
 /// A reusable transform outcome and the message it was given, but for its topic (the cache's key) and
@@ -315,7 +302,7 @@ struct Reusable {
     retain: bool,
     // These two are copies, not slices of the PUBLISH they came from (which would keep its read buffer
     // alive as long as the entry).
-    user_properties: Vec<(ByteString, ByteString)>,
+    user_properties: UserProperties,
     content_type: Option<ByteString>,
     outcome: Outcome,
     until: Instant,
@@ -554,8 +541,7 @@ impl Access {
         seconds: u32,
         payload_sizes: RangeInclusive<u32>,
     ) {
-        let mut user_properties = Vec::new();
-        copy_properties(&mut user_properties, &publish.properties.user_properties);
+        let user_properties = publish.properties.user_properties.to_owned_copy();
         let entries = &mut bounded_entry(&mut self.cache, &publish.topic).outcomes;
         entries.retain(|r| !r.fits(publish));
         if entries.len() >= OUTCOMES_PER_TOPIC {
@@ -611,8 +597,8 @@ impl Access {
                 .user_properties
                 .iter()
                 .map(|(key, value)| wit::UserProperty {
-                    key: key.to_string(),
-                    value: value.to_string(),
+                    key: key.to_owned(),
+                    value: value.to_owned(),
                 })
                 .collect(),
             content_type: publish
@@ -646,11 +632,10 @@ impl Access {
                     qos: mqtt_qos(m.qos),
                     retain: m.retain,
                     stamps: stamp_places(&stamps, &m.user_properties),
-                    user_properties: m
-                        .user_properties
-                        .into_iter()
-                        .map(|p| (p.key.into(), p.value.into()))
-                        .collect(),
+                    user_properties: UserProperties::from_pairs(
+                        m.user_properties.iter().map(|p| (&p.key, &p.value)),
+                    )
+                    .expect("the plugin host refuses user properties over 65,535 bytes"),
                     content_type: m.content_type.map(ByteString::from),
                 }
             }
@@ -833,12 +818,11 @@ mod tests {
 
     #[test]
     fn a_reused_outcome_sets_its_stamps_anew_and_reads_the_clock_only_for_them() {
-        let pair = |k: &str, v: &str| (ByteString::from(k), ByteString::from(v));
         let modified = |stamps| Outcome::Modified {
             topic: Arc::from("out"),
             qos: QoS::AtLeastOnce,
             retain: false,
-            user_properties: vec![pair("at", "5"), pair("k", "v")],
+            user_properties: UserProperties::from_pairs([("at", "5"), ("k", "v")]).expect("short"),
             content_type: None,
             stamps,
         };
@@ -859,7 +843,7 @@ mod tests {
         );
         assert_eq!(
             publish.properties.user_properties,
-            [pair("at", "9"), pair("k", "v")]
+            [("at", "9"), ("k", "v")]
         );
         assert_eq!(
             (&*publish.topic, publish.qos, publish.retain),
@@ -873,7 +857,7 @@ mod tests {
         );
         assert_eq!(
             publish.properties.user_properties,
-            [pair("at", "5"), pair("k", "v")]
+            [("at", "5"), ("k", "v")]
         );
         assert_eq!(publish.qos, QoS::AtMostOnce, "capped at the maximum QoS");
     }
@@ -898,42 +882,44 @@ mod tests {
 
     #[test]
     fn messages_keep_their_own_user_properties_while_sharing_a_chunk() {
-        let pair = |k: &str, v: &str| (ByteString::from(k), ByteString::from(v));
         let stamps = [(0, wit::StampValue::ReceiveTimeMillis)];
         let long = "x".repeat(3 * PROPERTY_CHUNK);
-        let source = [pair("at", "0"), pair("id", "c1"), pair("long", &long)];
+        let pairs = [("at", "0"), ("id", "c1"), ("long", &long)];
+        let short = UserProperties::from_pairs(pairs[..2].iter().copied()).expect("short");
+        let with_long = UserProperties::from_pairs(pairs).expect("under 64 KiB");
         let mut scratch = BytesMut::new();
         // Enough messages to fill several chunks, and one whose properties outgrow a chunk.
         let messages: Vec<_> = (0..200u64)
             .map(|n| {
-                let mut target = Vec::new();
-                let properties = if n == 7 { &source[..] } else { &source[..2] };
-                set_user_properties(&mut target, properties, &stamps, || n, &mut scratch);
+                let mut target = UserProperties::new();
+                let source = if n == 7 { &with_long } else { &short };
+                set_user_properties(&mut target, source, &stamps, || n, &mut scratch);
                 target
             })
             .collect();
         for (n, properties) in messages.iter().enumerate() {
-            let mut expected = vec![pair("at", &n.to_string()), pair("id", "c1")];
+            let at = n.to_string();
+            let mut expected = vec![("at", at.as_str()), ("id", "c1")];
             if n == 7 {
-                expected.push(pair("long", &long));
+                expected.push(("long", &long));
             }
-            assert_eq!(*properties, expected, "message {n}");
+            assert_eq!(*properties, expected[..], "message {n}");
         }
-        // Message 1's first string is written right after message 0's last one: one chunk, no allocation.
+        // Message 1's properties are written right after message 0's: one chunk, no allocation.
         assert_eq!(
-            messages[1][0].0.as_bytes().as_ptr(),
-            messages[0][1].1.as_bytes().as_ptr_range().end,
-            "consecutive messages take their strings from one chunk"
+            messages[1].wire().as_ptr(),
+            messages[0].wire().as_ptr_range().end,
+            "consecutive messages take their properties from one chunk"
         );
-        let mut copy = Vec::new();
-        copy_properties(&mut copy, &source);
-        assert_eq!(copy, source, "a cache key's copy");
-        let mut target = vec![pair("stale", "1")];
+        let mut target = UserProperties::from_pairs([("stale", "1")]).expect("short");
+        let no_clock = || -> u64 { panic!("read the clock without a stamp") };
+        set_user_properties(&mut target, &short, &[], no_clock, &mut scratch);
+        assert_eq!(target, short, "without stamps, the outcome's own");
         set_user_properties(
             &mut target,
+            &UserProperties::new(),
             &[],
-            &stamps,
-            || panic!("no clock"),
+            no_clock,
             &mut scratch,
         );
         assert!(

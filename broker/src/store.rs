@@ -41,7 +41,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
-use wasp_mqtt::{ByteString, Properties, QoS, RetainHandling, SubscriptionOptions, Will};
+use wasp_mqtt::{
+    ByteString, Properties, QoS, RetainHandling, SubscriptionOptions, UserProperties, Will,
+};
 use wasp_plugin_host::Plugin;
 pub use wasp_plugin_host::storage::{Key, Keyspace, Op};
 
@@ -479,8 +481,29 @@ struct StoredProperties {
     content_type: Option<String>,
     response_topic: Option<String>,
     correlation_data: Option<Bytes>,
-    user_properties: Vec<(String, String)>,
+    user_properties: StoredUserProperties,
     will_delay_interval: Option<u32>,
+}
+
+/// User properties as stored: a sequence of `(name, value)` pairs. Read back through
+/// [`UserProperties::from_pairs`], so a record with one over 65,535 bytes is unreadable, not unsendable.
+#[derive(Debug, Default)]
+struct StoredUserProperties(UserProperties);
+
+impl Serialize for StoredUserProperties {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Collected first: postcard needs a sequence's length before its elements.
+        serializer.collect_seq(self.0.iter().collect::<Vec<_>>())
+    }
+}
+
+impl<'de> Deserialize<'de> for StoredUserProperties {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let pairs = Vec::<(String, String)>::deserialize(deserializer)?;
+        UserProperties::from_pairs(pairs)
+            .map(Self)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl StoredProperties {
@@ -491,11 +514,7 @@ impl StoredProperties {
             content_type: p.content_type.as_deref().map(str::to_owned),
             response_topic: p.response_topic.as_deref().map(str::to_owned),
             correlation_data: p.correlation_data.clone(),
-            user_properties: p
-                .user_properties
-                .iter()
-                .map(|(key, value)| (key.to_string(), value.to_string()))
-                .collect(),
+            user_properties: StoredUserProperties(p.user_properties.clone()),
             will_delay_interval: p.will_delay_interval,
         }
     }
@@ -507,11 +526,7 @@ impl StoredProperties {
             content_type: self.content_type.map(ByteString::from),
             response_topic: self.response_topic.map(ByteString::from),
             correlation_data: self.correlation_data,
-            user_properties: self
-                .user_properties
-                .into_iter()
-                .map(|(key, value)| (key.into(), value.into()))
-                .collect(),
+            user_properties: self.user_properties.0,
             will_delay_interval: self.will_delay_interval,
             ..Properties::default()
         }
@@ -878,7 +893,7 @@ mod tests {
             retain: true,
             properties: Properties {
                 content_type: Some("text/plain".into()),
-                user_properties: vec![("k".into(), "v".into())],
+                user_properties: UserProperties::from_pairs([("k", "v")]).expect("short"),
                 ..Properties::default()
             },
             expires_at: Some(expires),
@@ -902,10 +917,7 @@ mod tests {
         assert_eq!(back.qos, QoS::AtLeastOnce);
         assert_eq!(back.subscription_id, Some(7));
         assert_eq!(&*back.message.topic, "a/b");
-        assert_eq!(
-            back.message.properties.user_properties,
-            [("k".into(), "v".into())]
-        );
+        assert_eq!(back.message.properties.user_properties, [("k", "v")]);
         let drift = back
             .message
             .expires_at

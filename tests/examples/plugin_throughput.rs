@@ -56,7 +56,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasp::config::{Config, PluginConfig};
-use wasp_mqtt::{Properties, QoS, ReasonCode};
+use wasp_mqtt::{Properties, QoS, ReasonCode, UserProperties};
 use wasp_plugin_host::{DirGrant, PluginSpec};
 use wasp_tests::Broker;
 use wasp_tests::load::{
@@ -267,10 +267,7 @@ async fn run(broker: &Broker, properties: &[(&str, &str)]) -> Run {
     for n in 0..PUBLISHERS {
         let client = Client::connect(broker.addr, &format!("bench-pub-{n}"), &login()).await;
         let properties = Properties {
-            user_properties: properties
-                .iter()
-                .map(|&(k, v)| (k.into(), v.into()))
-                .collect(),
+            user_properties: UserProperties::from_pairs(properties.iter().copied()).expect("short"),
             ..Properties::default()
         };
         tasks.spawn_local(publisher(

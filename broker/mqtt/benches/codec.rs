@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use wasp_mqtt::{
     Changes, Packet, Properties, ProtocolVersion, PubResponse, Publish, PublishParts, QoS,
-    Subscribe, SubscriptionOptions, decode, encode, encode_publish,
+    Subscribe, SubscriptionOptions, UserProperties, decode, encode, encode_publish,
 };
 
 const MAX: u32 = 1 << 24;
@@ -107,10 +107,11 @@ fn bench_codec(c: &mut Criterion) {
     let stored = Publish {
         properties: Properties {
             message_expiry_interval: Some(60),
-            user_properties: vec![
-                ("client-id".into(), "sensor-0042".into()),
-                ("unit".into(), "C".into()),
-            ],
+            user_properties: UserProperties::from_pairs([
+                ("client-id", "sensor-0042"),
+                ("unit", "C"),
+            ])
+            .expect("short"),
             ..Properties::default()
         },
         ..stored

@@ -8,6 +8,7 @@
 //! - [`reason`]: MQTT 5.0 reason codes and the 3.x return codes they map to.
 //! - [`codec`]: [`decode`] a packet from a buffer (incrementally, enforcing a maximum packet size) and
 //!   [`encode`] one for a given protocol version (honouring the peer's maximum packet size).
+//! - [`user_properties`]: MQTT 5.0 User Properties in their wire form.
 //! - [`topic`]: validation of topic names and filters, shared-subscription filters, and filter matching
 //!   (one filter with [`topic::matches`], a set of them with [`topic::FilterTree`]).
 
@@ -18,9 +19,12 @@ mod filter_tree;
 pub mod packet;
 pub mod reason;
 pub mod topic;
+pub mod user_properties;
 
-/// A UTF-8 string backed by [`bytes::Bytes`] (user properties): cloning or slicing it copies nothing.
+/// A UTF-8 string backed by [`bytes::Bytes`] (Content Type, Response Topic): cloning or slicing it copies
+/// nothing.
 pub use bytestring::ByteString;
 pub use codec::{Changes, DecodeError, EncodeError, PublishParts, decode, encode, encode_publish};
 pub use packet::*;
 pub use reason::ReasonCode;
+pub use user_properties::{UserProperties, UserPropertiesWriter};

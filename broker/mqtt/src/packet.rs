@@ -9,6 +9,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 
 use crate::reason::ReasonCode;
+use crate::user_properties::UserProperties;
 
 /// The protocol level carried in CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -111,9 +112,9 @@ pub struct Properties {
     pub maximum_qos: Option<u8>,
     /// 0x25 Retain Available (CONNACK).
     pub retain_available: Option<u8>,
-    /// 0x26 User Property, in order, repeats allowed (every packet with properties). Decoded as slices
-    /// of the packet, like the payload: forwarding a message's user properties copies no string.
-    pub user_properties: Vec<(ByteString, ByteString)>,
+    /// 0x26 User Property, in order, repeats allowed (every packet with properties), in their wire
+    /// form: decoded as one slice of the packet, like the payload, and encoded as they are.
+    pub user_properties: UserProperties,
     /// 0x27 Maximum Packet Size (CONNECT, CONNACK).
     pub maximum_packet_size: Option<u32>,
     /// 0x28 Wildcard Subscription Available (CONNACK).

@@ -303,12 +303,51 @@ fn publish_v5_content_type_and_user_properties_are_zero_copy_slices_of_the_input
     let content_type = p.properties.content_type.as_ref().expect("content type");
     assert_eq!(&**content_type, "c");
     assert_eq!(content_type.as_ptr() as usize, base + 9);
-    let [(key, value)] = &p.properties.user_properties[..] else {
-        panic!("{:?}", p.properties)
-    };
-    assert_eq!((&**key, &**value), ("k1", "v1"));
+    let user = &p.properties.user_properties;
+    assert_eq!(*user, [("k1", "v1")]);
+    // One slice of the packet, from the identifier 0x26 on.
+    assert_eq!(user.wire().as_ptr() as usize, base + 10);
+    assert_eq!(user.wire().len(), 9);
+    let (key, value) = user.iter().next().expect("one");
     assert_eq!(key.as_ptr() as usize, base + 13);
     assert_eq!(value.as_ptr() as usize, base + 17);
+}
+
+#[test]
+fn publish_v5_user_properties_between_other_properties_keep_their_order() {
+    #[rustfmt::skip]
+    let input = [
+        0x30, 32, 0, 1, b't',
+        26,
+        0x26, 0, 2, b'k', b'1', 0, 2, b'v', b'1',
+        0x03, 0, 1, b'c',
+        0x26, 0, 2, b'k', b'2', 0, 0,
+        0x26, 0, 0, 0, 1, b'v',
+        b'h', b'i',
+    ];
+    let mut buf = BytesMut::from(&input[..]);
+    let Some(Packet::Publish(p)) = decode(&mut buf, Some(V5), MAX).unwrap() else {
+        panic!("not a PUBLISH")
+    };
+    assert_eq!(
+        p.properties.user_properties,
+        [("k1", "v1"), ("k2", ""), ("", "v")]
+    );
+    assert_eq!(p.properties.content_type.as_deref(), Some("c"));
+    assert_eq!(&p.payload[..], b"hi");
+    // Encoded back, the user properties are consecutive (after the content type).
+    let out = encode_vec(&Packet::Publish(p), V5);
+    #[rustfmt::skip]
+    let expected = [
+        0x30, 32, 0, 1, b't',
+        26,
+        0x03, 0, 1, b'c',
+        0x26, 0, 2, b'k', b'1', 0, 2, b'v', b'1',
+        0x26, 0, 2, b'k', b'2', 0, 0,
+        0x26, 0, 0, 0, 1, b'v',
+        b'h', b'i',
+    ];
+    assert_eq!(&out[..], &expected[..]);
 }
 
 #[test]
@@ -322,7 +361,7 @@ fn publish_v5_with_properties_and_empty_topic_with_alias() {
         correlation_data: Some(Bytes::from_static(b"c")),
         subscription_identifiers: vec![1, 200],
         topic_alias: Some(3),
-        user_properties: vec![("k".into(), "v".into()), ("k".into(), "w".into())],
+        user_properties: UserProperties::from_pairs([("k", "v"), ("k", "w")]).unwrap(),
         ..Properties::default()
     };
     #[rustfmt::skip]
@@ -631,7 +670,7 @@ fn several_packets_in_one_buffer_decode_in_order() {
 fn incremental_decoding_returns_none_until_the_last_byte() {
     let mut c = connect(V5);
     // Remaining length over 127: 2 bytes.
-    c.properties.user_properties = vec![("k".into(), "v".repeat(200).into())];
+    c.properties.user_properties = UserProperties::from_pairs([("k", "v".repeat(200))]).unwrap();
     let packets = [
         (Packet::Connect(Box::new(c)), None),
         (

@@ -147,10 +147,7 @@ fn properties(ctx: Ctx) -> impl Strategy<Value = Properties> {
         if ctx == Publish {
             p.topic_alias = b.7;
         }
-        p.user_properties =
-            b.10.into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect();
+        p.user_properties = UserProperties::from_pairs(b.10).expect("short strings");
         p
     })
 }

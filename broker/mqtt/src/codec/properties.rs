@@ -1,10 +1,11 @@
 //! MQTT 5.0 properties (spec section 2.2.2): where each may appear, how often, and its value rules.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::decode::{Reader, check_response_topic};
 use super::{DecodeError, EncodeError, MAX_REMAINING_LENGTH};
 use crate::packet::Properties;
+use crate::user_properties::UserProperties;
 
 /// Where a property block sits: a bit for the allowed-packets masks and a name for error messages.
 #[derive(Clone, Copy)]
@@ -128,7 +129,14 @@ pub(super) fn decode(r: &mut Reader, ctx: Ctx) -> Result<Properties, DecodeError
     };
     let mut props = Properties::default();
     let mut seen: u64 = 0;
+    let mut user: Option<UserRun> = None;
     while p.remaining() > 0 {
+        // Where this property starts, counted from the block's end; a User Property's identifier (0x26)
+        // is one byte, so the first one is recognised before it is read.
+        let from = p.remaining();
+        if user.is_none() && p.buf.first() == Some(&0x26) {
+            user = Some(UserRun::new(p.buf.clone()));
+        }
         let id = p.varint("property identifier")?;
         let Some((name, allowed)) = info(id) else {
             return Err(DecodeError::UnknownProperty {
@@ -201,9 +209,11 @@ pub(super) fn decode(r: &mut Reader, ctx: Ctx) -> Result<Properties, DecodeError
             0x24 => props.maximum_qos = Some(boolean(p.u8(name)?)?),
             0x25 => props.retain_available = Some(boolean(p.u8(name)?)?),
             0x26 => {
-                let key = p.byte_string("User Property name")?;
-                let value = p.byte_string("User Property value")?;
-                props.user_properties.push((key, value));
+                p.with_str("User Property name", |_| ())?;
+                p.with_str("User Property value", |_| ())?;
+                if let Some(user) = &mut user {
+                    user.add(from, p.remaining());
+                }
             }
             0x27 => {
                 let v = p.u32(name)?;
@@ -217,6 +227,9 @@ pub(super) fn decode(r: &mut Reader, ctx: Ctx) -> Result<Properties, DecodeError
             _ => props.shared_subscription_available = Some(boolean(p.u8(name)?)?),
         }
     }
+    if let Some(user) = user {
+        props.user_properties = user.finish();
+    }
     if props.authentication_data.is_some() && props.authentication_method.is_none() {
         return Err(DecodeError::ProtocolError {
             packet: ctx.name,
@@ -224,6 +237,54 @@ pub(super) fn decode(r: &mut Reader, ctx: Ctx) -> Result<Properties, DecodeError
         });
     }
     Ok(props)
+}
+
+/// The User Properties of a property block being decoded, in their wire form: a slice of the block while
+/// they are consecutive in it (as clients write them), a copy once another property comes between two.
+struct UserRun {
+    /// The block from the first User Property on.
+    block: Bytes,
+    /// The bytes of `block` the consecutive properties take.
+    run: usize,
+    /// The copy, once they are not consecutive.
+    copy: Option<BytesMut>,
+}
+
+impl UserRun {
+    fn new(block: Bytes) -> Self {
+        Self {
+            block,
+            run: 0,
+            copy: None,
+        }
+    }
+
+    /// Adds the (validated) User Property that starts `from` bytes and ends `to` bytes before the end of
+    /// the property block.
+    fn add(&mut self, from: usize, to: usize) {
+        let (start, end) = (self.block.len() - from, self.block.len() - to);
+        match &mut self.copy {
+            None if start == self.run => self.run = end,
+            None => {
+                let mut copy = BytesMut::from(&self.block[..self.run]);
+                copy.extend_from_slice(&self.block[start..end]);
+                self.copy = Some(copy);
+            }
+            Some(copy) => copy.extend_from_slice(&self.block[start..end]),
+        }
+    }
+
+    fn finish(self) -> UserProperties {
+        let wire = match self.copy {
+            Some(copy) => copy.freeze(),
+            None => {
+                let mut block = self.block;
+                block.truncate(self.run);
+                block
+            }
+        };
+        UserProperties::from_validated_wire(wire)
+    }
 }
 
 /// Size of a Variable Byte Integer encoding of `v` (which must be at most 268,435,455).
@@ -338,11 +399,8 @@ pub(super) fn encoded_len_with(
     len += fixed(props.topic_alias.is_some(), 2);
     len += fixed(props.maximum_qos.is_some(), 1);
     len += fixed(props.retain_available.is_some(), 1);
-    for (k, v) in &props.user_properties {
-        len += 1
-            + field_len(packet, "User Property name", k.len())?
-            + field_len(packet, "User Property value", v.len())?;
-    }
+    // Their lengths were checked when they were made.
+    len += props.user_properties.wire().len();
     len += fixed(props.maximum_packet_size.is_some(), 4);
     len += fixed(props.wildcard_subscription_available.is_some(), 1);
     len += fixed(props.subscription_identifier_available.is_some(), 1);
@@ -428,11 +486,7 @@ pub(super) fn put_with(buf: &mut BytesMut, props: &Properties, changes: Changes,
     u16p(buf, 0x23, props.topic_alias);
     u8p(buf, 0x24, props.maximum_qos);
     u8p(buf, 0x25, props.retain_available);
-    for (k, v) in &props.user_properties {
-        buf.put_u8(0x26);
-        put_field(buf, k.as_bytes());
-        put_field(buf, v.as_bytes());
-    }
+    buf.put_slice(props.user_properties.wire());
     u32p(buf, 0x27, props.maximum_packet_size);
     u8p(buf, 0x28, props.wildcard_subscription_available);
     u8p(buf, 0x29, props.subscription_identifier_available);
