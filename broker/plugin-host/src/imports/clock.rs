@@ -143,20 +143,28 @@ mod tests {
                 "{before} <= {stamp} <= {after}"
             );
         }
-        // A moment long before the thread's anchor, and one after its lifetime: read on their own.
+        // A moment long before the thread's anchor, and one after its lifetime: read on their own. The
+        // instant is read between two wall-clock reads, so that a preempted test stays exact.
+        let before = SystemClock.now_millis();
         let now = Instant::now();
-        let wall = SystemClock.now_millis();
-        for offset in [Duration::from_millis(1500), Duration::from_millis(10)] {
-            let Some(earlier) = now.checked_sub(offset) else {
-                continue;
-            };
-            let expected = wall - offset.as_millis() as u64;
-            let stamp = SystemClock.millis_at(earlier);
-            assert!(stamp.abs_diff(expected) <= 2, "{stamp} vs {expected}");
+        let after = SystemClock.now_millis();
+        let within = |stamp: u64, shift: i64| {
+            let (low, high) = (
+                before.saturating_add_signed(shift),
+                after.saturating_add_signed(shift),
+            );
+            assert!(
+                low - 1 <= stamp && stamp <= high + 1,
+                "{low} <= {stamp} <= {high} (shifted {shift} ms)"
+            );
+        };
+        for offset in [1500, 10] {
+            if let Some(earlier) = now.checked_sub(Duration::from_millis(offset)) {
+                within(SystemClock.millis_at(earlier), -(offset as i64));
+            }
         }
-        let later = now + ANCHOR_LIFETIME * 3;
-        let expected = wall + (ANCHOR_LIFETIME * 3).as_millis() as u64;
-        assert!(SystemClock.millis_at(later).abs_diff(expected) <= 2);
+        let later = ANCHOR_LIFETIME * 3;
+        within(SystemClock.millis_at(now + later), later.as_millis() as i64);
     }
 
     #[test]
