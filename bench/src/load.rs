@@ -554,6 +554,10 @@ pub struct IdleOutcome {
     pub generator_cpu: f64,
     pub broker_cpu: f64,
     pub failed: usize,
+    /// Handshake times (socket to CONNACK), in microseconds: median, 99th percentile, slowest.
+    pub handshake_p50_us: f64,
+    pub handshake_p99_us: f64,
+    pub handshake_max_us: f64,
 }
 
 /// Opens `count` idle MQTT 3.1.1 connections (`concurrency` handshakes at a time), spread over source
@@ -575,14 +579,18 @@ pub async fn idle(
     let next = Rc::new(Cell::new(0usize));
     let failed = Rc::new(Cell::new(0usize));
     let first_error = Rc::new(RefCell::new(None::<String>));
+    // Microseconds from the socket's creation to the CONNACK, per successful handshake: a stall of the
+    // broker shows as a cluster of slow handshakes (all of those in flight), which a rate hides.
+    let handshakes_us = Rc::new(RefCell::new(Vec::<u32>::with_capacity(count)));
     let addr: SocketAddr = broker.v4;
     let mut workers = Vec::new();
     for _ in 0..concurrency.min(count) {
-        let (streams, next, failed, first_error) = (
+        let (streams, next, failed, first_error, handshakes_us) = (
             streams.clone(),
             next.clone(),
             failed.clone(),
             first_error.clone(),
+            handshakes_us.clone(),
         );
         workers.push(tokio::task::spawn_local(async move {
             loop {
@@ -592,6 +600,7 @@ pub async fn idle(
                 }
                 next.set(i + 1);
                 let source = Ipv4Addr::new(127, 0, 0, first_source + (i / per_source) as u8);
+                let began = Instant::now();
                 match Client::connect(
                     addr,
                     Some(source),
@@ -602,6 +611,10 @@ pub async fn idle(
                 .await
                 {
                     Ok(client) => {
+                        let took = began.elapsed().as_micros();
+                        handshakes_us
+                            .borrow_mut()
+                            .push(u32::try_from(took).unwrap_or(u32::MAX));
                         let stream = client.into_stream();
                         // Close with RST at the end: no TIME_WAIT left to block the next run's ports.
                         let _ = stream.set_zero_linger();
@@ -628,6 +641,8 @@ pub async fn idle(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after = rss_kib(pid);
     drop(streams);
+    let mut handshakes_us = handshakes_us.take();
+    handshakes_us.sort_unstable();
     Ok(IdleOutcome {
         connections: connected,
         connects_per_sec: connected as f64 / elapsed,
@@ -638,5 +653,8 @@ pub async fn idle(
         generator_cpu: (generator1 - generator0) / elapsed,
         broker_cpu: (broker1 - broker0) / elapsed,
         failed: failed.get(),
+        handshake_p50_us: percentile(&handshakes_us, 0.50),
+        handshake_p99_us: percentile(&handshakes_us, 0.99),
+        handshake_max_us: percentile(&handshakes_us, 1.0),
     })
 }

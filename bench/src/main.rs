@@ -365,13 +365,16 @@ fn main() -> Result<()> {
                         match result {
                             Ok(o) => {
                                 println!(
-                                    "round {} {:<44} {:<9} {} connected ({} failed), {:.0} connects/s, RSS {} -> {} KiB = {:.2} KiB/connection | cpu gen {:.2} broker {:.2}",
+                                    "round {} {:<44} {:<9} {} connected ({} failed), {:.0} connects/s, handshake p50 {:.0} p99 {:.0} max {:.0} us, RSS {} -> {} KiB = {:.2} KiB/connection | cpu gen {:.2} broker {:.2}",
                                     round + 1,
                                     format!("idle {idle_count}"),
                                     kind.name(),
                                     o.connections,
                                     o.failed,
                                     o.connects_per_sec,
+                                    o.handshake_p50_us,
+                                    o.handshake_p99_us,
+                                    o.handshake_max_us,
                                     o.rss_before_kib,
                                     o.rss_after_kib,
                                     o.rss_per_connection_kib,
