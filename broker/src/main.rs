@@ -16,7 +16,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
-use wasp::config::{Config, Listener, LogConfig, LogFormat};
+use wasp::config::{Config, Listener, LogConfig, LogFormat, Scheduling};
 
 #[global_allocator]
 static ALLOCATOR: wasp::Allocator = wasp::Allocator;
@@ -229,8 +229,33 @@ fn pregrow_fd_table(max_connections: usize) {
     }
 }
 
+/// Gives the calling thread the configured scheduling policy (`runtime.scheduling`). Called on the main
+/// thread before the runtime exists: every thread started afterwards (the runtime's workers and blocking
+/// threads, the plugin host's epoch thread) inherits it. A failure is logged and the broker runs on.
+#[cfg(target_os = "linux")]
+fn apply_scheduling(scheduling: Scheduling) {
+    let policy = match scheduling {
+        Scheduling::Batch => uapi::c::SCHED_BATCH,
+        Scheduling::Normal => uapi::c::SCHED_OTHER,
+    };
+    // Both policies take static priority 0; the nice value is left as it is.
+    let param = uapi::c::sched_param { sched_priority: 0 };
+    match uapi::sched_setscheduler(0, policy, &param) {
+        Ok(_) => tracing::debug!(?scheduling, "scheduling policy set"),
+        Err(e) => tracing::warn!(
+            ?scheduling,
+            error = %e,
+            "cannot set runtime.scheduling; the threads keep the policy they inherited"
+        ),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn apply_scheduling(_: Scheduling) {}
+
 fn run(config: Config) -> anyhow::Result<()> {
-    // Before the runtime starts its threads.
+    // Before the runtime starts its threads, which inherit both.
+    apply_scheduling(config.scheduling);
     pregrow_fd_table(config.limits.max_connections);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -358,3 +358,72 @@ fn oauth_example_configs_validate() {
         assert!(!plugin["audience"].as_str().unwrap().is_empty());
     }
 }
+
+/// The scheduling policy of each of `pid`'s threads (`/proc/PID/task/TID/stat`, field 41), by thread
+/// name; empty until the runtime's workers exist.
+#[cfg(target_os = "linux")]
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let mut threads = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(task.path().join("comm")),
+            std::fs::read_to_string(task.path().join("stat")),
+        ) else {
+            continue;
+        };
+        // The fields after the name, which is in parentheses and may hold spaces, start at field 3.
+        let after_name = &stat[stat.rfind(')').expect("stat has a name") + 1..];
+        let policy = after_name.split_whitespace().nth(41 - 3).expect("field 41");
+        threads.push((name.trim().to_owned(), policy.parse().expect("a number")));
+    }
+    threads
+}
+
+/// `runtime.scheduling` reaches every thread of the running broker: SCHED_BATCH (3) by default,
+/// SCHED_OTHER (0) with "normal".
+#[cfg(target_os = "linux")]
+#[test]
+fn broker_threads_get_the_configured_scheduling_policy() {
+    for (setting, expected) in [(None, 3), (Some("normal"), 0), (Some("batch"), 3)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config =
+            "[[listeners]]\nname = \"t\"\nbind = \"127.0.0.1:0\"\n\n[sys]\ninterval_secs = 0\n\n\
+                          [log]\nlevel = \"warn\"\n"
+                .to_owned();
+        if let Some(setting) = setting {
+            config.push_str(&format!("\n[runtime]\nscheduling = \"{setting}\"\n"));
+        }
+        let file = dir.path().join("wasp.toml");
+        std::fs::write(&file, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasp"))
+            .arg("--config")
+            .arg(&file)
+            .env("XDG_CACHE_HOME", dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run wasp");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let threads = loop {
+            let threads = thread_policies(child.id());
+            if threads.iter().any(|(name, _)| name == "wasp-worker") {
+                break threads;
+            }
+            if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+                let _ = child.kill();
+                panic!("{setting:?}: no runtime worker thread appeared: {threads:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(threads.len() >= 2, "{threads:?}");
+        for (name, policy) in &threads {
+            assert_eq!(*policy, expected, "{setting:?}: thread {name}: {threads:?}");
+        }
+    }
+}
