@@ -272,13 +272,12 @@ fn set_user_properties(
         *scratch = BytesMut::with_capacity(PROPERTY_CHUNK.max(room));
     }
     let mut writer = UserPropertiesWriter::new(scratch);
-    for (at, (key, value)) in source.iter().enumerate() {
-        let written = match stamps.iter().find(|(place, _)| *place == at) {
-            Some(&(_, stamp)) => writer.push_display(key, StampText(stamp, now)),
-            None => writer.push(key, value),
-        };
-        written.expect("a valid property, or its name with a stamp's short value");
-    }
+    writer
+        .push_replacing(source, |at| {
+            let &(_, stamp) = stamps.iter().find(|(place, _)| *place == at)?;
+            Some(StampText(stamp, now))
+        })
+        .expect("a stamp's value is short");
     *target = writer.finish();
 }
 

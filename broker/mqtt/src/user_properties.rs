@@ -123,10 +123,14 @@ impl<'a> Iterator for Iter<'a> {
     }
 }
 
+/// The length of the length-prefixed string at the start of `wire`.
+fn string_len(wire: &[u8]) -> usize {
+    usize::from(u16::from_be_bytes([wire[0], wire[1]]))
+}
+
 /// A length-prefixed string at the start of `wire`, and what follows it.
 fn split_string(wire: &[u8]) -> (&str, &[u8]) {
-    let (len, rest) = wire.split_at(2);
-    let (text, rest) = rest.split_at(usize::from(u16::from_be_bytes([len[0], len[1]])));
+    let (text, rest) = wire[2..].split_at(string_len(wire));
     (
         std::str::from_utf8(text).expect("user properties are UTF-8 by construction"),
         rest,
@@ -157,16 +161,51 @@ impl<'b> UserPropertiesWriter<'b> {
     /// time stamp); `Err` (nothing appended) when the name or the text is over 65,535 bytes. Panics if
     /// `value`'s `Display` fails, as `ToString` does.
     pub fn push_display(&mut self, key: &str, value: impl fmt::Display) -> Result<(), EncodeError> {
-        let too_long = |field, len| EncodeError::FieldTooLong {
+        let key_len = u16::try_from(key.len()).map_err(|_| EncodeError::FieldTooLong {
             packet: "User Property",
-            field,
-            len,
-        };
-        let key_len = u16::try_from(key.len()).map_err(|_| too_long("name", key.len()))?;
+            field: "name",
+            len: key.len(),
+        })?;
         let start = self.buf.len();
         self.buf.put_u8(0x26);
         self.buf.put_u16(key_len);
         self.buf.put_slice(key.as_bytes());
+        self.push_value(start, value)
+    }
+
+    /// Appends `source`'s properties in order, each whose place (0, 1, ...) `value_at` answers with
+    /// `Some(text)` with that text as its value instead of its own; `Err` (nothing of that property
+    /// appended) when a new value is over 65,535 bytes. The others are copied as they are on the wire,
+    /// without going through `&str` (a reused transform outcome's properties on each message, its stamps
+    /// made anew).
+    pub fn push_replacing<D: fmt::Display>(
+        &mut self,
+        source: &UserProperties,
+        mut value_at: impl FnMut(usize) -> Option<D>,
+    ) -> Result<(), EncodeError> {
+        let mut rest = &source.wire[..];
+        let mut place = 0;
+        while !rest.is_empty() {
+            // The identifier, the name's length and the name; then the value's length and the value.
+            let name_end = 3 + string_len(&rest[1..]);
+            let end = name_end + 2 + string_len(&rest[name_end..]);
+            match value_at(place) {
+                None => self.buf.extend_from_slice(&rest[..end]),
+                Some(value) => {
+                    let start = self.buf.len();
+                    self.buf.extend_from_slice(&rest[..name_end]);
+                    self.push_value(start, value)?;
+                }
+            }
+            rest = &rest[end..];
+            place += 1;
+        }
+        Ok(())
+    }
+
+    /// Appends the length-prefixed text of `value` to the property begun at `start`; `Err` (the buffer
+    /// truncated back to `start`) when it is over 65,535 bytes.
+    fn push_value(&mut self, start: usize, value: impl fmt::Display) -> Result<(), EncodeError> {
         let len_at = self.buf.len();
         self.buf.put_u16(0);
         fmt::write(&mut Text(self.buf), format_args!("{value}"))
@@ -174,7 +213,11 @@ impl<'b> UserPropertiesWriter<'b> {
         let len = self.buf.len() - len_at - 2;
         let Ok(value_len) = u16::try_from(len) else {
             self.buf.truncate(start);
-            return Err(too_long("value", len));
+            return Err(EncodeError::FieldTooLong {
+                packet: "User Property",
+                field: "value",
+                len,
+            });
         };
         self.buf[len_at..len_at + 2].copy_from_slice(&value_len.to_be_bytes());
         Ok(())
@@ -201,6 +244,42 @@ impl fmt::Write for Text<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_replacing_copies_all_but_the_places_given_new_values() {
+        let source =
+            UserProperties::from_pairs([("a", "1"), ("stamp", "old"), ("", ""), ("b", "2")])
+                .expect("short");
+        let mut buf = BytesMut::new();
+        let mut writer = UserPropertiesWriter::new(&mut buf);
+        writer
+            .push_replacing(&source, |at| (at == 1 || at == 2).then(|| at * 100))
+            .expect("short values");
+        let replaced = writer.finish();
+        assert_eq!(
+            replaced,
+            [("a", "1"), ("stamp", "100"), ("", "200"), ("b", "2")]
+        );
+        // Replacing nothing copies the wire form as it is.
+        let mut writer = UserPropertiesWriter::new(&mut buf);
+        writer
+            .push_replacing(&source, |_| None::<&str>)
+            .expect("nothing new");
+        assert_eq!(writer.finish().wire(), source.wire());
+        // A value over 65,535 bytes is refused and leaves nothing of its property behind.
+        let long = "x".repeat(65_536);
+        let mut writer = UserPropertiesWriter::new(&mut buf);
+        let refused = writer.push_replacing(&source, |at| (at == 3).then_some(long.as_str()));
+        assert!(matches!(
+            refused,
+            Err(EncodeError::FieldTooLong {
+                field: "value",
+                len: 65_536,
+                ..
+            })
+        ));
+        assert_eq!(writer.finish(), [("a", "1"), ("stamp", "old"), ("", "")]);
+    }
 
     #[test]
     fn pairs_go_in_and_come_out_in_order_with_repeats() {
