@@ -53,7 +53,7 @@
 //! bind = "127.0.0.1:9464"            # Prometheus endpoint GET /metrics; off without this key
 //!
 //! [runtime]
-//! scheduling = "batch"               # "batch" or "normal": the Linux scheduling policy of the broker's threads
+//! scheduling = "batch"               # "batch" or "normal": the Linux scheduling policy of the threads
 //!
 //! [plugin_host]
 //! cache_dir = "/var/cache/wasp"      # compiled plugins; default $XDG_CACHE_HOME/wasp or ~/.cache/wasp
@@ -640,6 +640,27 @@ impl Ctx<'_> {
         }
     }
 
+    /// The value `choices` pairs with the text of `value` (file key `key`); any other text is an error at
+    /// its line: `{key} = {text:?} {refusal}: use {hint}`.
+    fn choice<T: Copy>(
+        &self,
+        value: &Spanned<String>,
+        key: &str,
+        choices: &[(&str, T)],
+        refusal: &str,
+        hint: &str,
+    ) -> Result<T, ConfigError> {
+        let text = value.get_ref();
+        match choices.iter().find(|(name, _)| name == text) {
+            Some(&(_, chosen)) => Ok(chosen),
+            None => Err(self.invalid(
+                value.span(),
+                key,
+                format!("{key} = {text:?} {refusal}: use {hint}"),
+            )),
+        }
+    }
+
     /// Classifies an error from the toml crate (syntax, unknown key, missing key, wrong type).
     fn toml_error(&self, error: toml::de::Error) -> ConfigError {
         let at = self.at(error.span());
@@ -741,20 +762,13 @@ impl Ctx<'_> {
         };
         let scheduling = match file.runtime.and_then(|r| r.scheduling) {
             None => default.scheduling,
-            Some(scheduling) => match scheduling.get_ref().as_str() {
-                "batch" => Scheduling::Batch,
-                "normal" => Scheduling::Normal,
-                other => {
-                    return Err(self.invalid(
-                        scheduling.span(),
-                        "runtime.scheduling",
-                        format!(
-                            "runtime.scheduling = {other:?} is not supported: use \"batch\" (the default) \
-                             or \"normal\""
-                        ),
-                    ));
-                }
-            },
+            Some(scheduling) => self.choice(
+                &scheduling,
+                "runtime.scheduling",
+                &[("batch", Scheduling::Batch), ("normal", Scheduling::Normal)],
+                "is not supported",
+                "\"batch\" (the default) or \"normal\"",
+            )?,
         };
         Ok(Config {
             listeners,
@@ -872,20 +886,14 @@ impl Ctx<'_> {
 
             let websocket = match &listener.protocol {
                 None => false,
-                Some(protocol) => match protocol.get_ref().as_str() {
-                    "tcp" => false,
-                    "ws" => true,
-                    other => {
-                        return Err(self.invalid(
-                            protocol.span(),
-                            "listeners.protocol",
-                            format!(
-                                "listeners.protocol = {other:?} is not supported: use \"tcp\" (MQTT over \
-                                 TCP) or \"ws\" (MQTT over WebSocket); add a [listeners.tls] table for TLS"
-                            ),
-                        ));
-                    }
-                },
+                Some(protocol) => self.choice(
+                    protocol,
+                    "listeners.protocol",
+                    &[("tcp", false), ("ws", true)],
+                    "is not supported",
+                    "\"tcp\" (MQTT over TCP) or \"ws\" (MQTT over WebSocket); add a [listeners.tls] table \
+                     for TLS",
+                )?,
             };
             let kind = match (websocket, listener.path) {
                 (false, None) => ListenerKind::Tcp,
@@ -981,20 +989,16 @@ impl Ctx<'_> {
         }
         let username_from_cert = match &tls.username_from_cert {
             None => None,
-            Some(field) => Some(match field.get_ref().as_str() {
-                "cn" => CertField::CommonName,
-                "san" => CertField::SubjectAltName,
-                other => {
-                    return Err(self.invalid(
-                        field.span(),
-                        "listeners.tls.username_from_cert",
-                        format!(
-                            "listeners.tls.username_from_cert = {other:?} is not a certificate field: \
-                             use \"cn\" (subject Common Name) or \"san\" (first Subject Alternative Name)"
-                        ),
-                    ));
-                }
-            }),
+            Some(field) => Some(self.choice(
+                field,
+                "listeners.tls.username_from_cert",
+                &[
+                    ("cn", CertField::CommonName),
+                    ("san", CertField::SubjectAltName),
+                ],
+                "is not a certificate field",
+                "\"cn\" (subject Common Name) or \"san\" (first Subject Alternative Name)",
+            )?),
         };
         if username_from_cert.is_some() && !require_client_cert {
             return Err(self.invalid(
@@ -1007,19 +1011,13 @@ impl Ctx<'_> {
         }
         let min_version = match &tls.min_version {
             None => TlsVersion::V1_2,
-            Some(v) => match v.get_ref().as_str() {
-                "1.2" => TlsVersion::V1_2,
-                "1.3" => TlsVersion::V1_3,
-                other => {
-                    return Err(self.invalid(
-                        v.span(),
-                        "listeners.tls.min_version",
-                        format!(
-                            "listeners.tls.min_version = {other:?} is not supported: use \"1.2\" or \"1.3\""
-                        ),
-                    ));
-                }
-            },
+            Some(v) => self.choice(
+                v,
+                "listeners.tls.min_version",
+                &[("1.2", TlsVersion::V1_2), ("1.3", TlsVersion::V1_3)],
+                "is not supported",
+                "\"1.2\" or \"1.3\"",
+            )?,
         };
         let reload_check = match &tls.reload_check_secs {
             None => Some(Duration::from_secs(10)),
@@ -1239,19 +1237,13 @@ impl Ctx<'_> {
         };
         let format = match file.format {
             None => d.format,
-            Some(format) => {
-                match format.get_ref().as_str() {
-                    "text" => LogFormat::Text,
-                    "compact" => LogFormat::Compact,
-                    other => {
-                        return Err(self.invalid(
-                        format.span(),
-                        "log.format",
-                        format!("log.format = {other:?} is not supported: use \"text\" or \"compact\""),
-                    ));
-                    }
-                }
-            }
+            Some(format) => self.choice(
+                &format,
+                "log.format",
+                &[("text", LogFormat::Text), ("compact", LogFormat::Compact)],
+                "is not supported",
+                "\"text\" or \"compact\"",
+            )?,
         };
         Ok(LogConfig { level, format })
     }
@@ -1265,20 +1257,19 @@ impl Ctx<'_> {
             DirGrant, FailurePolicy, HttpGrant, OnAccessFailure, OnTransformFailure, PluginSpec,
             SandboxLimits,
         };
-        let access = |value: &Option<Spanned<String>>, key: &str| {
-            match value {
+        let access = |value: &Option<Spanned<String>>, key: &str| match value {
             None => Ok(OnAccessFailure::Deny),
-            Some(v) => match v.get_ref().as_str() {
-                "deny" => Ok(OnAccessFailure::Deny),
-                "defer" => Ok(OnAccessFailure::Defer),
-                "allow" => Ok(OnAccessFailure::Allow),
-                other => Err(self.invalid(
-                    v.span(),
-                    key,
-                    format!("{key} = {other:?} is not a failure policy: use \"deny\", \"defer\" or \"allow\""),
-                )),
-            },
-        }
+            Some(v) => self.choice(
+                v,
+                key,
+                &[
+                    ("deny", OnAccessFailure::Deny),
+                    ("defer", OnAccessFailure::Defer),
+                    ("allow", OnAccessFailure::Allow),
+                ],
+                "is not a failure policy",
+                "\"deny\", \"defer\" or \"allow\"",
+            ),
         };
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut out = Vec::with_capacity(plugins.len());
@@ -1336,20 +1327,16 @@ impl Ctx<'_> {
             };
             let transform = match &plugin.on_transform_failure {
                 None => OnTransformFailure::Pass,
-                Some(v) => match v.get_ref().as_str() {
-                    "pass" => OnTransformFailure::Pass,
-                    "drop" => OnTransformFailure::Drop,
-                    other => {
-                        return Err(self.invalid(
-                            v.span(),
-                            "plugins.on_transform_failure",
-                            format!(
-                                "plugins.on_transform_failure = {other:?} is not a failure policy: use \"pass\" \
-                                 or \"drop\""
-                            ),
-                        ));
-                    }
-                },
+                Some(v) => self.choice(
+                    v,
+                    "plugins.on_transform_failure",
+                    &[
+                        ("pass", OnTransformFailure::Pass),
+                        ("drop", OnTransformFailure::Drop),
+                    ],
+                    "is not a failure policy",
+                    "\"pass\" or \"drop\"",
+                )?,
             };
             let failure = FailurePolicy {
                 authenticate: access(&plugin.on_auth_failure, "plugins.on_auth_failure")?,
