@@ -161,11 +161,7 @@ impl<'b> UserPropertiesWriter<'b> {
     /// time stamp); `Err` (nothing appended) when the name or the text is over 65,535 bytes. Panics if
     /// `value`'s `Display` fails, as `ToString` does.
     pub fn push_display(&mut self, key: &str, value: impl fmt::Display) -> Result<(), EncodeError> {
-        let key_len = u16::try_from(key.len()).map_err(|_| EncodeError::FieldTooLong {
-            packet: "User Property",
-            field: "name",
-            len: key.len(),
-        })?;
+        let key_len = u16::try_from(key.len()).map_err(|_| too_long("name", key.len()))?;
         let start = self.buf.len();
         self.buf.put_u8(0x26);
         self.buf.put_u16(key_len);
@@ -213,11 +209,7 @@ impl<'b> UserPropertiesWriter<'b> {
         let len = self.buf.len() - len_at - 2;
         let Ok(value_len) = u16::try_from(len) else {
             self.buf.truncate(start);
-            return Err(EncodeError::FieldTooLong {
-                packet: "User Property",
-                field: "value",
-                len,
-            });
+            return Err(too_long("value", len));
         };
         self.buf[len_at..len_at + 2].copy_from_slice(&value_len.to_be_bytes());
         Ok(())
@@ -228,6 +220,15 @@ impl<'b> UserPropertiesWriter<'b> {
         UserProperties {
             wire: self.buf.split().freeze(),
         }
+    }
+}
+
+/// A User Property's name or value (`field`) of `len` bytes, over the 65,535 a length prefix holds.
+fn too_long(field: &'static str, len: usize) -> EncodeError {
+    EncodeError::FieldTooLong {
+        packet: "User Property",
+        field,
+        len,
     }
 }
 
