@@ -389,10 +389,18 @@ fn thread_policies(pid: u32) -> Vec<(String, u32)> {
 fn broker_threads_get_the_configured_scheduling_policy() {
     for (setting, expected) in [(None, 3), (Some("normal"), 0), (Some("batch"), 3)] {
         let dir = tempfile::tempdir().unwrap();
-        let mut config =
-            "[[listeners]]\nname = \"t\"\nbind = \"127.0.0.1:0\"\n\n[sys]\ninterval_secs = 0\n\n\
-                          [log]\nlevel = \"warn\"\n"
-                .to_owned();
+        let mut config = String::from(
+            r#"[[listeners]]
+name = "t"
+bind = "127.0.0.1:0"
+
+[sys]
+interval_secs = 0
+
+[log]
+level = "warn"
+"#,
+        );
         if let Some(setting) = setting {
             config.push_str(&format!("\n[runtime]\nscheduling = \"{setting}\"\n"));
         }
