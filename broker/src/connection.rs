@@ -1045,9 +1045,6 @@ impl Conn {
                 // Everything received is handled: give the buffer back while waiting (the payloads
                 // still queued keep their part of it alive; the rest is freed).
                 self.io.inbuf = BytesMut::new();
-                if let Some(plugged) = self.plugins.as_deref_mut() {
-                    plugged.access.release_scratch();
-                }
             }
             let waiting_for = self.deferred.front().map(|(ticket, _)| *ticket);
             let next_timer = self.next_timer();
