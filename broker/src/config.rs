@@ -54,6 +54,7 @@
 //!
 //! [runtime]
 //! scheduling = "batch"               # "batch" or "normal": the Linux scheduling policy of the threads
+//! worker_threads = 2                 # threads serving connections; default one per CPU
 //!
 //! [plugin_host]
 //! cache_dir = "/var/cache/wasp"      # compiled plugins; default $XDG_CACHE_HOME/wasp or ~/.cache/wasp
@@ -78,6 +79,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -112,7 +114,13 @@ pub struct Config {
     pub storage: Option<StorageConfig>,
     /// The scheduling policy of the broker's threads (file `runtime.scheduling`).
     pub scheduling: Scheduling,
+    /// How many worker threads serve the connections (file `runtime.worker_threads`); `None`: one per CPU
+    /// (tokio's default, which the `TOKIO_WORKER_THREADS` environment variable overrides).
+    pub worker_threads: Option<NonZeroUsize>,
 }
+
+/// The most worker threads `runtime.worker_threads` may ask for.
+const MAX_WORKER_THREADS: i128 = 1024;
 
 /// The Linux scheduling policy the `wasp` binary gives its threads (file key `runtime.scheduling`),
 /// before its runtime starts them; other systems ignore it.
@@ -296,6 +304,7 @@ impl Default for Config {
             log: LogConfig::default(),
             storage: None,
             scheduling: Scheduling::default(),
+            worker_threads: None,
         }
     }
 }
@@ -484,6 +493,7 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileRuntime {
     scheduling: Option<Spanned<String>>,
+    worker_threads: Option<Spanned<i128>>,
 }
 
 #[derive(Deserialize)]
@@ -760,7 +770,11 @@ impl Ctx<'_> {
                 )
             })?),
         };
-        let scheduling = match file.runtime.and_then(|r| r.scheduling) {
+        let runtime = file.runtime.unwrap_or(FileRuntime {
+            scheduling: None,
+            worker_threads: None,
+        });
+        let scheduling = match runtime.scheduling {
             None => default.scheduling,
             Some(scheduling) => self.choice(
                 &scheduling,
@@ -769,6 +783,17 @@ impl Ctx<'_> {
                 "is not supported",
                 "\"batch\" (the default) or \"normal\"",
             )?,
+        };
+        let worker_threads = match &runtime.worker_threads {
+            None => default.worker_threads,
+            // At least 1, so never `None` here.
+            Some(n) => NonZeroUsize::new(self.int(
+                n,
+                "runtime.worker_threads",
+                1,
+                MAX_WORKER_THREADS,
+                "",
+            )?),
         };
         Ok(Config {
             listeners,
@@ -781,6 +806,7 @@ impl Ctx<'_> {
             metrics_bind,
             storage,
             scheduling,
+            worker_threads,
         })
     }
 
@@ -1735,6 +1761,7 @@ bind = "127.0.0.1:9464"
 
 [runtime]
 scheduling = "normal"
+worker_threads = 3
 
 [[plugins]]
 name = "passwords"
@@ -1837,6 +1864,7 @@ reload_secs = 5
                 metrics_bind: Some("127.0.0.1:9464".parse().unwrap()),
                 storage: None,
                 scheduling: Scheduling::Normal,
+                worker_threads: NonZeroUsize::new(3),
             }
         );
     }
@@ -1934,6 +1962,33 @@ reload_secs = 5
         assert!(m.contains("\"batch\"") && m.contains("\"normal\""), "{m}");
         let m = error("[runtime]\nworkers = 2\n", 2, "`workers`");
         assert!(m.contains("scheduling"), "{m}");
+    }
+
+    #[test]
+    fn runtime_worker_threads() {
+        assert_eq!(parse("").unwrap().worker_threads, None);
+        assert_eq!(
+            parse("[runtime]\nworker_threads = 1\n")
+                .unwrap()
+                .worker_threads,
+            NonZeroUsize::new(1)
+        );
+        assert_eq!(
+            parse("[runtime]\nworker_threads = 1024\n")
+                .unwrap()
+                .worker_threads,
+            NonZeroUsize::new(1024)
+        );
+        for bad in ["0", "-2", "1025"] {
+            let m = error(
+                &format!("[runtime]\nworker_threads = {bad}\n"),
+                2,
+                "runtime.worker_threads",
+            );
+            assert!(m.contains("from 1 to 1024"), "{m}");
+        }
+        let m = error("[runtime]\nworker_threads = \"2\"\n", 2, "worker_threads");
+        assert!(m.contains("integer"), "{m}");
     }
 
     #[test]

@@ -257,11 +257,16 @@ fn run(config: Config) -> anyhow::Result<()> {
     // Before the runtime starts its threads, which inherit both.
     apply_scheduling(config.scheduling);
     pregrow_fd_table(config.limits.max_connections);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = config.worker_threads {
+        builder.worker_threads(workers.get());
+    }
+    let runtime = builder
         .enable_all()
         .thread_name("wasp-worker")
         .build()
         .context("cannot start the tokio runtime")?;
+    tracing::info!(workers = runtime.metrics().num_workers(), "runtime started");
     runtime.block_on(async {
         // Before binding: a signal arriving while we bind must already be caught.
         let shutdown = shutdown_signal().context("cannot install the SIGINT/SIGTERM handlers")?;

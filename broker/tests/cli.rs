@@ -382,15 +382,17 @@ fn thread_policies(pid: u32) -> Vec<(String, u32)> {
     threads
 }
 
-/// `runtime.scheduling` reaches every thread of the running broker: SCHED_BATCH (3) by default,
-/// SCHED_OTHER (0) with "normal".
-#[cfg(target_os = "linux")]
-#[test]
-fn broker_threads_get_the_configured_scheduling_policy() {
-    for (setting, expected) in [(None, 3), (Some("normal"), 0), (Some("batch"), 3)] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = String::from(
-            r#"[[listeners]]
+/// Starts the `wasp` binary on a loopback listener with `[log] level = LEVEL` (compact format) and, after
+/// the rest of the file, `extra` (e.g. a `[runtime]` table); its standard error goes to `stderr`. The
+/// directory holds the configuration and the plugin cache: keep it alive while the broker runs.
+fn start_broker(
+    level: &str,
+    extra: &str,
+    stderr: Stdio,
+) -> (std::process::Child, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"[[listeners]]
 name = "t"
 bind = "127.0.0.1:0"
 
@@ -398,23 +400,37 @@ bind = "127.0.0.1:0"
 interval_secs = 0
 
 [log]
-level = "warn"
-"#,
-        );
-        if let Some(setting) = setting {
-            config.push_str(&format!("\n[runtime]\nscheduling = \"{setting}\"\n"));
-        }
-        let file = dir.path().join("wasp.toml");
-        std::fs::write(&file, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wasp"))
-            .arg("--config")
-            .arg(&file)
-            .env("XDG_CACHE_HOME", dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run wasp");
+level = "{level}"
+format = "compact"
+
+{extra}"#
+    );
+    let file = dir.path().join("wasp.toml");
+    std::fs::write(&file, config).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_wasp"))
+        .arg("--config")
+        .arg(&file)
+        .env("XDG_CACHE_HOME", dir.path())
+        .env_remove("TOKIO_WORKER_THREADS")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("run wasp");
+    (child, dir)
+}
+
+/// `runtime.scheduling` reaches every thread of the running broker: SCHED_BATCH (3) by default,
+/// SCHED_OTHER (0) with "normal".
+#[cfg(target_os = "linux")]
+#[test]
+fn broker_threads_get_the_configured_scheduling_policy() {
+    for (setting, expected) in [(None, 3), (Some("normal"), 0), (Some("batch"), 3)] {
+        let extra = setting.map_or(String::new(), |s| {
+            format!("[runtime]\nscheduling = \"{s}\"\n")
+        });
+        let (mut child, _dir) = start_broker("warn", &extra, Stdio::inherit());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         let threads = loop {
             let threads = thread_policies(child.id());
@@ -433,5 +449,47 @@ level = "warn"
         for (name, policy) in &threads {
             assert_eq!(*policy, expected, "{setting:?}: thread {name}: {threads:?}");
         }
+    }
+}
+
+/// `runtime.worker_threads` sets how many workers the runtime starts (the broker logs it at start-up);
+/// without it there is one per CPU.
+#[test]
+fn broker_starts_the_configured_number_of_workers() {
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    for (setting, expected) in [(None, cpus), (Some(1), 1), (Some(3), 3)] {
+        let extra = setting.map_or(String::new(), |n| {
+            format!("[runtime]\nworker_threads = {n}\n")
+        });
+        let (mut child, _dir) = start_broker("info", &extra, Stdio::piped());
+        // Read on a thread of its own, so that a broker that never logs the line fails the test in time.
+        let stderr = child.stderr.take().unwrap();
+        let (lines, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let Ok(line) = line else { break };
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let started = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match received.recv_timeout(left) {
+                Ok(line) if line.contains("runtime started") => break line,
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("{setting:?}: no \"runtime started\" line: {e}");
+                }
+            }
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            started.contains(&format!("workers={expected}")),
+            "{setting:?}: expected {expected} workers: {started}"
+        );
     }
 }
