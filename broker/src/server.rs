@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
@@ -95,14 +95,11 @@ impl Server {
                 listener.tls.as_ref(),
                 config.limits.max_packet_size,
             )?;
-            let socket =
-                TcpListener::bind(listener.bind)
-                    .await
-                    .map_err(|source| ServerError::Bind {
-                        name: listener.name.clone(),
-                        addr: listener.bind,
-                        source,
-                    })?;
+            let socket = bind_mqtt(listener.bind).map_err(|source| ServerError::Bind {
+                name: listener.name.clone(),
+                addr: listener.bind,
+                source,
+            })?;
             let chain = Chain::new(
                 plugins
                     .iter()
@@ -277,6 +274,27 @@ impl Server {
     }
 }
 
+/// The listen backlog of the MQTT listeners: how many connections the kernel completes and queues before
+/// the broker accepts them. tokio's `TcpListener::bind` gives 128 (Mosquitto uses 100): after an outage
+/// thousands of devices reconnect at once, and beyond the backlog the kernel drops their SYNs, which they
+/// send again only after 1 s, then 3 s (bench/README.md, "Listen backlog": with 128 handshakes in flight
+/// Mosquitto fell from ~57 k to ~9.7 k connects/s, and Wasp did with 256). Linux caps it at
+/// `net.core.somaxconn` (4096 by default since 5.4).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listening socket for an MQTT listener on `addr`, with [`LISTEN_BACKLOG`].
+fn bind_mqtt(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted broker binds while its old connections are in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Accepts sockets on one listener, one task each; on shutdown waits for its connections to end.
 async fn accept_loop(
     broker: Arc<Broker>,
@@ -426,4 +444,31 @@ async fn load_plugins(
         plugins.push((plugin.listeners.clone(), loaded));
     }
     Ok((Some(host), plugins))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel reports a listening socket's backlog as its send queue (`ss -l`'s `Send-Q`).
+    #[tokio::test]
+    async fn mqtt_listeners_listen_with_the_larger_backlog() {
+        let listener = bind_mqtt("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let out = std::process::Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (iproute2) runs; tests/setup installs it");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        // State, Recv-Q, Send-Q (the backlog), local address, peer address.
+        assert_eq!(fields.len(), 5, "{text:?}");
+        let backlog: u32 = fields[2].parse().unwrap();
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(backlog, LISTEN_BACKLOG.min(somaxconn), "{text:?}");
+    }
 }
