@@ -63,6 +63,9 @@ struct Args {
     /// Idle connections to open (50000 needs a raised file limit, which the bench sets itself).
     #[arg(long, default_value_t = 10_000)]
     idle: usize,
+    /// Handshakes in flight at a time while the idle connections are opened.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    handshakes: u16,
     /// The Wasp binary (default: `wasp` beside this binary).
     #[arg(long)]
     wasp: Option<PathBuf>,
@@ -360,7 +363,12 @@ fn main() -> Result<()> {
                         let first = 2 + source_block as u8;
                         source_block += blocks;
                         let result = runtime.block_on(local.run_until(load::idle(
-                            &broker, idle_count, 64, first, per_source, run_id,
+                            &broker,
+                            idle_count,
+                            usize::from(args.handshakes),
+                            first,
+                            per_source,
+                            run_id,
                         )));
                         match result {
                             Ok(o) => {
