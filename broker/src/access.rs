@@ -300,17 +300,12 @@ impl Stamped {
             })
             .expect("a stamp's value is short");
         *target = writer.finish();
-        let last = self.last.get_or_insert_with(|| LastStamped {
-            source: UserProperties::new(),
-            stamps: Vec::new(),
+        self.last = Some(LastStamped {
+            source: source.clone(),
+            stamps: stamps.to_vec(),
             millis,
-            written: UserProperties::new(),
+            written: target.clone(),
         });
-        last.source.clone_from(source);
-        last.stamps.clear();
-        last.stamps.extend_from_slice(stamps);
-        last.millis = millis;
-        last.written.clone_from(target);
     }
 }
 
