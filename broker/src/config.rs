@@ -489,7 +489,7 @@ struct FileConfig {
     runtime: Option<FileRuntime>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct FileRuntime {
     scheduling: Option<Spanned<String>>,
@@ -770,10 +770,7 @@ impl Ctx<'_> {
                 )
             })?),
         };
-        let runtime = file.runtime.unwrap_or(FileRuntime {
-            scheduling: None,
-            worker_threads: None,
-        });
+        let runtime = file.runtime.unwrap_or_default();
         let scheduling = match runtime.scheduling {
             None => default.scheduling,
             Some(scheduling) => self.choice(
