@@ -563,10 +563,17 @@ pub struct IdleOutcome {
 /// Opens `count` idle MQTT 3.1.1 connections (`concurrency` handshakes at a time), spread over source
 /// addresses 127.0.0.x (`per_source` connections each, starting at `first_source`) so the ephemeral
 /// ports of one address are never exhausted; measures the connect rate and the broker's RSS growth.
-pub async fn idle(
+///
+/// The handshakes run on `threads` generator threads (each a current-thread runtime with its share of
+/// the connections and of the handshakes in flight). On loopback the client's `connect` runs the whole
+/// TCP handshake in the kernel, the server's half included, so one generator thread spends ~15 us per
+/// connection: more than either broker does, and then the thread, not the broker, sets the rate
+/// (bench/README.md, "Connects/s: the generator's share").
+pub fn idle(
     broker: &Running,
     count: usize,
     concurrency: usize,
+    threads: usize,
     first_source: u8,
     per_source: usize,
     run_id: u64,
@@ -574,28 +581,125 @@ pub async fn idle(
     let pid = broker.pid();
     let rss_before = rss_kib(pid);
     let (generator0, broker0) = (cpu_seconds("self"), cpu_seconds(&pid.to_string()));
-    let started = Instant::now();
-    let streams = Rc::new(RefCell::new(Vec::with_capacity(count)));
-    let next = Rc::new(Cell::new(0usize));
-    let failed = Rc::new(Cell::new(0usize));
-    let first_error = Rc::new(RefCell::new(None::<String>));
-    // Microseconds from the socket's creation to the CONNACK, per successful handshake: a stall of the
-    // broker shows as a cluster of slow handshakes (all of those in flight), which a rate hides.
-    let handshakes_us = Rc::new(RefCell::new(Vec::<u32>::with_capacity(count)));
     let addr: SocketAddr = broker.v4;
+    let threads = threads.clamp(1, concurrency.min(count).max(1));
+    let started = Instant::now();
+    // Each thread reports its handshakes, then holds its connections until its `release` sender is
+    // dropped, so that they are all open when the RSS is read.
+    let (report, reports) = std::sync::mpsc::channel();
+    let (mut release, mut handles) = (Vec::new(), Vec::new());
+    for t in 0..threads {
+        let range = (count * t / threads)..(count * (t + 1) / threads);
+        let in_flight = concurrency * (t + 1) / threads - concurrency * t / threads;
+        let report = report.clone();
+        let (releaser, hold) = std::sync::mpsc::channel::<()>();
+        release.push(releaser);
+        handles.push(std::thread::spawn(move || -> Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let local = tokio::task::LocalSet::new();
+            let (streams, done) = runtime.block_on(local.run_until(handshakes(
+                addr,
+                range,
+                in_flight.max(1),
+                first_source,
+                per_source,
+                run_id,
+            )));
+            let _ = report.send((done, Instant::now()));
+            drop(report);
+            // Holding the connections until the measurement ends (`Err` once the sender is dropped).
+            let _ = hold.recv();
+            drop(streams);
+            Ok(())
+        }));
+    }
+    drop(report);
+    let mut done = Handshakes::default();
+    let mut finished = started;
+    // Ends when every thread has reported, or dropped its sender on failing.
+    for (part, at) in reports.iter() {
+        done.merge(part);
+        finished = finished.max(at);
+    }
+    let elapsed = (finished - started).as_secs_f64();
+    let (generator1, broker1) = (cpu_seconds("self"), cpu_seconds(&pid.to_string()));
+    if let Some(e) = done.first_error.as_ref() {
+        eprintln!("    note: {} connections failed, first: {e}", done.failed);
+    }
+    // Let the broker settle (allocator, lazily touched pages) before reading its RSS.
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_after = rss_kib(pid);
+    drop(release);
+    // A thread that failed (its runtime not built) reported nothing: its error is returned here.
+    for handle in handles {
+        match handle.join() {
+            Ok(result) => result?,
+            Err(_) => bail!("an idle-connection generator thread panicked"),
+        }
+    }
+    let connected = done.times_us.len();
+    done.times_us.sort_unstable();
+    Ok(IdleOutcome {
+        connections: connected,
+        connects_per_sec: connected as f64 / elapsed,
+        rss_per_connection_kib: (rss_after.saturating_sub(rss_before)) as f64
+            / connected.max(1) as f64,
+        rss_before_kib: rss_before,
+        rss_after_kib: rss_after,
+        generator_cpu: (generator1 - generator0) / elapsed,
+        broker_cpu: (broker1 - broker0) / elapsed,
+        failed: done.failed,
+        handshake_p50_us: percentile(&done.times_us, 0.50),
+        handshake_p99_us: percentile(&done.times_us, 0.99),
+        handshake_max_us: percentile(&done.times_us, 1.0),
+    })
+}
+
+/// What one generator thread's handshakes gave.
+#[derive(Default)]
+struct Handshakes {
+    /// Microseconds from the socket's creation to the CONNACK, per successful handshake: a stall of the
+    /// broker shows as a cluster of slow handshakes (all of those in flight), which a rate hides.
+    times_us: Vec<u32>,
+    failed: usize,
+    first_error: Option<String>,
+}
+
+impl Handshakes {
+    fn merge(&mut self, other: Handshakes) {
+        self.times_us.extend(other.times_us);
+        self.failed += other.failed;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+/// Opens the connections numbered `range` (`in_flight` handshakes at a time) on the current thread's
+/// runtime; returns them open, with their handshake times.
+async fn handshakes(
+    addr: SocketAddr,
+    range: std::ops::Range<usize>,
+    in_flight: usize,
+    first_source: u8,
+    per_source: usize,
+    run_id: u64,
+) -> (Vec<tokio::net::TcpStream>, Handshakes) {
+    let streams = Rc::new(RefCell::new(Vec::with_capacity(range.len())));
+    let done = Rc::new(RefCell::new(Handshakes {
+        times_us: Vec::with_capacity(range.len()),
+        ..Handshakes::default()
+    }));
+    let next = Rc::new(Cell::new(range.start));
     let mut workers = Vec::new();
-    for _ in 0..concurrency.min(count) {
-        let (streams, next, failed, first_error, handshakes_us) = (
-            streams.clone(),
-            next.clone(),
-            failed.clone(),
-            first_error.clone(),
-            handshakes_us.clone(),
-        );
+    for _ in 0..in_flight.min(range.len()) {
+        let (streams, done, next) = (streams.clone(), done.clone(), next.clone());
         workers.push(tokio::task::spawn_local(async move {
             loop {
                 let i = next.get();
-                if i >= count || failed.get() > 100 {
+                if i >= range.end || done.borrow().failed > 100 {
                     return;
                 }
                 next.set(i + 1);
@@ -612,8 +716,8 @@ pub async fn idle(
                 {
                     Ok(client) => {
                         let took = began.elapsed().as_micros();
-                        handshakes_us
-                            .borrow_mut()
+                        done.borrow_mut()
+                            .times_us
                             .push(u32::try_from(took).unwrap_or(u32::MAX));
                         let stream = client.into_stream();
                         // Close with RST at the end: no TIME_WAIT left to block the next run's ports.
@@ -621,8 +725,9 @@ pub async fn idle(
                         streams.borrow_mut().push(stream);
                     }
                     Err(e) => {
-                        failed.set(failed.get() + 1);
-                        first_error.borrow_mut().get_or_insert(format!("{e:#}"));
+                        let mut done = done.borrow_mut();
+                        done.failed += 1;
+                        done.first_error.get_or_insert(format!("{e:#}"));
                     }
                 }
             }
@@ -631,30 +736,5 @@ pub async fn idle(
     for worker in workers {
         let _ = worker.await;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let (generator1, broker1) = (cpu_seconds("self"), cpu_seconds(&pid.to_string()));
-    let connected = streams.borrow().len();
-    if let Some(e) = first_error.borrow().as_ref() {
-        eprintln!("    note: {} connections failed, first: {e}", failed.get());
-    }
-    // Let the broker settle (allocator, lazily touched pages) before reading its RSS.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_after = rss_kib(pid);
-    drop(streams);
-    let mut handshakes_us = handshakes_us.take();
-    handshakes_us.sort_unstable();
-    Ok(IdleOutcome {
-        connections: connected,
-        connects_per_sec: connected as f64 / elapsed,
-        rss_per_connection_kib: (rss_after.saturating_sub(rss_before)) as f64
-            / connected.max(1) as f64,
-        rss_before_kib: rss_before,
-        rss_after_kib: rss_after,
-        generator_cpu: (generator1 - generator0) / elapsed,
-        broker_cpu: (broker1 - broker0) / elapsed,
-        failed: failed.get(),
-        handshake_p50_us: percentile(&handshakes_us, 0.50),
-        handshake_p99_us: percentile(&handshakes_us, 0.99),
-        handshake_max_us: percentile(&handshakes_us, 1.0),
-    })
+    (streams.take(), done.take())
 }
