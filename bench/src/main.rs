@@ -68,7 +68,8 @@ struct Args {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     handshakes: u16,
     /// Generator threads opening the idle connections, each with its share of the handshakes in flight
-    /// (default: one per CPU). One thread caps the rate near 65 k/s here, below either broker.
+    /// (default: one per CPU). One thread spends more CPU per connection than either broker (the
+    /// kernel's handshake runs in its `connect`) and then sets the rate (bench/README.md).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     idle_threads: Option<u16>,
     /// The Wasp binary (default: `wasp` beside this binary).
@@ -297,7 +298,9 @@ fn main() -> Result<()> {
             .map_or("1000 (its default)".to_owned(), |n| n.to_string())
     );
     println!(
-        "cpu: cores used in the window; gen = this generator (one thread: 1.00 = saturated), of 2 cores on the machine"
+        "cpu: cores used in the window, of {} on the machine; gen = this generator (1.00 = one thread saturated; \
+         the idle scenario's generator threads: {idle_threads})",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     );
 
     let mut samples: Vec<Vec<Samples>> = scenarios
