@@ -311,6 +311,19 @@ fn main() -> Result<()> {
     let mut source_block: usize = 0;
     let per_source = 10_000;
     let mut idle_warmed = false;
+    // One idle run: `idle_count` connections from the next block of source addresses.
+    let open_idle = |broker: &brokers::Running, source_block: &mut usize, run_id: u64| {
+        let first = next_sources(source_block, idle_count, per_source);
+        load::idle(
+            broker,
+            idle_count,
+            usize::from(args.handshakes),
+            idle_threads,
+            first,
+            per_source,
+            run_id,
+        )
+    };
     for round in 0..args.rounds {
         for (si, scenario) in scenarios.iter().enumerate() {
             for offset in 0..kinds.len() {
@@ -328,18 +341,9 @@ fn main() -> Result<()> {
                 // unmeasured pass, just before the first measured one, takes it.
                 if scenario.load.is_none() && !idle_warmed {
                     idle_warmed = true;
-                    let first = next_sources(&mut source_block, idle_count, per_source);
-                    let warm_up = setup.start(kind, port).and_then(|broker| {
-                        load::idle(
-                            &broker,
-                            idle_count,
-                            usize::from(args.handshakes),
-                            idle_threads,
-                            first,
-                            per_source,
-                            run_id,
-                        )
-                    });
+                    let warm_up = setup
+                        .start(kind, port)
+                        .and_then(|broker| open_idle(&broker, &mut source_block, run_id));
                     match warm_up {
                         Ok(o) => println!(
                             "warm-up  idle {idle_count} against {} (not counted): {:.0} connects/s, handshake max {:.0} us",
@@ -420,16 +424,7 @@ fn main() -> Result<()> {
                         }
                     }
                     None => {
-                        let first = next_sources(&mut source_block, idle_count, per_source);
-                        let result = load::idle(
-                            &broker,
-                            idle_count,
-                            usize::from(args.handshakes),
-                            idle_threads,
-                            first,
-                            per_source,
-                            run_id,
-                        );
+                        let result = open_idle(&broker, &mut source_block, run_id);
                         match result {
                             Ok(o) => {
                                 println!(
