@@ -271,10 +271,8 @@ fn main() -> Result<()> {
         }
     }
     let idle_count = args.idle;
-    let idle_threads = args.idle_threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        usize::from,
-    );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let idle_threads = args.idle_threads.map_or(cpus, usize::from);
     let files = raise_file_limit(idle_count as u64 + 256)?;
     let window = Window {
         warm_up: Duration::from_secs_f64(args.warm_up),
@@ -300,7 +298,7 @@ fn main() -> Result<()> {
     println!(
         "cpu: cores used in the window, of {} on the machine; gen = this generator (1.00 = one thread saturated; \
          the idle scenario's generator threads: {idle_threads})",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        cpus
     );
 
     let mut samples: Vec<Vec<Samples>> = scenarios
