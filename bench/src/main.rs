@@ -187,6 +187,20 @@ fn raise_file_limit(needed: u64) -> Result<u64> {
     )
 }
 
+/// Grows this process's descriptor table to `files` entries while the process has one thread. Linux
+/// doubles the table as descriptors are opened, and in a process of several threads each doubling waits
+/// out an RCU grace period (`expand_files` -> `synchronize_rcu`, 10-20 ms here): with the idle
+/// scenario's generator threads, the first idle run of every bench process stalled in it for ~20 ms in
+/// all (`perf record -a -g -e sched:sched_switch`: both threads in `D` state, in `expand_files`) and ran
+/// at ~40 k connects/s instead of ~60 k, whichever broker it measured. The `wasp` binary does the same
+/// for its own table (`pregrow_fd_table` in broker/src/main.rs).
+fn pregrow_fd_table(files: u64) -> std::io::Result<()> {
+    let null = std::fs::File::open("/dev/null")?;
+    let top = i32::try_from(files.saturating_sub(1)).unwrap_or(i32::MAX);
+    drop(rustix::io::fcntl_dupfd_cloexec(&null, top)?);
+    Ok(())
+}
+
 fn median(values: &[f64]) -> Option<f64> {
     if values.is_empty() {
         return None;
@@ -274,6 +288,12 @@ fn main() -> Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let idle_threads = args.idle_threads.map_or(cpus, usize::from);
     let files = raise_file_limit(idle_count as u64 + 256)?;
+    // Before any thread exists (the idle scenario's generator threads, the runtimes).
+    if let Err(e) = pregrow_fd_table(files) {
+        eprintln!(
+            "note: could not grow the descriptor table ahead ({e}): the first idle run may stall"
+        );
+    }
     let window = Window {
         warm_up: Duration::from_secs_f64(args.warm_up),
         measure: Duration::from_secs_f64(args.secs),
@@ -333,10 +353,10 @@ fn main() -> Result<()> {
                 if slot.not_applicable.is_some() || slot.failed.is_some() {
                     continue;
                 }
-                // The first burst of connections on a fresh machine is slow whatever answers it (the
-                // kernel grows its socket caches: a stall of ~20 ms, ~40 k connects/s instead of ~60 k,
-                // seen for Mosquitto and Wasp alike), and it fell on the broker that went first. One
-                // unmeasured pass, just before the first measured one, takes it.
+                // The first idle run of the process pays its one-time costs (the generator threads'
+                // first heap pages, and a ~20 ms stall before `pregrow_fd_table`), and they fell on the
+                // broker that went first. One unmeasured pass, just before the first measured one,
+                // takes them.
                 if scenario.load.is_none() && !idle_warmed {
                     idle_warmed = true;
                     let warm_up = setup
