@@ -364,8 +364,10 @@ fn main() -> Result<()> {
                         .and_then(|broker| open_idle(&broker, &mut source_block, run_id));
                     match warm_up {
                         Ok(o) => println!(
-                            "warm-up  idle {idle_count} against {} (not counted): {:.0} connects/s, handshake max {:.0} us",
+                            "warm-up  idle {idle_count} against {} (not counted): {} connected ({} failed), {:.0} connects/s, handshake max {:.0} us",
                             kind.name(),
+                            o.connections,
+                            o.failed,
                             o.connects_per_sec,
                             o.handshake_max_us
                         ),
